@@ -1,0 +1,1 @@
+"""The HTTP face: FastAPI routes that validate, authorise and record intent."""

@@ -1,0 +1,102 @@
+"""``create_app(settings)``: the FastAPI application, its middleware and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from demanager import __version__
+from demanager.api import errors
+from demanager.api.routes import catalog, instances
+from demanager.engine.runtime import Runtime
+from demanager.schemas import instances as w
+from demanager.settings import Settings
+from demanager.store.database import upgrade
+
+log = logging.getLogger("demanager")
+
+
+class ContractPaths:
+    """Accept a trailing slash as the same route, answered directly (contract §1.1),
+    and stamp every response with an ``X-Request-Id``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.host = socket.gethostname()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/") and path.startswith("/v1/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        request_id = f"{uuid.uuid4()}-{int(asyncio.get_running_loop().time() * 1000)}-{self.host}"
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal runtime
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+        if runtime is None:
+            runtime = await Runtime.build(settings)
+        app.state.runtime = runtime
+        runtime.reconciler.start()
+        log.info("demanager %s serving with the %s backend", __version__, runtime.backend.name)
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="demanager",
+        version=__version__,
+        description="ModelArts DevEnviron `demanager` API: notebook development environments.",
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.add_middleware(ContractPaths)
+    errors.install(app)
+    app.include_router(instances.router)
+    app.include_router(catalog.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated document, plus the request bodies the routes parse by hand."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                         routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (w.InstanceCreate, w.InstanceUpdate, w.ActionRequest):
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+    schema["components"]["securitySchemes"] = {
+        "token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}
+    }
+    schema["security"] = [{"token": []}]
+    app.openapi_schema = schema
+    return schema

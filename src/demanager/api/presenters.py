@@ -1,0 +1,156 @@
+"""Domain objects to wire models (contract §3). Explicit, field by field."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from demanager.backends.base import Backend
+from demanager.domain.catalog import Catalog, Flavor, Profile
+from demanager.domain.instance import Instance, Storage
+from demanager.domain.lifecycle import FAILED
+from demanager.domain.lifecycle import InstanceStatus as S
+from demanager.schemas import instances as w
+
+
+def profile(p: Profile) -> w.Profile:
+    model = w.Profile(
+        id=p.id,
+        name=p.name,
+        description=p.description,
+        de_type="Notebook",
+        flavor_type=p.flavor_type,
+        provision=w.Provision(
+            type="Docker",
+            spec=w.ProvisionSpec(
+                engine="CCE",
+                params=w.DockerParams(
+                    namespace=p.namespace, image_name=p.image_name, image_tag=p.image_tag,
+                    annotations=None,
+                ),
+            ),
+        ),
+    )
+    if p.provision_annotations:
+        model.provision.annotations = dict(p.provision_annotations)
+    if p.labels:
+        model.labels = dict(p.labels)
+    return model
+
+
+@dataclass(frozen=True)
+class FlavorView:
+    """Per-request facts about flavors: sold out or not, and the caller's counts."""
+
+    sold_out: frozenset[str]
+    counts: Mapping[str, int]
+    user_name: str
+
+
+def flavor_details(f: Flavor, view: FlavorView) -> w.FlavorDetails:
+    model = w.FlavorDetails(
+        name=f.name,
+        status="soldOut" if f.name in view.sold_out else "onSale",
+        type=f.type,
+        params=dict(f.params),
+    )
+    model.promo_type = f.promo_type
+    model.storage_list = list(f.storage_list)
+    model.is_permitted = f.permits(view.user_name)
+    model.instance_num = view.counts.get(f.name, 0)
+    model.store_time = f.store_time
+    if f.duration is not None:
+        model.duration = f.duration
+    if f.free and f.name in view.sold_out:
+        model.queuing_num = 0
+        model.queue_left_time = 0
+    return model
+
+
+def storage(s: Storage) -> w.Storage:
+    loc = s.location
+    location = w.Location(path=loc.path)
+    if s.type == "evs":
+        location.volume_size = loc.volume_size
+        location.volume_unit = "GB"
+    elif s.type == "obsfs":
+        location.mount_path = loc.mount_path
+        location.access_modes = loc.access_modes
+    return w.Storage(type=s.type, location=location)
+
+
+@dataclass(frozen=True)
+class Presenter:
+    catalog: Catalog
+    backend: Backend
+    target_domain: str
+
+    def instance(self, i: Instance, *, now_ms: int, flavors: FlavorView) -> w.Instance:
+        auto_stop = w.AutoStop(enable=i.auto_stop.enable, prompt=i.auto_stop.prompt)
+        if i.auto_stop.duration is not None:
+            auto_stop.duration = i.auto_stop.duration
+        remain = i.remain_time(now_ms)
+        if remain is not None and i.stop_at is not None:
+            auto_stop.stop_timestamp = i.stop_at
+            auto_stop.remain_time = remain
+        url = ""
+        if i.status is S.RUNNING and i.handle:
+            url = self.backend.access_url(i.id, i.handle) or ""
+        annotations = {**i.annotations, "target_domain": self.target_domain, "url": url}
+        failed = None
+        if i.failed is not None:
+            failed = w.FailedReasons(
+                code=i.failed.code, message=i.failed.message, detail=dict(i.failed.detail)
+            )
+        spec = w.NotebookSpec(
+            storage=storage(i.storage),
+            extend_storage=None
+            if i.extend_storage is None
+            else [storage(s) for s in i.extend_storage],
+            auto_stop=auto_stop,
+            annotations=annotations,
+            repository=None,
+            failed_reasons=failed,
+            extend_params=None,
+        )
+        model = w.Instance(
+            id=i.id,
+            name=i.name,
+            description=i.description,
+            status=i.status.value,
+            creation_timestamp=str(i.created_at),
+            latest_update_timestamp=str(i.updated_at),
+            profile=self._profile(i.profile_id),
+            flavor=i.flavor,
+            flavor_details=self._flavor(i.flavor, flavors),
+            spec=spec,
+            workspace=w.Reference(id=i.workspace_id),
+            ai_project=w.Reference(id=i.ai_project_id),
+            user=w.User(id=i.user_id, name=i.user_name),
+        )
+        if i.pool_id is not None:
+            pool = self.catalog.pools.get(i.pool_id)
+            model.pool = w.Pool(id=i.pool_id, name=pool.name if pool else i.pool_id,
+                                type=pool.type if pool else "USER_DEFINED",
+                                owner=w.PoolOwner(project_id=i.project_id))
+        if i.status in FAILED and i.failed is not None:
+            model.error_code = i.failed.code
+        return model
+
+    def _profile(self, profile_id: str) -> w.Profile:
+        found = self.catalog.profiles.get(profile_id)
+        if found is not None:
+            return profile(found)
+        # A profile removed from the catalog still shows what it was called.
+        return w.Profile(
+            id=profile_id, name=profile_id, description="", flavor_type="CPU",
+            de_type="Notebook",
+            provision=w.Provision(type="Docker", spec=w.ProvisionSpec(engine="CCE", params=w.DockerParams(
+                namespace="", image_name="", image_tag="", annotations=None))),
+        )
+
+    def _flavor(self, name: str, view: FlavorView) -> w.FlavorDetails:
+        found = self.catalog.flavors.get(name)
+        if found is not None:
+            return flavor_details(found, view)
+        return w.FlavorDetails(name=name, status="soldOut", type="CPU", params={})

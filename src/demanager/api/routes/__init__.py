@@ -1,0 +1,1 @@
+"""Route modules; each is thin: parse, one service call, present."""

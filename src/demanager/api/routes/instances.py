@@ -1,0 +1,114 @@
+"""The six routes of the contract, plus the optional token route (§2.7)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fastapi import APIRouter, Request
+
+from demanager import errors
+from demanager.api.dependencies import CallerDep, RuntimeDep, first_query_values, read_json
+from demanager.api.auth import Caller
+from demanager.api.presenters import FlavorView, Presenter
+from demanager.api.responses import WireJSON
+from demanager.domain.instance import Instance
+from demanager.domain.lifecycle import InstanceStatus
+from demanager.engine.runtime import Runtime
+from demanager.schemas import instances as w
+
+router = APIRouter(prefix="/v1/{project_id}/demanager/instances", tags=["instances"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": w.ErrorBody} for code in (400, 401, 403, 404, 405, 429, 500)
+}
+
+
+def _body(model: type[w.Wire]) -> dict[str, object]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
+
+
+async def _flavor_view(runtime: Runtime, caller: Caller, instances: Iterable[Instance]) -> FlavorView:
+    names = {i.flavor for i in instances}
+    sold_out = frozenset([n for n in names if await runtime.service.sold_out(n)])
+    counts = await runtime.instances.count_by_flavor(caller.project_id, caller.user_id)
+    return FlavorView(sold_out=sold_out, counts=counts, user_name=caller.user_name)
+
+
+async def present(runtime: Runtime, caller: Caller, instances: list[Instance]) -> list[dict[str, object]]:
+    view = await _flavor_view(runtime, caller, instances)
+    presenter = Presenter(runtime.catalog, runtime.backend, runtime.settings.target_domain)
+    now = runtime.clock.now_ms()
+    return [
+        presenter.instance(i, now_ms=now, flavors=view).model_dump(mode="json", exclude_unset=True)
+        for i in instances
+    ]
+
+
+@router.post("", response_model=w.Instance, responses=_ERRORS, openapi_extra=_body(w.InstanceCreate),
+             summary="Create an instance (asynchronous: answers CREATING)")
+async def create_instance(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
+    body = await read_json(request, runtime)
+    instance = await runtime.service.create(owner=caller.owner(), body=body)
+    return WireJSON((await present(runtime, caller, [instance]))[0])
+
+
+@router.get("", response_model=w.InstanceList, responses=_ERRORS, summary="List instances")
+async def list_instances(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
+    total, page = await runtime.service.list(
+        project_id=caller.project_id, user_id=caller.user_id, params=first_query_values(request)
+    )
+    return WireJSON({"total_count": total, "instances": await present(runtime, caller, page)})
+
+
+@router.get("/{instance_id}", response_model=w.Instance, responses=_ERRORS, summary="Get an instance")
+async def get_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
+    instance = await runtime.service.get(project_id=caller.project_id, instance_id=instance_id)
+    return WireJSON((await present(runtime, caller, [instance]))[0])
+
+
+@router.put("/{instance_id}", response_model=w.Instance, responses=_ERRORS,
+            openapi_extra=_body(w.InstanceUpdate), summary="Change description and auto-stop")
+async def update_instance(
+    instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
+) -> WireJSON:
+    await runtime.service.get(project_id=caller.project_id, instance_id=instance_id)
+    body = await read_json(request, runtime)
+    instance = await runtime.service.update(
+        project_id=caller.project_id, instance_id=instance_id, body=body
+    )
+    return WireJSON((await present(runtime, caller, [instance]))[0])
+
+
+@router.delete("/{instance_id}", response_model=w.DeleteResponse, responses=_ERRORS,
+               summary="Delete an instance and its EVS volume")
+async def delete_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
+    await runtime.service.delete(project_id=caller.project_id, instance_id=instance_id)
+    return WireJSON({"instance_id": instance_id})
+
+
+@router.post("/{instance_id}/action", response_model=w.ActionResponse, responses=_ERRORS,
+             openapi_extra=_body(w.ActionRequest), summary="start, stop, restart, queue, dequeue")
+async def act_on_instance(
+    instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
+) -> WireJSON:
+    await runtime.service.get(project_id=caller.project_id, instance_id=instance_id)
+    body = await read_json(request, runtime)
+    current, previous = await runtime.service.act(
+        project_id=caller.project_id, instance_id=instance_id, body=body
+    )
+    return WireJSON({"current_status": current.value, "previous_state": previous.value})
+
+
+@router.get("/{instance_id}/token", response_model=w.TokenResponse, responses=_ERRORS,
+            summary="The notebook access token of a running instance (historical route)")
+async def instance_token(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
+    instance = await runtime.service.get(project_id=caller.project_id, instance_id=instance_id)
+    token = runtime.backend.access_token(instance.handle) if instance.handle else None
+    if instance.status is not InstanceStatus.RUNNING or not token:
+        raise errors.NotRunning(instance.status, "get the token of")
+    return WireJSON({"token": token})

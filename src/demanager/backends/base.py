@@ -1,0 +1,57 @@
+"""The backend contract: four calls, each safe to repeat.
+
+* ``start(spec)``: create the volume if it does not exist, then launch the
+  workload, replacing any workload already running for the instance. Returns the
+  handle to persist. May be called again after a crash at any point.
+* ``observe(instance_id, handle)``: only reads; reports ABSENT, BOOTING or READY.
+  Never stops, starts or writes anything.
+* ``stop(instance_id, handle)``: end the workload and everything it spawned; keep
+  the volume. Stopping what is not running is a no-op.
+* ``delete(instance_id, handle, storage)``: ``stop`` plus destroy the instance's
+  own volume (never object storage). Deleting what is gone is a no-op.
+
+Errors: ``TransientBackendError`` (retry later) or ``PermanentBackendError``
+(the instance fails with ``failed_reasons``); nothing else may escape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from demanager.domain.catalog import Flavor, Profile
+from demanager.domain.instance import Storage
+from demanager.domain.planning import Observation
+
+Handle = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    instance_id: str
+    profile: Profile
+    flavor: Flavor
+    storage: Storage
+    extend_storage: tuple[Storage, ...]
+    now_ms: int
+
+
+class Backend(Protocol):
+    name: str
+
+    async def start(self, spec: LaunchSpec) -> Handle: ...
+
+    async def observe(self, instance_id: str, handle: Handle | None) -> Observation: ...
+
+    async def stop(self, instance_id: str, handle: Handle | None) -> None: ...
+
+    async def delete(self, instance_id: str, handle: Handle | None, storage: Storage) -> None: ...
+
+    def access_url(self, instance_id: str, handle: Handle) -> str | None:
+        """Where a browser opens the running notebook (carrying its credentials)."""
+        ...
+
+    def access_token(self, handle: Handle) -> str | None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,26 @@
+"""Entry point of the ``demanager`` command.
+
+Sub-commands live in their own modules and are imported lazily by Typer's
+registration below, so ``demanager --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from demanager.cli import catalog, instances, login, server
+
+app = typer.Typer(
+    name="demanager",
+    help="Development environments (JupyterLab) behind the ModelArts DevEnviron API.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+server.register(app)
+login.register(app)
+instances.register(app)
+catalog.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,316 @@
+"""The asyncio client: ``AsyncClient``, the same surface as ``Client`` with ``await``.
+
+Requests and answers are built and read by ``_calls``, waiting decisions by
+``_waiting``; this module only sends and sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypeVar
+
+import httpx
+
+from demanager.client._calls import (
+    DEFAULT_TIMEOUT,
+    Call,
+    Calls,
+    Order,
+    SortBy,
+    headers_for,
+    next_offset,
+)
+from demanager.client._config import ClientConfig
+from demanager.client._waiting import ProgressCallback, Waiter, targets_of
+from demanager.client.exceptions import InstanceNotFound, ServerBusy, TransportError
+from demanager.schemas.instances import (
+    ActionResponse,
+    AutoStopRequest,
+    DeleteResponse,
+    FlavorDetails,
+    Instance,
+    InstanceList,
+    Profile,
+    Storage,
+)
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """An asyncio connection to one demanager server, acting in one project.
+
+    Configured like ``Client``; ``transport=`` takes an
+    ``httpx.AsyncBaseTransport`` (``httpx.ASGITransport(app)``, ``MockTransport``).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        project: str | None = None,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+        config_path: Path | str | None = None,
+    ) -> None:
+        self.config = ClientConfig.resolve(
+            url=url, project=project, token=token, config_path=config_path
+        )
+        self._calls = Calls(self.config.project)
+        self._http = httpx.AsyncClient(
+            base_url=self.config.url,
+            headers=headers_for(self.config),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(url={self.config.url!r}, project={self.config.project!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: Call[T]) -> T:
+        try:
+            response = await self._http.send(call.request(self._http))
+        except httpx.TransportError as exc:
+            raise TransportError(f"cannot reach {self.config.url}: {exc}") from exc
+        return call.answer(response)
+
+    # -- instances ---------------------------------------------------------
+
+    async def create(
+        self,
+        name: str,
+        *,
+        profile_id: str,
+        flavor: str,
+        storage: Storage | None = None,
+        description: str | None = None,
+        auto_stop: int | AutoStopRequest | None = None,
+        annotations: Mapping[str, str] | None = None,
+        extend_storage: Sequence[Storage] | None = None,
+        workspace_id: str | None = None,
+        pool_id: str | None = None,
+        ai_project: str | None = None,
+    ) -> Instance:
+        """Create an instance; it comes back ``CREATING`` and starts in the background.
+
+        ``storage`` defaults to a 5 GB EVS volume; ``auto_stop`` in seconds
+        turns auto-stop on with that duration.
+        """
+        return await self._send(
+            self._calls.create(
+                name,
+                profile_id=profile_id,
+                flavor=flavor,
+                storage=storage,
+                description=description,
+                auto_stop=auto_stop,
+                annotations=annotations,
+                extend_storage=extend_storage,
+                workspace_id=workspace_id,
+                pool_id=pool_id,
+                ai_project=ai_project,
+            )
+        )
+
+    async def list(
+        self,
+        *,
+        de_type: str = "Notebook",
+        status: str | None = None,
+        sortby: SortBy | None = None,
+        order: Order | None = None,
+        offset: int | None = None,
+        limit: int | None = None,
+        workspace_id: str | None = None,
+        show_self: bool | None = None,
+        ai_project: str | None = None,
+        pool_id: str | None = None,
+        provision_type: str | None = None,
+    ) -> InstanceList:
+        """One page of instances (contract §6); ``limit=0`` or ``None`` means all."""
+        return await self._send(
+            self._calls.list(
+                de_type=de_type,
+                status=status,
+                sortby=sortby,
+                order=order,
+                offset=offset,
+                limit=limit,
+                workspace_id=workspace_id,
+                show_self=show_self,
+                ai_project=ai_project,
+                pool_id=pool_id,
+                provision_type=provision_type,
+            )
+        )
+
+    async def iter_instances(
+        self,
+        *,
+        status: str | None = None,
+        sortby: SortBy | None = None,
+        order: Order | None = None,
+        workspace_id: str | None = None,
+        show_self: bool | None = None,
+        ai_project: str | None = None,
+        pool_id: str | None = None,
+        provision_type: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Instance]:
+        """Every matching instance, fetched ``page_size`` at a time."""
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        offset: int | None = 0
+        while offset is not None:
+            page = await self.list(
+                status=status,
+                sortby=sortby,
+                order=order,
+                offset=offset,
+                limit=page_size,
+                workspace_id=workspace_id,
+                show_self=show_self,
+                ai_project=ai_project,
+                pool_id=pool_id,
+                provision_type=provision_type,
+            )
+            for instance in page.instances:
+                yield instance
+            offset = next_offset(page, offset)
+
+    async def find(
+        self, name: str, *, workspace_id: str | None = None
+    ) -> Instance | None:
+        """The live instance called ``name`` in the project (any owner), if there is one."""
+        async for instance in self.iter_instances(
+            show_self=False, workspace_id=workspace_id
+        ):
+            if instance.name == name:
+                return instance
+        return None
+
+    async def get(self, instance_id: str) -> Instance:
+        return await self._send(self._calls.get(instance_id))
+
+    async def update(
+        self,
+        instance_id: str,
+        *,
+        description: str | None = None,
+        auto_stop: int | AutoStopRequest | None = None,
+    ) -> Instance:
+        """Change the description and/or auto-stop; ``AutoStopRequest(enable=False)`` turns it off."""
+        return await self._send(
+            self._calls.update(
+                instance_id, description=description, auto_stop=auto_stop
+            )
+        )
+
+    async def delete(self, instance_id: str) -> DeleteResponse:
+        """Delete a stopped (or failed) instance and its EVS volume."""
+        return await self._send(self._calls.delete(instance_id))
+
+    async def start(self, instance_id: str) -> ActionResponse:
+        return await self._send(self._calls.action(instance_id, "start"))
+
+    async def stop(self, instance_id: str) -> ActionResponse:
+        return await self._send(self._calls.action(instance_id, "stop"))
+
+    async def restart(self, instance_id: str) -> ActionResponse:
+        return await self._send(self._calls.action(instance_id, "restart"))
+
+    async def queue(self, instance_id: str) -> ActionResponse:
+        """Free flavors only: enter the start queue."""
+        return await self._send(self._calls.action(instance_id, "queue"))
+
+    async def dequeue(self, instance_id: str) -> ActionResponse:
+        """Free flavors only: leave the start queue."""
+        return await self._send(self._calls.action(instance_id, "dequeue"))
+
+    async def token(self, instance_id: str) -> str:
+        """The secret that opens a running instance's notebook (optional route 7)."""
+        return await self._send(self._calls.token(instance_id))
+
+    # -- catalog (extension routes) ----------------------------------------
+
+    async def profiles(self) -> builtins.list[Profile]:
+        return await self._send(self._calls.profiles())
+
+    async def flavors(self) -> builtins.list[FlavorDetails]:
+        return await self._send(self._calls.flavors())
+
+    # -- waiting ------------------------------------------------------------
+
+    async def wait_until(
+        self,
+        instance_id: str,
+        status: str | Iterable[str],
+        *,
+        timeout: float = 600.0,
+        on_progress: ProgressCallback | None = None,
+        interval: float = 0.5,
+        max_interval: float = 5.0,
+    ) -> Instance:
+        """Poll until the instance has one of the ``status`` values and return it.
+
+        Raises ``WaitTimeout`` at the deadline and ``InstanceFailed`` when the
+        instance lands in a failed status that is not a target.
+        ``on_progress`` sees every instance read on the way.
+        """
+        waiter = Waiter(
+            instance_id,
+            targets_of(status),
+            timeout=timeout,
+            interval=interval,
+            max_interval=max_interval,
+        )
+        while True:
+            try:
+                instance = await self.get(instance_id)
+            except ServerBusy:
+                pass  # the contract says "retry later": that is what the loop does
+            else:
+                if on_progress is not None:
+                    on_progress(instance)
+                if waiter.reached(instance):
+                    return instance
+            await asyncio.sleep(waiter.next_delay())
+
+    async def wait_until_deleted(
+        self, instance_id: str, *, timeout: float = 600.0, interval: float = 0.5
+    ) -> None:
+        """Poll until the instance is gone from every view (GET answers 6309)."""
+        waiter = Waiter(
+            instance_id,
+            frozenset({"DELETED"}),
+            timeout=timeout,
+            interval=interval,
+            max_interval=max(interval, 5.0),
+        )
+        while True:
+            try:
+                waiter.last_status = (await self.get(instance_id)).status
+            except InstanceNotFound:
+                return
+            except ServerBusy:
+                pass
+            await asyncio.sleep(waiter.next_delay())

@@ -1,0 +1,173 @@
+"""Profiles (environment images), flavors (sizes), pools and workspaces.
+
+The catalog is deployment data, read once at start from a YAML file (or the
+built-in default, Appendix B of the contract). This module turns the parsed
+mapping into frozen objects and checks it, so that a wrong catalog fails the
+start with a clear message instead of surfacing as a 500 later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class CatalogError(ValueError):
+    """The catalog file is not usable; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class ProcessLaunch:
+    """How the process backend starts a profile: an argv template and extra environment.
+
+    Placeholders: ``{python}`` (the server's interpreter), ``{port}``, ``{token}``,
+    ``{root_dir}``, ``{base_url}``.
+    """
+
+    command: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    id: str
+    name: str
+    description: str
+    flavor_type: str
+    namespace: str
+    image_name: str
+    image_tag: str
+    category: str | None
+    launch: ProcessLaunch
+    provision_annotations: Mapping[str, str] | None = None
+    labels: Mapping[str, str] | None = None
+
+    @property
+    def image(self) -> str:
+        """The container image the docker and kubernetes backends run."""
+        return f"{self.namespace}/{self.image_name}:{self.image_tag}"
+
+
+@dataclass(frozen=True)
+class Flavor:
+    name: str
+    type: str
+    params: Mapping[str, Any]
+    promo_type: str = "NoDiscount"
+    storage_list: tuple[str, ...] = ("obs", "evs")
+    capacity: int | None = None
+    """Concurrent instances holding resources; ``None`` = no limit."""
+    per_project_quota: int | None = None
+    duration: int | None = None
+    store_time: int = -1
+    permitted_users: frozenset[str] | None = None
+    """User names allowed to use the flavor; ``None`` = everybody."""
+
+    @property
+    def free(self) -> bool:
+        return self.promo_type == "Free"
+
+    def permits(self, user_name: str) -> bool:
+        return self.permitted_users is None or user_name in self.permitted_users
+
+
+@dataclass(frozen=True)
+class Pool:
+    id: str
+    name: str
+    type: str = "USER_DEFINED"
+    ready: bool = True
+    owner_project: str | None = None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    profiles: Mapping[str, Profile]
+    flavors: Mapping[str, Flavor]
+    pools: Mapping[str, Pool] = field(default_factory=dict)
+    workspaces: frozenset[str] = frozenset({"0"})
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Catalog:
+        profiles = {p.id: p for p in (_profile(x) for x in _list(data, "profiles"))}
+        flavors = {f.name: f for f in (_flavor(x) for x in _list(data, "flavors"))}
+        pools = {p.id: p for p in (_pool(x) for x in _list(data, "pools", required=False))}
+        workspaces = frozenset(str(w) for w in data.get("workspaces", ["0"])) | {"0"}
+        if not profiles or not flavors:
+            raise CatalogError("the catalog needs at least one profile and one flavor")
+        return cls(profiles=profiles, flavors=flavors, pools=pools, workspaces=workspaces)
+
+
+def _list(data: Mapping[str, Any], key: str, *, required: bool = True) -> Sequence[Mapping[str, Any]]:
+    value = data.get(key)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
+        raise CatalogError(f"'{key}' must be a list of mappings")
+    return value
+
+
+def _req(entry: Mapping[str, Any], key: str, what: str) -> Any:
+    if key not in entry:
+        raise CatalogError(f"{what} {entry.get('id') or entry.get('name')!r} lacks '{key}'")
+    return entry[key]
+
+
+def _profile(entry: Mapping[str, Any]) -> Profile:
+    pid = str(_req(entry, "id", "profile"))
+    image = entry.get("image", {}) or {}
+    launch = entry.get("process", {}) or {}
+    command = launch.get("command")
+    if not isinstance(command, list) or not command:
+        raise CatalogError(f"profile {pid!r} needs process.command, a non-empty list")
+    flavor_type = str(_req(entry, "flavor_type", "profile"))
+    if flavor_type.upper() not in {"CPU", "GPU", "ASCEND"}:
+        raise CatalogError(f"profile {pid!r}: flavor_type must be CPU, GPU or Ascend")
+    return Profile(
+        id=pid,
+        name=str(entry.get("name", pid)),
+        description=str(entry.get("description", "")),
+        flavor_type=flavor_type,
+        namespace=str(image.get("namespace", "atelier")),
+        image_name=str(image.get("name", "demanager-notebook")),
+        image_tag=str(image.get("tag", "latest")),
+        category=entry.get("category"),
+        launch=ProcessLaunch(
+            command=tuple(str(c) for c in command),
+            env={str(k): str(v) for k, v in (launch.get("env") or {}).items()},
+        ),
+        provision_annotations=entry.get("provision_annotations"),
+        labels=entry.get("labels"),
+    )
+
+
+def _flavor(entry: Mapping[str, Any]) -> Flavor:
+    name = str(_req(entry, "name", "flavor"))
+    ftype = str(_req(entry, "type", "flavor")).upper()
+    if ftype not in {"CPU", "GPU", "ASCEND"}:
+        raise CatalogError(f"flavor {name!r}: type must be CPU, GPU or ASCEND")
+    permitted = entry.get("permitted_users")
+    return Flavor(
+        name=name,
+        type=ftype,
+        params=dict(entry.get("params") or {}),
+        promo_type=str(entry.get("promo_type", "NoDiscount")),
+        storage_list=tuple(str(s) for s in entry.get("storage_list", ["obs", "evs"])),
+        capacity=entry.get("capacity"),
+        per_project_quota=entry.get("per_project_quota"),
+        duration=entry.get("duration"),
+        store_time=int(entry.get("store_time", -1)),
+        permitted_users=frozenset(str(u) for u in permitted) if permitted is not None else None,
+    )
+
+
+def _pool(entry: Mapping[str, Any]) -> Pool:
+    pid = str(_req(entry, "id", "pool"))
+    return Pool(
+        id=pid,
+        name=str(entry.get("name", pid)),
+        type=str(entry.get("type", "USER_DEFINED")),
+        ready=bool(entry.get("ready", True)),
+        owner_project=entry.get("owner_project"),
+    )

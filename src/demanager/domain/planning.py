@@ -1,0 +1,106 @@
+"""The reconciler's decisions as one pure function.
+
+``plan(instance, observed, now_ms)`` looks at what the store says the instance
+should be and what the backend says exists, and names the single next step.
+The reconciler performs that step, persists the result and plans again, so a
+crash between any two steps is repaired by planning from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from demanager.domain.instance import Desired, Instance
+from demanager.domain.lifecycle import InstanceStatus as S
+
+
+class Workload(Enum):
+    """What the backend reports about an instance's workload."""
+
+    ABSENT = "absent"
+    """Nothing runs (never started, exited, or removed)."""
+    BOOTING = "booting"
+    """Alive but not answering its health check yet."""
+    READY = "ready"
+    """Answering its health check."""
+
+
+class Step(Enum):
+    NOTHING = "nothing"
+    WAIT = "wait"
+    """Something is in progress; observe again soon."""
+    LAUNCH = "launch"
+    """Start the workload (create the volume first if needed)."""
+    RELAUNCH = "relaunch"
+    """Stop a stale workload, then launch a fresh one (restart)."""
+    MARK_RUNNING = "mark_running"
+    MARK_STARTING = "mark_starting"
+    MARK_UNAVAILABLE = "mark_unavailable"
+    AUTO_STOP = "auto_stop"
+    """The countdown ran out: RUNNING -> STOPPING."""
+    HALT = "halt"
+    """Stop the workload, keep the volume."""
+    MARK_STOPPED = "mark_stopped"
+    DESTROY = "destroy"
+    """Remove the workload and the volume of a deleted instance."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    workload: Workload
+    launched_at: int | None = None
+    """ms at which the observed workload was launched, when known."""
+
+
+_BRINGING_UP = frozenset({S.CREATING, S.STARTING})
+
+
+def plan(instance: Instance, observed: Observation, now_ms: int) -> Step:
+    status = instance.status
+    work = observed.workload
+
+    if status is S.DELETED:
+        return Step.DESTROY if instance.cleanup_pending else Step.NOTHING
+
+    if status is S.READY_TO_START:
+        return Step.MARK_STARTING
+
+    if status in _BRINGING_UP:
+        return _bring_up(work)
+
+    if status is S.RESTARTING:
+        stale = (
+            work is not Workload.ABSENT
+            and instance.requested_at is not None
+            and (observed.launched_at or 0) < instance.requested_at
+        )
+        return Step.RELAUNCH if stale else _bring_up(work)
+
+    if status is S.RUNNING:
+        if instance.stop_at is not None and now_ms >= instance.stop_at:
+            return Step.AUTO_STOP
+        if work is Workload.ABSENT:
+            return Step.MARK_UNAVAILABLE
+        return Step.NOTHING
+
+    if status is S.UNAVAILABLE:
+        if instance.desired != Desired.RUNNING:
+            return Step.NOTHING
+        if work is Workload.READY:
+            return Step.MARK_RUNNING
+        return Step.LAUNCH if work is Workload.ABSENT else Step.WAIT
+
+    if status is S.STOPPING:
+        return Step.MARK_STOPPED if work is Workload.ABSENT else Step.HALT
+
+    # Resting statuses (STOPPED, *_FAILED, queued): nothing may run behind them.
+    return Step.HALT if work is not Workload.ABSENT else Step.NOTHING
+
+
+def _bring_up(work: Workload) -> Step:
+    if work is Workload.READY:
+        return Step.MARK_RUNNING
+    if work is Workload.BOOTING:
+        return Step.WAIT
+    return Step.LAUNCH

@@ -1,0 +1,220 @@
+"""The reconciler: load, observe, plan, act, persist, until the instance is at rest.
+
+Level-triggered and idempotent: a periodic sweep (and a wake-up from the API
+when it records new intent) submits every instance that may need work to a keyed
+work queue. ``drive`` then repeats plan-and-act for that instance. Nothing held
+in memory matters for correctness; after a crash the same loop converges again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from demanager import errors
+from demanager.backends.base import Backend, LaunchSpec
+from demanager.domain.catalog import Catalog
+from demanager.domain.instance import Desired, FailedReason, Instance
+from demanager.domain.lifecycle import InstanceStatus as S
+from demanager.domain.planning import Observation, Step, Workload, plan
+from demanager.engine.backoff import Backoff
+from demanager.engine.clock import Clock
+from demanager.engine.scheduler import stop_deadline
+from demanager.engine.workqueue import KeyedWorkQueue
+from demanager.store.instances import InstanceRepository
+
+log = logging.getLogger(__name__)
+
+_FAILED_TARGET = {S.CREATING: S.CREATE_FAILED}
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        repository: InstanceRepository,
+        backend: Backend,
+        catalog: Catalog,
+        clock: Clock,
+        start_timeout: float,
+        sweep_interval: float,
+        concurrency: int,
+    ) -> None:
+        self._repo = repository
+        self._backend = backend
+        self._catalog = catalog
+        self._clock = clock
+        self._start_timeout_ms = int(start_timeout * 1000)
+        self._sweep_interval = sweep_interval
+        self._queue = KeyedWorkQueue(self.drive, concurrency)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle of the reconciler itself -------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="reconciler sweep")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._queue.cancel()
+
+    def notify(self, instance_id: str) -> None:
+        """The API recorded new intent for ``instance_id``: act on it now."""
+        self._queue.submit(instance_id)
+
+    async def sweep(self) -> None:
+        for instance_id in await self._repo.ids_needing_attention():
+            if not self._queue.busy(instance_id):
+                self._queue.submit(instance_id)
+
+    async def settle(self) -> None:
+        """Run one sweep and wait for all work it started (tests and benchmarks)."""
+        await self.sweep()
+        await self._queue.drain()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._sweep_interval)
+            self._wake.clear()
+
+    # --- one instance -----------------------------------------------------------------
+
+    async def drive(self, instance_id: str) -> None:
+        launched = False
+        backoff = Backoff(first=0.02, cap=0.1)
+        while True:
+            instance = await self._repo.load(instance_id)
+            if instance is None:
+                return
+            try:
+                observed = await self._backend.observe(instance_id, instance.handle)
+                step = plan(instance, observed, self._clock.now_ms())
+                log.debug("%s %s/%s -> %s", instance_id, instance.status, observed.workload, step)
+                done = await self._act(instance, observed, step, launched)
+            except errors.ConcurrentUpdate:
+                continue
+            except errors.TransientBackendError as exc:
+                log.warning("%s: %s; retrying in %.1fs", instance_id, exc, exc.retry_after)
+                await self._clock.sleep(exc.retry_after)
+                continue
+            except errors.PermanentBackendError as exc:
+                await self._fail(instance, FailedReason(exc.code, exc.message))
+                return
+            if done is True:
+                return
+            if done == "launched":
+                launched = True
+            elif done == "wait":
+                await self._clock.sleep(backoff.next())
+
+    async def _act(
+        self, instance: Instance, observed: Observation, step: Step, launched: bool
+    ) -> bool | str:
+        now = self._clock.now_ms()
+        repo = self._repo
+        if step is Step.NOTHING:
+            return True
+        if step is Step.WAIT:
+            started = observed.launched_at or (instance.handle or {}).get("launched_at") or now
+            if now - int(started) > self._start_timeout_ms:
+                await self._fail(instance, FailedReason(
+                    "ModelArts.6361",
+                    f"The notebook did not answer within {self._start_timeout_ms // 1000} s.",
+                ))
+                return True
+            return "wait"
+        if step in (Step.LAUNCH, Step.RELAUNCH):
+            if launched and observed.workload is Workload.ABSENT:
+                await self._fail(instance, FailedReason(
+                    "ModelArts.6361", "The notebook server exited before it answered.",
+                ))
+                return True
+            if step is Step.RELAUNCH:
+                await self._backend.stop(instance.id, instance.handle)
+            handle = await self._backend.start(self._launch_spec(instance, now))
+            await repo.save(instance, now_ms=now, handle=dict(handle))
+            return "launched"
+        if step is Step.MARK_RUNNING:
+            keep = instance.status is S.UNAVAILABLE and instance.running_since is not None
+            running_since = instance.running_since if keep else now
+            await repo.transition(
+                instance, S.RUNNING, now_ms=now, failed=None,
+                running_since=running_since,
+                stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, now),
+            )
+            return True
+        if step is Step.MARK_STARTING:
+            await repo.transition(instance, S.STARTING, now_ms=now)
+            return False
+        if step is Step.MARK_UNAVAILABLE:
+            await repo.transition(instance, S.UNAVAILABLE, now_ms=now, failed=FailedReason(
+                "ModelArts.6361", "The notebook server stopped unexpectedly; restarting it.",
+            ))
+            return False
+        if step is Step.AUTO_STOP:
+            await repo.transition(
+                instance, S.STOPPING, now_ms=now, desired=Desired.STOPPED, stop_at=None,
+            )
+            return False
+        if step is Step.HALT:
+            await self._backend.stop(instance.id, instance.handle)
+            await repo.save(instance, now_ms=now, handle=None)
+            return False
+        if step is Step.MARK_STOPPED:
+            await repo.transition(
+                instance, S.STOPPED, now_ms=now, handle=None, stop_at=None, running_since=None,
+            )
+            return True
+        if step is Step.DESTROY:
+            await self._backend.delete(instance.id, instance.handle, instance.storage)
+            await repo.save(instance, now_ms=now, handle=None, cleanup_pending=False)
+            return True
+        raise AssertionError(f"unhandled step {step}")
+
+    def _launch_spec(self, instance: Instance, now: int) -> LaunchSpec:
+        profile = self._catalog.profiles.get(instance.profile_id)
+        flavor = self._catalog.flavors.get(instance.flavor)
+        if profile is None or flavor is None:
+            raise errors.PermanentBackendError(
+                f"profile {instance.profile_id!r} or flavor {instance.flavor!r} left the catalog"
+            )
+        return LaunchSpec(
+            instance_id=instance.id,
+            profile=profile,
+            flavor=flavor,
+            storage=instance.storage,
+            extend_storage=instance.extend_storage or (),
+            now_ms=now,
+        )
+
+    async def _fail(self, instance: Instance, reason: FailedReason) -> None:
+        """Stop whatever runs and record why the create or start failed."""
+        log.warning("%s failed: %s", instance.id, reason.message)
+        with contextlib.suppress(errors.BackendError):
+            await self._backend.stop(instance.id, instance.handle)
+        for _ in range(5):
+            current = await self._repo.load(instance.id)
+            if current is None or current.status not in (S.CREATING, S.STARTING, S.RESTARTING,
+                                                         S.UNAVAILABLE):
+                return
+            target = _FAILED_TARGET.get(current.status, S.START_FAILED)
+            try:
+                await self._repo.transition(
+                    current, target, now_ms=self._clock.now_ms(), failed=reason, handle=None,
+                    stop_at=None, running_since=None,
+                )
+                return
+            except errors.ConcurrentUpdate:
+                continue

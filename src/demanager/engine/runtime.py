@@ -1,0 +1,121 @@
+"""Wiring: settings in, a running store + backend + reconciler + service out.
+
+Used by ``create_app`` and by the CLI's server-side commands; nothing here runs
+at import time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from demanager.backends.base import Backend
+from demanager.catalog import load_catalog
+from demanager.domain.catalog import Catalog
+from demanager.engine.clock import Clock, SystemClock
+from demanager.engine.reconciler import Reconciler
+from demanager.engine.service import InstanceService
+from demanager.settings import Settings
+from demanager.store.database import make_engine, make_sessionmaker
+from demanager.store.identity import IdentityRepository, User, hash_token
+from demanager.store.instances import InstanceRepository
+
+log = logging.getLogger(__name__)
+
+OPERATOR_NAME = "admin"
+
+
+class UnknownBackend(ValueError):
+    pass
+
+
+def load_backend(settings: Settings) -> Backend:
+    found = entry_points(group="demanager.backends", name=settings.backend)
+    if not found:
+        names = sorted(ep.name for ep in entry_points(group="demanager.backends"))
+        raise UnknownBackend(f"unknown backend {settings.backend!r}; installed: {', '.join(names)}")
+    factory = next(iter(found)).load()
+    backend: Backend = factory(settings)
+    return backend
+
+
+def operator_token(settings: Settings) -> str:
+    """The bootstrap token: from the settings, else kept (0600) in the data dir."""
+    if settings.bootstrap_token:
+        return settings.bootstrap_token
+    path = settings.data_dir / "operator-token"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    token = "dmo_" + secrets.token_urlsafe(32)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    instances: InstanceRepository
+    identity: IdentityRepository
+    catalog: Catalog
+    backend: Backend
+    clock: Clock
+    reconciler: Reconciler
+    service: InstanceService
+    operator: User
+    operator_token_hash: str
+
+    @classmethod
+    async def build(
+        cls, settings: Settings, *, clock: Clock | None = None, backend: Backend | None = None
+    ) -> Runtime:
+        clock = clock or SystemClock()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        catalog = load_catalog(settings.catalog_file)
+        backend = backend or load_backend(settings)
+        db = make_engine(settings.sqlalchemy_url)
+        sessions = make_sessionmaker(db)
+        instances = InstanceRepository(sessions)
+        identity = IdentityRepository(sessions)
+        operator = await identity.ensure_user(OPERATOR_NAME, now_ms=clock.now_ms())
+        reconciler = Reconciler(
+            repository=instances,
+            backend=backend,
+            catalog=catalog,
+            clock=clock,
+            start_timeout=settings.start_timeout_seconds,
+            sweep_interval=settings.reconcile_interval_seconds,
+            concurrency=settings.workers,
+        )
+        service = InstanceService(
+            repository=instances,
+            catalog=catalog,
+            clock=clock,
+            notify=reconciler.notify,
+            instance_quota=settings.instance_quota,
+            min_auto_stop=settings.min_auto_stop_seconds,
+            object_storage=settings.object_storage_root is not None,
+        )
+        return cls(
+            settings=settings, db=db, sessions=sessions, instances=instances, identity=identity,
+            catalog=catalog, backend=backend, clock=clock, reconciler=reconciler, service=service,
+            operator=operator, operator_token_hash=hash_token(operator_token(settings)),
+        )
+
+    def is_operator_token(self, token: str) -> bool:
+        return hmac.compare_digest(hash_token(token), self.operator_token_hash)
+
+    async def close(self) -> None:
+        await self.reconciler.stop()
+        await self.backend.close()
+        await self.db.dispose()

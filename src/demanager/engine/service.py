@@ -1,0 +1,206 @@
+"""Use cases behind the API and the CLI: validate, check the store, record intent.
+
+Nothing here calls a backend or waits: caller-driven status changes (contract
+§4.3) are written through the repository's guarded ``transition`` and the
+reconciler is told to act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from demanager import errors
+from demanager.domain.catalog import Catalog
+from demanager.domain.instance import (
+    Desired,
+    Instance,
+    InstanceId,
+    Owner,
+    new_instance_id,
+)
+from demanager.domain.lifecycle import InstanceStatus as S
+from demanager.domain.lifecycle import Operation, decide
+from demanager.domain.validation import (
+    CreateContext,
+    ListQuery,
+    validate_action,
+    validate_create,
+    validate_list,
+    validate_update,
+)
+from demanager.engine.clock import Clock
+from demanager.store.instances import InstanceRepository
+
+_DESIRED_AFTER = {
+    Operation.START: Desired.RUNNING,
+    Operation.RESTART: Desired.RUNNING,
+    Operation.QUEUE: Desired.RUNNING,
+    Operation.STOP: Desired.STOPPED,
+    Operation.DEQUEUE: Desired.STOPPED,
+}
+_RETRIES = 5
+
+
+class InstanceService:
+    def __init__(
+        self,
+        *,
+        repository: InstanceRepository,
+        catalog: Catalog,
+        clock: Clock,
+        notify: Callable[[str], None],
+        instance_quota: int,
+        min_auto_stop: int,
+        object_storage: bool,
+    ) -> None:
+        self._repo = repository
+        self._catalog = catalog
+        self._clock = clock
+        self._notify = notify
+        self._quota = instance_quota
+        self._min_auto_stop = min_auto_stop
+        self._object_storage = object_storage
+        # Creates of one project are serialised so quota checks cannot race each other.
+        self._project_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    async def create(self, *, owner: Owner, body: Any) -> Instance:
+        request = validate_create(
+            body,
+            CreateContext(
+                catalog=self._catalog,
+                user_name=owner.user_name,
+                project_id=owner.project_id,
+                object_storage=self._object_storage,
+                min_auto_stop=self._min_auto_stop,
+            ),
+        )
+        flavor = self._catalog.flavors[request.flavor]
+        async with self._project_locks[owner.project_id]:
+            if await self._repo.name_in_use(owner.project_id, request.name):
+                raise errors.NameTaken(request.name)
+            if await self._repo.count_live(owner.project_id) >= self._quota:
+                raise errors.InstanceQuotaReached(self._quota)
+            if flavor.per_project_quota is not None and (
+                await self._repo.count_live(owner.project_id, flavor.name) >= flavor.per_project_quota
+            ):
+                raise errors.FlavorQuotaReached(flavor.name, flavor.per_project_quota)
+            if await self.sold_out(flavor.name) and not flavor.free:
+                raise errors.FlavorSoldOut(flavor.name)
+            now = self._clock.now_ms()
+            instance = Instance(
+                id=new_instance_id(),
+                project_id=owner.project_id,
+                name=request.name,
+                description=request.description,
+                profile_id=request.profile_id,
+                flavor=request.flavor,
+                storage=request.storage,
+                extend_storage=request.extend_storage,
+                auto_stop=request.auto_stop,
+                annotations=request.annotations,
+                workspace_id=request.workspace_id,
+                pool_id=request.pool_id,
+                ai_project_id=request.ai_project_id,
+                user_id=owner.user_id,
+                user_name=owner.user_name,
+                status=S.CREATING,
+                desired=Desired.RUNNING,
+                created_at=now,
+                updated_at=now,
+                requested_at=now,
+            )
+            await self._repo.add(instance)
+        self._notify(instance.id)
+        return instance
+
+    async def list(
+        self, *, project_id: str, user_id: str, params: Mapping[str, str]
+    ) -> tuple[int, list[Instance]]:
+        query: ListQuery = validate_list(params, self._catalog)
+        return await self._repo.list(project_id, query, user_id)
+
+    async def get(self, *, project_id: str, instance_id: str) -> Instance:
+        return await self._repo.get_live(project_id, instance_id)
+
+    async def update(self, *, project_id: str, instance_id: str, body: Any) -> Instance:
+        for _ in range(_RETRIES):
+            instance = await self._repo.get_live(project_id, instance_id)
+            request = validate_update(
+                body, current=instance.auto_stop, status=instance.status,
+                min_auto_stop=self._min_auto_stop,
+            )
+            changes: dict[str, Any] = {}
+            if request.description is not None and request.description != instance.description:
+                changes["description"] = request.description
+            if request.auto_stop is not None and request.auto_stop != instance.auto_stop:
+                changes["auto_stop"] = request.auto_stop
+                if not request.auto_stop.enable and instance.stop_at is not None:
+                    changes["stop_at"] = None  # disabling cancels the running countdown now
+            if not changes:
+                return instance
+            try:
+                return await self._repo.save(instance, now_ms=self._clock.now_ms(), **changes)
+            except errors.ConcurrentUpdate:
+                continue
+        raise errors.Busy()
+
+    async def delete(self, *, project_id: str, instance_id: str) -> InstanceId:
+        for _ in range(_RETRIES):
+            instance = await self._repo.get_live(project_id, instance_id)
+            flavor = self._catalog.flavors.get(instance.flavor)
+            decide(instance.status, Operation.DELETE, free_flavor=bool(flavor and flavor.free))
+            try:
+                await self._repo.transition(
+                    instance, S.DELETED, now_ms=self._clock.now_ms(), desired=Desired.DELETED,
+                    cleanup_pending=True, stop_at=None,
+                )
+            except errors.ConcurrentUpdate:
+                continue
+            self._notify(instance.id)
+            return instance.id
+        raise errors.Busy()
+
+    async def act(self, *, project_id: str, instance_id: str, body: Any) -> tuple[S, S]:
+        """Apply an action; returns (current_status, previous_state)."""
+        await self._repo.get_live(project_id, instance_id)
+        operation = validate_action(body)
+        for _ in range(_RETRIES):
+            instance = await self._repo.get_live(project_id, instance_id)
+            flavor = self._catalog.flavors.get(instance.flavor)
+            free = bool(flavor and flavor.free)
+            if instance.frozen and operation in (Operation.START, Operation.RESTART, Operation.QUEUE):
+                raise errors.InstanceFrozen(instance.status, operation)
+            target = decide(instance.status, operation, free_flavor=free)
+            assert target is not None  # only delete is allowed without a status
+            if target is S.STARTING and await self.sold_out(instance.flavor):
+                if not free:
+                    raise errors.NotEnoughResources(instance.flavor)
+                target = S.START_QUEUING
+            changes: dict[str, Any] = {"desired": _DESIRED_AFTER[operation]}
+            if target is S.STOPPING:
+                changes["stop_at"] = None
+            if target in (S.STARTING, S.RESTARTING):
+                changes["failed"] = None
+            try:
+                await self._repo.transition(
+                    instance, target, now_ms=self._clock.now_ms(),
+                    requested_at=self._clock.now_ms(), **changes,
+                )
+            except errors.ConcurrentUpdate:
+                continue
+            self._notify(instance.id)
+            return target, instance.status
+        raise errors.Busy()
+
+    async def sold_out(self, flavor_name: str) -> bool:
+        flavor = self._catalog.flavors.get(flavor_name)
+        if flavor is None or flavor.capacity is None:
+            return False
+        return await self._repo.count_holding(flavor_name) >= flavor.capacity

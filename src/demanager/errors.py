@@ -1,0 +1,331 @@
+"""The domain's exceptions.
+
+Every failure a caller can cause or observe is one class here; ``api/errors.py``
+is the single table that maps each class to an HTTP status and a
+``ModelArts.xxxx`` code. Nothing here knows about HTTP.
+
+    DemanagerError
+    ├── RequestError                 the caller sent something wrong
+    │   ├── InvalidPayload           body not a JSON object            (6400)
+    │   ├── MissingField             mandatory field absent            (6335)
+    │   ├── WrongType                JSON type mismatch                (6332)
+    │   ├── ForbiddenCharacter       bad character in name/description (6334)
+    │   ├── InvalidValue             bad length, enum, shape           (6336)
+    │   ├── UnknownWorkspace                                           (0102)
+    │   ├── PoolInitialising                                           (6355)
+    │   ├── UnknownFlavor                                              (6323)
+    │   ├── FlavorNotPermitted                                         (6328)
+    │   ├── FlavorTypeMismatch                                         (6330)
+    │   ├── StorageRequired                                            (6316)
+    │   ├── UnsupportedStorage                                         (6324)
+    │   ├── PathRequired                                               (6317)
+    │   ├── PathNeedsSlash                                             (6318)
+    │   ├── PathIsBucketRoot                                           (6358)
+    │   ├── VolumeSizeOutOfRange                                       (6331)
+    │   ├── DurationRequired                                           (6348)
+    │   ├── DurationOutOfRange                                         (6349)
+    │   ├── ImmutableField                                             (6347)
+    │   └── InvalidSortField                                           (6303)
+    ├── ConflictError                the request is valid but the state forbids it
+    │   ├── NameTaken (6301)  InstanceQuotaReached (6302)  FlavorQuotaReached (0118)
+    │   ├── FlavorSoldOut (6329)  NotEnoughResources (6360)
+    │   └── StateError: StopBeforeDelete (6304) AlreadyRunning (6305)
+    │       InstanceStarting (6306) AlreadyStopped (6307) InstanceStopping (6308)
+    │       NotRunning (6327) BeingRestored (6333) OperationNotAllowed (6357)
+    │       InstanceFrozen (6326)
+    ├── InstanceNotFound                                               (6309)
+    ├── AuthError: TokenMissing (0201) TokenExpired (0202) TokenInvalid (6620)
+    │   TokenWithoutProject (0212) UserUnavailable (6608)
+    ├── ProjectMismatch                                                (0210)
+    ├── Busy                         store contention, retry           (6101)
+    └── BackendError                 raised by backends, never reaches a caller
+        ├── TransientBackendError    retry after ``retry_after`` seconds
+        └── PermanentBackendError    mark the instance failed with ``code``
+"""
+
+from __future__ import annotations
+
+
+class DemanagerError(Exception):
+    """Base of every demanager error; ``message`` is safe to show a caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RequestError(DemanagerError):
+    pass
+
+
+class InvalidPayload(RequestError):
+    pass
+
+
+class MissingField(RequestError):
+    def __init__(self, field: str) -> None:
+        super().__init__(f"The '{field}' parameter is required.")
+        self.field = field
+
+
+class WrongType(RequestError):
+    def __init__(self, field: str, expected: str) -> None:
+        super().__init__(f"The parameter '{field}' must be of type {expected}.")
+        self.field = field
+
+
+class ForbiddenCharacter(RequestError):
+    def __init__(self, field: str, char: str) -> None:
+        super().__init__(f"The character '{char}' is not allowed in '{field}'.")
+        self.field = field
+
+
+class InvalidValue(RequestError):
+    def __init__(self, field: str, detail: str = "") -> None:
+        text = f"The value of '{field}' is incorrect."
+        super().__init__(f"{text} {detail}".strip())
+        self.field = field
+
+
+class UnknownWorkspace(RequestError):
+    def __init__(self, workspace_id: str) -> None:
+        super().__init__(f"The workspace '{workspace_id}' does not exist.")
+
+
+class PoolInitialising(RequestError):
+    def __init__(self, pool_id: str) -> None:
+        super().__init__(f"The pool '{pool_id}' is still initialising; retry in a minute.")
+
+
+class UnknownFlavor(RequestError):
+    def __init__(self, flavor: str) -> None:
+        super().__init__(f"The flavor '{flavor}' is not supported.")
+
+
+class FlavorNotPermitted(RequestError):
+    def __init__(self, flavor: str) -> None:
+        super().__init__(f"You have no permission to use the flavor '{flavor}'.")
+
+
+class FlavorTypeMismatch(RequestError):
+    def __init__(self, profile_type: str, flavor_type: str) -> None:
+        super().__init__(
+            f"The profile's flavor type {profile_type} differs from the flavor's type {flavor_type}."
+        )
+
+
+class StorageRequired(RequestError):
+    def __init__(self) -> None:
+        super().__init__("The 'storage' parameter is required to create a notebook.")
+
+
+class UnsupportedStorage(RequestError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"The storage type is not supported: {detail}")
+
+
+class PathRequired(RequestError):
+    def __init__(self) -> None:
+        super().__init__("The 'path' parameter is required for OBS storage.")
+
+
+class PathNeedsSlash(RequestError):
+    def __init__(self) -> None:
+        super().__init__("The 'path' parameter must end with a slash (/).")
+
+
+class PathIsBucketRoot(RequestError):
+    def __init__(self) -> None:
+        super().__init__("The 'path' parameter cannot be a bucket root; use a directory in it.")
+
+
+class VolumeSizeOutOfRange(RequestError):
+    def __init__(self, low: int, high: int) -> None:
+        super().__init__(f"The EVS size must be between {low} GB and {high} GB.")
+
+
+class DurationRequired(RequestError):
+    def __init__(self) -> None:
+        super().__init__("The 'duration' parameter is required to enable auto stop.")
+
+
+class DurationOutOfRange(RequestError):
+    def __init__(self, low: int, high: int) -> None:
+        super().__init__(f"The 'duration' parameter must be between {low} and {high}.")
+
+
+class ImmutableField(RequestError):
+    def __init__(self, status: str, field: str) -> None:
+        super().__init__(f"In status {status} the parameter '{field}' cannot be changed.")
+
+
+class InvalidSortField(RequestError):
+    def __init__(self, field: str) -> None:
+        super().__init__(f"The field '{field}' cannot be used for sorting.")
+
+
+class ConflictError(DemanagerError):
+    pass
+
+
+class NameTaken(ConflictError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The instance '{name}' already exists.")
+
+
+class InstanceQuotaReached(ConflictError):
+    def __init__(self, quota: int) -> None:
+        super().__init__(f"The number of instances has reached its maximum ({quota}).")
+
+
+class FlavorQuotaReached(ConflictError):
+    def __init__(self, flavor: str, quota: int) -> None:
+        super().__init__(f"Quota insufficient: instances of {flavor} over the limit ({quota}).")
+
+
+class FlavorSoldOut(ConflictError):
+    def __init__(self, flavor: str) -> None:
+        super().__init__(f"The flavor '{flavor}' is sold out.")
+
+
+class NotEnoughResources(ConflictError):
+    def __init__(self, flavor: str) -> None:
+        super().__init__(
+            f"Not enough resources to start an instance of '{flavor}'; retry later."
+        )
+
+
+class StateError(ConflictError):
+    """An operation the instance's current status does not allow."""
+
+    def __init__(self, status: str, operation: str) -> None:
+        super().__init__(self.describe(status, operation))
+        self.status = status
+        self.operation = operation
+
+    @staticmethod
+    def describe(status: str, operation: str) -> str:
+        return f"Cannot {operation} the instance in status {status}."
+
+
+class StopBeforeDelete(StateError):
+    @staticmethod
+    def describe(status: str, operation: str) -> str:
+        return f"Stop the instance before deleting it (status {status})."
+
+
+class AlreadyRunning(StateError):
+    @staticmethod
+    def describe(status: str, operation: str) -> str:
+        return "The instance is already running."
+
+
+class InstanceStarting(StateError):
+    @staticmethod
+    def describe(status: str, operation: str) -> str:
+        return f"The instance is starting; cannot {operation} it now."
+
+
+class AlreadyStopped(StateError):
+    @staticmethod
+    def describe(status: str, operation: str) -> str:
+        return "The instance is already stopped."
+
+
+class InstanceStopping(StateError):
+    @staticmethod
+    def describe(status: str, operation: str) -> str:
+        return f"The instance is stopping; cannot {operation} it now."
+
+
+class NotRunning(StateError):
+    @staticmethod
+    def describe(status: str, operation: str) -> str:
+        return f"The instance is not running (status {status}); cannot {operation} it."
+
+
+class BeingRestored(StateError):
+    @staticmethod
+    def describe(status: str, operation: str) -> str:
+        return "The notebook is being restored; wait and retry."
+
+
+class OperationNotAllowed(StateError):
+    @staticmethod
+    def describe(status: str, operation: str) -> str:
+        return (
+            f"Operation {operation} is not allowed in status {status}: another operation "
+            "is running or the instance is already in the target state."
+        )
+
+
+class InstanceFrozen(StateError):
+    @staticmethod
+    def describe(status: str, operation: str) -> str:
+        return "The instance is frozen."
+
+
+class InstanceNotFound(DemanagerError):
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"The instance '{instance_id}' does not exist.")
+
+
+class AuthError(DemanagerError):
+    pass
+
+
+class TokenMissing(AuthError):
+    def __init__(self) -> None:
+        super().__init__("The request carries no X-Auth-Token.")
+
+
+class TokenExpired(AuthError):
+    def __init__(self) -> None:
+        super().__init__("The token has expired.")
+
+
+class TokenInvalid(AuthError):
+    def __init__(self) -> None:
+        super().__init__("The user token is invalid; refresh it.")
+
+
+class TokenWithoutProject(AuthError):
+    def __init__(self) -> None:
+        super().__init__("The token is not bound to a project.")
+
+
+class UserUnavailable(AuthError):
+    def __init__(self) -> None:
+        super().__init__("The user information could not be obtained.")
+
+
+class ProjectMismatch(DemanagerError):
+    def __init__(self) -> None:
+        super().__init__("The project ID in the URL does not match the token's project.")
+
+
+class Busy(DemanagerError):
+    def __init__(self) -> None:
+        super().__init__("The system is busy; retry later.")
+
+
+class ConcurrentUpdate(DemanagerError):
+    """An optimistic-concurrency write lost its race; the caller reloads and retries."""
+
+
+class BackendError(DemanagerError):
+    pass
+
+
+class TransientBackendError(BackendError):
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentBackendError(BackendError):
+    """A failure retrying cannot mend; ``code`` goes to ``failed_reasons``."""
+
+    def __init__(self, message: str, code: str = "ModelArts.6361") -> None:
+        super().__init__(message)
+        self.code = code

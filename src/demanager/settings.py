@@ -1,0 +1,83 @@
+"""Server settings: environment variables prefixed ``DEMANAGER_``, an optional
+config file, and CLI flags, built once at start and passed down (no module-level
+instance).
+
+Precedence: CLI flags > environment > config file (``DEMANAGER_CONFIG_FILE``,
+YAML) > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEMANAGER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Field(default=Path("./demanager-data"))
+    """Holds the SQLite file, the EVS volumes and the process backend's runtime files."""
+    database_url: str | None = None
+    """SQLAlchemy async URL; default ``sqlite+aiosqlite:///{data_dir}/demanager.db``."""
+    public_url: str | None = None
+    """Base URL clients reach the server at (``target_domain``); default from host/port."""
+    backend: str = "process"
+    """Entry point name in the ``demanager.backends`` group: process or fake."""
+    catalog_file: Path | None = None
+    """YAML catalog of profiles, flavors and pools; default: the built-in catalog."""
+    bootstrap_token: str | None = None
+    """Operator token valid for every project; generated (and kept in the data dir) if unset."""
+    instance_quota: int = 10
+    """Live instances per project (contract: 6302)."""
+    min_auto_stop_seconds: int = 3600
+    """Lower bound of auto-stop durations; lower it only for tests and demos."""
+    object_storage_root: Path | None = None
+    """A directory that stands in for OBS: enables ``obs``/``obsfs`` storage (bucket = sub-folder)."""
+    start_timeout_seconds: float = 120.0
+    """How long a workload may take to answer its health check before the start fails."""
+    reconcile_interval_seconds: float = 2.0
+    """Period of the full level-triggered sweep (new work wakes the engine at once)."""
+    workers: int = 8
+    """Instances the engine drives at the same time."""
+    max_body_bytes: int = 1_048_576
+    log_level: str = "info"
+    fake_start_delay_seconds: float = 0.0
+    """Fake backend only: how long a workload takes to become ready."""
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'demanager.db'}"
+
+    @property
+    def target_domain(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the config file, the environment and ``overrides``."""
+    file_values: dict[str, Any] = {}
+    config_file = os.environ.get("DEMANAGER_CONFIG_FILE")
+    if config_file:
+        loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{config_file}: expected a mapping of settings")
+        file_values = {k: v for k, v in loaded.items() if f"DEMANAGER_{k.upper()}" not in os.environ}
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**{**file_values, **clean})

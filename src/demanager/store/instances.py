@@ -1,0 +1,267 @@
+"""The instance repository: rows <-> domain objects, optimistic concurrency, queries.
+
+``transition`` is the one function through which every status write goes: it
+checks the lifecycle table and bumps the row version in the same UPDATE, so a
+writer holding a stale copy loses (``ConcurrentUpdate``) instead of overwriting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from demanager import errors
+from demanager.domain.instance import (
+    AutoStop,
+    FailedReason,
+    Instance,
+    InstanceId,
+    Location,
+    ProjectId,
+    Storage,
+    UserId,
+)
+from demanager.domain.lifecycle import HOLDS_RESOURCES, InstanceStatus, ensure_transition
+from demanager.domain.validation import ListQuery
+from demanager.store.tables import InstanceRow
+
+_LIVE_ACTIVE = InstanceRow.status != InstanceStatus.DELETED.value
+
+
+class InstanceRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    # --- reads --------------------------------------------------------------------
+
+    async def load(self, instance_id: str) -> Instance | None:
+        async with self._sessions() as session:
+            row = await session.get(InstanceRow, instance_id)
+            return _to_domain(row) if row else None
+
+    async def get_live(self, project_id: str, instance_id: str) -> Instance:
+        instance = await self.load(instance_id)
+        if (
+            instance is None
+            or instance.project_id != project_id
+            or instance.status is InstanceStatus.DELETED
+        ):
+            raise errors.InstanceNotFound(instance_id)
+        return instance
+
+    async def list(self, project_id: str, query: ListQuery, user_id: str) -> tuple[int, list[Instance]]:
+        conditions = [
+            InstanceRow.project_id == project_id,
+            InstanceRow.workspace_id == query.workspace_id,
+        ]
+        if query.status is not None:
+            conditions.append(InstanceRow.status == query.status.value)
+        else:
+            conditions.append(_LIVE_ACTIVE)
+        if query.show_self:
+            conditions.append(InstanceRow.user_id == user_id)
+        if query.ai_project is not None:
+            conditions.append(InstanceRow.ai_project_id == query.ai_project)
+        if query.pool_id is not None:
+            conditions.append(InstanceRow.pool_id == query.pool_id)
+        async with self._sessions() as session:
+            keys = (
+                await session.execute(
+                    select(InstanceRow.id, InstanceRow.name, InstanceRow.created_at).where(*conditions)
+                )
+            ).all()
+            # Sorting here, not in SQL: database collations differ (PostgreSQL's follow the
+            # locale), while the contract wants code-point order with fixed tie-breakers.
+            if query.sortby == "name":
+                keys.sort(key=lambda k: k.id)
+                keys.sort(key=lambda k: k.created_at)
+                keys.sort(key=lambda k: k.name, reverse=query.descending)
+            else:
+                keys.sort(key=lambda k: k.id)
+                keys.sort(key=lambda k: k.created_at, reverse=query.descending)
+            page = keys[query.offset :]
+            if query.limit:
+                page = page[: query.limit]
+            ids = [k.id for k in page]
+            rows: dict[str, InstanceRow] = {}
+            for chunk in _chunks(ids, 500):
+                result = await session.scalars(select(InstanceRow).where(InstanceRow.id.in_(chunk)))
+                rows.update((r.id, r) for r in result)
+        return len(keys), [_to_domain(rows[i]) for i in ids if i in rows]
+
+    async def ids_needing_attention(self) -> list[str]:
+        """Every instance the engine must look at on a sweep."""
+        resting = (InstanceStatus.STOPPED.value, InstanceStatus.CREATE_FAILED.value,
+                   InstanceStatus.START_FAILED.value, InstanceStatus.RESIZE_FAILED.value)
+        async with self._sessions() as session:
+            result = await session.scalars(
+                select(InstanceRow.id).where(
+                    (InstanceRow.status.not_in(resting) & _LIVE_ACTIVE)
+                    | InstanceRow.cleanup_pending.is_(True)
+                    | (InstanceRow.status.in_(resting) & InstanceRow.handle.is_not(None))
+                )
+            )
+            return list(result)
+
+    async def name_in_use(self, project_id: str, name: str) -> bool:
+        async with self._sessions() as session:
+            found = await session.scalar(
+                select(InstanceRow.id).where(
+                    InstanceRow.project_id == project_id, InstanceRow.live_name == name
+                )
+            )
+            return found is not None
+
+    async def count_live(self, project_id: str, flavor: str | None = None) -> int:
+        conditions = [InstanceRow.project_id == project_id, _LIVE_ACTIVE]
+        if flavor is not None:
+            conditions.append(InstanceRow.flavor == flavor)
+        async with self._sessions() as session:
+            return int(await session.scalar(select(func.count()).where(*conditions)) or 0)
+
+    async def count_holding(self, flavor: str) -> int:
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count()).where(
+                    InstanceRow.flavor == flavor,
+                    InstanceRow.status.in_([s.value for s in HOLDS_RESOURCES]),
+                )
+            )
+            return int(count or 0)
+
+    async def count_by_flavor(self, project_id: str, user_id: str) -> dict[str, int]:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(InstanceRow.flavor, func.count())
+                .where(InstanceRow.project_id == project_id, InstanceRow.user_id == user_id,
+                       _LIVE_ACTIVE)
+                .group_by(InstanceRow.flavor)
+            )
+            return {flavor: int(n) for flavor, n in rows.all()}
+
+    # --- writes -------------------------------------------------------------------
+
+    async def add(self, instance: Instance) -> Instance:
+        async with self._sessions() as session:
+            session.add(_to_row(instance))
+            try:
+                await session.commit()
+            except IntegrityError as exc:
+                raise errors.NameTaken(instance.name) from exc
+        return instance
+
+    async def transition(
+        self, instance: Instance, target: InstanceStatus, *, now_ms: int, **changes: Any
+    ) -> Instance:
+        """Move ``instance`` to ``target`` (checked against the lifecycle table)."""
+        ensure_transition(instance.status, target)
+        return await self.save(instance, now_ms=now_ms, status=target, **changes)
+
+    async def save(self, instance: Instance, *, now_ms: int, **changes: Any) -> Instance:
+        """Write ``changes`` if nobody wrote the row since ``instance`` was read."""
+        new = instance.evolve(version=instance.version + 1, updated_at=now_ms, **changes)
+        values = _row_values(new)
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(InstanceRow)
+                .where(InstanceRow.id == instance.id, InstanceRow.version == instance.version)
+                .values(**values)
+            )
+            await session.commit()
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise errors.ConcurrentUpdate(f"instance {instance.id} changed meanwhile")
+        return new
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _storage_to_json(storage: Storage) -> dict[str, Any]:
+    return {"type": storage.type, "location": asdict(storage.location)}
+
+
+def _storage_from_json(data: dict[str, Any]) -> Storage:
+    return Storage(type=data["type"], location=Location(**data.get("location", {})))
+
+
+def _row_values(instance: Instance) -> dict[str, Any]:
+    return {
+        "id": instance.id,
+        "project_id": instance.project_id,
+        "name": instance.name,
+        "live_name": None if instance.status is InstanceStatus.DELETED else instance.name,
+        "description": instance.description,
+        "profile_id": instance.profile_id,
+        "flavor": instance.flavor,
+        "storage": _storage_to_json(instance.storage),
+        "extend_storage": None
+        if instance.extend_storage is None
+        else [_storage_to_json(s) for s in instance.extend_storage],
+        "auto_stop": asdict(instance.auto_stop),
+        "annotations": dict(instance.annotations),
+        "workspace_id": instance.workspace_id,
+        "pool_id": instance.pool_id,
+        "ai_project_id": instance.ai_project_id,
+        "user_id": instance.user_id,
+        "user_name": instance.user_name,
+        "status": instance.status.value,
+        "desired": instance.desired,
+        "created_at": instance.created_at,
+        "updated_at": instance.updated_at,
+        "version": instance.version,
+        "running_since": instance.running_since,
+        "stop_at": instance.stop_at,
+        "requested_at": instance.requested_at,
+        "failed": None
+        if instance.failed is None
+        else {"code": instance.failed.code, "message": instance.failed.message,
+              "detail": dict(instance.failed.detail)},
+        "handle": None if instance.handle is None else dict(instance.handle),
+        "cleanup_pending": instance.cleanup_pending,
+        "frozen": instance.frozen,
+    }
+
+
+def _to_row(instance: Instance) -> InstanceRow:
+    return InstanceRow(**_row_values(instance))
+
+
+def _to_domain(row: InstanceRow) -> Instance:
+    return Instance(
+        id=InstanceId(row.id),
+        project_id=ProjectId(row.project_id),
+        name=row.name,
+        description=row.description,
+        profile_id=row.profile_id,
+        flavor=row.flavor,
+        storage=_storage_from_json(row.storage),
+        extend_storage=None
+        if row.extend_storage is None
+        else tuple(_storage_from_json(s) for s in row.extend_storage),
+        auto_stop=AutoStop(**row.auto_stop),
+        annotations=dict(row.annotations),
+        workspace_id=row.workspace_id,
+        pool_id=row.pool_id,
+        ai_project_id=row.ai_project_id,
+        user_id=UserId(row.user_id),
+        user_name=row.user_name,
+        status=InstanceStatus(row.status),
+        desired=row.desired,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+        running_since=row.running_since,
+        stop_at=row.stop_at,
+        requested_at=row.requested_at,
+        failed=None if row.failed is None else FailedReason(**row.failed),
+        handle=row.handle,
+        cleanup_pending=row.cleanup_pending,
+        frozen=row.frozen,
+    )

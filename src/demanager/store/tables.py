@@ -1,0 +1,78 @@
+"""Table definitions. Portable SQL only: everything here runs on SQLite and PostgreSQL.
+
+Instants are stored as integer milliseconds since the epoch (UTC), the unit the
+wire uses, so no time-zone conversion can creep in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    """SHA-256 of the token; the token itself is never stored."""
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    project_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class InstanceRow(Base):
+    __tablename__ = "instances"
+    __table_args__ = (
+        # live_name is the name while the instance lives and NULL once deleted; NULLs
+        # never collide, so this is "unique among live instances" on both databases.
+        UniqueConstraint("project_id", "live_name", name="uq_instances_live_name"),
+        Index("ix_instances_project_status", "project_id", "status"),
+        Index("ix_instances_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    live_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    description: Mapped[str] = mapped_column(String(512), default="")
+    profile_id: Mapped[str] = mapped_column(String(128))
+    flavor: Mapped[str] = mapped_column(String(128))
+    storage: Mapped[dict[str, Any]] = mapped_column(JSON)
+    extend_storage: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    auto_stop: Mapped[dict[str, Any]] = mapped_column(JSON)
+    annotations: Mapped[dict[str, str]] = mapped_column(JSON)
+    workspace_id: Mapped[str] = mapped_column(String(64))
+    pool_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ai_project_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(32))
+    user_name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    desired: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    running_since: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    stop_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    requested_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    failed: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    cleanup_pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    frozen: Mapped[bool] = mapped_column(Boolean, default=False)
