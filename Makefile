@@ -1,0 +1,50 @@
+# The verbs CI runs are the same one-line commands as here.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8080
+DATA_DIR ?= ./demanager-data
+
+.PHONY: run test test-fast lint typecheck bench install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install  ## serve on 127.0.0.1:8080 with SQLite and the process backend
+	$(BIN)/demanager serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+test: install-test  ## lint, type-check and run the whole suite
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+test-fast: install-test  ## the suite without the slow (real Jupyter) tests
+	$(BIN)/pytest -m "not slow and not browser"
+
+lint: install-test
+	$(BIN)/ruff check src tests bench
+
+typecheck: install-test
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: install-test  ## print the figures of bench/
+	$(BIN)/python bench/spawn.py
+	$(BIN)/python bench/api.py
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR)

@@ -1,0 +1,193 @@
+"""A real ``demanager serve`` child process for tests and benchmarks.
+
+Every server gets its own data dir and, when ``DEMANAGER_TEST_POSTGRES_URL``
+names a PostgreSQL server (an admin URL such as
+``postgresql://postgres@127.0.0.1:5432/postgres``), its own fresh database there;
+otherwise it uses the embedded SQLite default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEMANAGER = str(Path(sys.executable).with_name("demanager"))
+OPERATOR_TOKEN = "dmo_test-operator-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TestDatabase:
+    """A throw-away PostgreSQL database, or nothing (SQLite) when no server is configured."""
+
+    def __init__(self) -> None:
+        self.admin_url = os.environ.get("DEMANAGER_TEST_POSTGRES_URL")
+        self.name = f"dm_{uuid.uuid4().hex[:12]}"
+        self.url: str | None = None
+        if self.admin_url:
+            self._execute(f'CREATE DATABASE "{self.name}"')
+            base = self.admin_url.rsplit("/", 1)[0]
+            self.url = f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{self.name}"
+
+    def _execute(self, sql: str) -> None:
+        import psycopg
+
+        assert self.admin_url
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+
+    def drop(self) -> None:
+        if self.admin_url:
+            self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+class ServerProcess:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        backend: str = "fake",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = OPERATOR_TOKEN
+        self.project = uuid.uuid4().hex
+        self.database = TestDatabase()
+        self.log_path = data_dir / "server.log"
+        self.env = {
+            **os.environ,
+            "DEMANAGER_BOOTSTRAP_TOKEN": OPERATOR_TOKEN,
+            "DEMANAGER_BACKEND": backend,
+            "DEMANAGER_DATA_DIR": str(data_dir),
+            "DEMANAGER_RECONCILE_INTERVAL_SECONDS": "0.5",
+            **({"DEMANAGER_DATABASE_URL": self.database.url} if self.database.url else {}),
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    # --- process control ---------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [DEMANAGER, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"demanager exited early:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(f"{self.url}/openapi.json", timeout=1.0)
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"demanager did not answer within {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """Crash the server: SIGKILL, no chance to clean up."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self.database.drop()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    # --- talking to it -----------------------------------------------------------------
+
+    def client(self, token: str | None = None, project: str | None = None) -> httpx.Client:
+        """An httpx client whose base URL is ``/v1/{project}/demanager/instances``."""
+        headers = {} if token == "" else {"X-Auth-Token": token or self.token}
+        return httpx.Client(
+            base_url=f"{self.url}/v1/{project or self.project}/demanager/instances",
+            headers=headers, timeout=30.0,
+        )
+
+    def make_token(self, project: str, user: str, *extra: str) -> str:
+        out = subprocess.run(
+            [DEMANAGER, "tokens", "create", "--project", project, "--user", user, *extra],
+            env=self.env, capture_output=True, text=True, check=True, timeout=60,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([DEMANAGER, *args], env=self.env, capture_output=True, text=True,
+                              timeout=60)
+
+
+def wait_for_status(
+    client: httpx.Client, instance_id: str, statuses: set[str] | str, timeout: float = 120.0
+) -> dict[str, Any]:
+    """Poll GET until the instance is in one of ``statuses`` (or fail with its last view)."""
+    wanted = {statuses} if isinstance(statuses, str) else statuses
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = client.get(f"/{instance_id}")
+        body = response.json()
+        if body.get("status") in wanted:
+            return body
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    raise AssertionError(f"{instance_id} never reached {wanted}; last: {body}")
+
+
+def processes_of(instance_id: str) -> list[int]:
+    """PIDs of every process tagged with the instance (the process backend's tag)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if f"DEMANAGER_INSTANCE_ID={instance_id}".encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def running_server(data_dir: Path, **kwargs: Any) -> Iterator[ServerProcess]:
+    server = ServerProcess(data_dir, **kwargs).start()
+    try:
+        yield server
+    finally:
+        server.close()
