@@ -140,16 +140,18 @@ class ProcessBackend:
         return handle
 
     async def observe(self, instance_id: str, handle: Handle | None) -> Observation:
-        handle = handle or self._read_server_file(instance_id)
+        found = None if handle else self._read_server_file(instance_id)
+        handle = handle or found
         if not handle or self._process(handle) is None:
             return Observation(Workload.ABSENT)
+        launched_at = handle.get("launched_at")
         url = f"http://127.0.0.1:{handle['port']}{handle['base_url']}api/status"
         try:
             response = await self._http.get(url, headers={"Authorization": f"token {handle['token']}"})
         except httpx.HTTPError:
-            return Observation(Workload.BOOTING, handle.get("launched_at"))
+            return Observation(Workload.BOOTING, launched_at, found)
         state = Workload.READY if response.status_code == 200 else Workload.BOOTING
-        return Observation(state, handle.get("launched_at"))
+        return Observation(state, launched_at, found)
 
     async def stop(self, instance_id: str, handle: Handle | None) -> None:
         handle = handle or self._read_server_file(instance_id)

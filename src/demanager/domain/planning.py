@@ -8,8 +8,10 @@ crash between any two steps is repaired by planning from scratch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from demanager.domain.instance import Desired, Instance
 from demanager.domain.lifecycle import InstanceStatus as S
@@ -51,6 +53,9 @@ class Observation:
     workload: Workload
     launched_at: int | None = None
     """ms at which the observed workload was launched, when known."""
+    handle: Mapping[str, Any] | None = None
+    """The workload's handle, when the backend found it without being given one
+    (a crash between launching and persisting the handle)."""
 
 
 _BRINGING_UP = frozenset({S.CREATING, S.STARTING})

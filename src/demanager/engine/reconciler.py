@@ -151,6 +151,7 @@ class Reconciler:
             running_since = instance.running_since if keep else now
             await repo.transition(
                 instance, S.RUNNING, now_ms=now, failed=None,
+                handle=dict(observed.handle or instance.handle or {}) or None,
                 running_since=running_since,
                 stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, now),
             )

@@ -1,0 +1,84 @@
+"""kill -9 the server while instances run and boot; a restart on the same data dir converges."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.e2e.jupyter import Notebook
+from tests.server import ServerProcess, processes_of, wait_for_status
+
+pytestmark = pytest.mark.slow
+
+
+def _body(name: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "profile_id": "Multi-Engine 1.0 (python3)-cpu",
+        "flavor": "modelarts.vm.cpu.2u",
+        "spec": {"storage": {"type": "evs"}},
+    }
+
+
+def test_crash_and_restart_adopts_everything(server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory(backend="process")
+    with server.client() as api:
+        running = [api.post("", json=_body(f"run-{i}")).json()["id"] for i in range(2)]
+        before = {i: wait_for_status(api, i, "RUNNING") for i in running}
+        pids_before = {i: sorted(processes_of(i)) for i in running}
+        booting = api.post("", json=_body("booting")).json()["id"]
+        assert api.get(f"/{booting}").json()["status"] == "CREATING"
+
+    server.kill()
+    for instance_id in running:
+        with Notebook(before[instance_id]["spec"]["annotations"]["url"]) as nb:
+            assert nb.status() == 200, "workloads outlive the server that started them"
+
+    server.start()
+    every = [*running, booting]
+    with server.client() as api:
+        after = {i: wait_for_status(api, i, "RUNNING") for i in every}
+        for instance_id in every:
+            with Notebook(after[instance_id]["spec"]["annotations"]["url"]) as nb:
+                assert nb.status() == 200
+        for instance_id in running:
+            # Adopted, not restarted: the same processes and the same address.
+            assert sorted(processes_of(instance_id)) == pids_before[instance_id]
+            assert after[instance_id]["spec"]["annotations"]["url"] == (
+                before[instance_id]["spec"]["annotations"]["url"]
+            )
+        assert len({tuple(processes_of(i)) for i in every}) == 3
+
+        for instance_id in every:
+            api.post(f"/{instance_id}/action", json={"action": "stop"})
+        for instance_id in every:
+            wait_for_status(api, instance_id, "STOPPED")
+            assert api.delete(f"/{instance_id}").status_code == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(processes_of(i) for i in every):
+        time.sleep(0.2)
+    assert [p for i in every for p in processes_of(i)] == [], "no orphan process is left"
+
+
+def test_a_dead_workload_is_restarted(server_factory: Callable[..., ServerProcess]) -> None:
+    """RUNNING whose server died while demanager was down: UNAVAILABLE, then RUNNING again."""
+    import os
+    import signal
+
+    server = server_factory(backend="process")
+    with server.client() as api:
+        instance_id = api.post("", json=_body("dies")).json()["id"]
+        wait_for_status(api, instance_id, "RUNNING")
+    server.kill()
+    for pid in processes_of(instance_id):
+        os.kill(pid, signal.SIGKILL)
+    server.start()
+    with server.client() as api:
+        back = wait_for_status(api, instance_id, "RUNNING")
+        with Notebook(back["spec"]["annotations"]["url"]) as nb:
+            assert nb.status() == 200
+        api.post(f"/{instance_id}/action", json={"action": "stop"})
+        wait_for_status(api, instance_id, "STOPPED")
+        api.delete(f"/{instance_id}")

@@ -1,0 +1,83 @@
+"""The reconciler with an injected clock: auto-stop and failures in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from demanager.backends.fake import FakeBackend
+from demanager.domain.instance import Owner, ProjectId, UserId
+from demanager.domain.lifecycle import InstanceStatus
+from demanager.engine.clock import FakeClock
+from demanager.engine.runtime import Runtime
+from demanager.settings import Settings
+from demanager.store.database import upgrade
+
+OWNER = Owner(UserId("0" * 32), "alice", ProjectId("p1"))
+
+
+def _body(name: str, **spec: object) -> dict[str, object]:
+    return {
+        "name": name,
+        "profile_id": "Multi-Engine 1.0 (python3)-cpu",
+        "flavor": "modelarts.vm.cpu.2u",
+        "spec": {"storage": {"type": "evs"}, **spec},
+    }
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[tuple[Runtime, FakeClock]]:
+    settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
+    await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+    clock = FakeClock()
+    built = await Runtime.build(settings, clock=clock, backend=FakeBackend(settings))
+    yield built, clock
+    await built.close()
+
+
+async def test_auto_stop_fires_at_stop_timestamp(runtime: tuple[Runtime, FakeClock]) -> None:
+    rt, clock = runtime
+    created = await rt.service.create(
+        owner=OWNER, body=_body("a", auto_stop={"enable": True, "duration": 3600})
+    )
+    await rt.reconciler.settle()
+    running = await rt.instances.load(created.id)
+    assert running is not None and running.status is InstanceStatus.RUNNING
+    assert running.stop_at == running.running_since + 3600 * 1000  # type: ignore[operator]
+
+    clock.advance(3599)
+    await rt.reconciler.settle()
+    still = await rt.instances.load(created.id)
+    assert still is not None and still.status is InstanceStatus.RUNNING
+    assert still.remain_time(clock.now_ms()) is not None
+
+    clock.advance(2)
+    await rt.reconciler.settle()
+    stopped = await rt.instances.load(created.id)
+    assert stopped is not None and stopped.status is InstanceStatus.STOPPED
+    assert stopped.stop_at is None and stopped.desired == "STOPPED"
+
+
+async def test_without_auto_stop_nothing_happens(runtime: tuple[Runtime, FakeClock]) -> None:
+    rt, clock = runtime
+    created = await rt.service.create(owner=OWNER, body=_body("b"))
+    await rt.reconciler.settle()
+    clock.advance(86400 * 3)
+    await rt.reconciler.settle()
+    instance = await rt.instances.load(created.id)
+    assert instance is not None and instance.status is InstanceStatus.RUNNING
+
+
+async def test_failed_start_records_reason(runtime: tuple[Runtime, FakeClock]) -> None:
+    rt, _clock = runtime
+    body = _body("c")
+    created = await rt.service.create(owner=OWNER, body=body)
+    # A profile that left the catalog cannot launch: the create fails with a reason.
+    await rt.instances.save(created, now_ms=created.created_at, profile_id="fail me")
+    await rt.reconciler.settle()
+    failed = await rt.instances.load(created.id)
+    assert failed is not None and failed.status is InstanceStatus.CREATE_FAILED
+    assert failed.failed is not None and failed.failed.code == "ModelArts.6361"
