@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./demanager-data
 
-.PHONY: run test test-fast lint typecheck bench install install-test clean
+.PHONY: run test test-suite test-fast lint typecheck bench install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,10 @@ test: install-test  ## lint, type-check and run the whole suite
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2
+
+test-suite: install-test  ## only the suite (CI runs it again on PostgreSQL)
+	$(BIN)/pytest -n 2
 
 test-fast: install-test  ## the suite without the slow (real Jupyter) tests
 	$(BIN)/pytest -m "not slow and not browser"
