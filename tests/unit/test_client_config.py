@@ -14,16 +14,19 @@ from demanager.client._config import default_config_path, load_config_file
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in ("DEMANAGER_URL", "DEMANAGER_TOKEN", "DEMANAGER_PROJECT", "XDG_CONFIG_HOME"):
+    for name in (
+        "DEMANAGER_URL",
+        "DEMANAGER_TOKEN",
+        "DEMANAGER_PROJECT",
+        "XDG_CONFIG_HOME",
+    ):
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "cfg" / "config.json"
     monkeypatch.setenv("DEMANAGER_CONFIG", str(path))
     return path
 
 
-def test_arguments_win_over_env_and_file(
-    monkeypatch: pytest.MonkeyPatch, clean_env: Path
-) -> None:
+def test_arguments_win_over_env_and_file(monkeypatch: pytest.MonkeyPatch, clean_env: Path) -> None:
     save_config(ClientConfig(url="http://file:1", project="pfile", token="tfile"))
     monkeypatch.setenv("DEMANAGER_URL", "http://env:2")
     monkeypatch.setenv("DEMANAGER_TOKEN", "tenv")
@@ -56,7 +59,11 @@ def test_saved_file_is_owner_only(clean_env: Path) -> None:
     assert written == clean_env
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
     assert stat.S_IMODE(written.parent.stat().st_mode) == 0o700
-    assert json.loads(written.read_text()) == {"url": "http://h:1", "project": "p", "token": "secret"}
+    assert json.loads(written.read_text()) == {
+        "url": "http://h:1",
+        "project": "p",
+        "token": "secret",
+    }
 
 
 def test_saving_over_a_readable_file_makes_it_owner_only(clean_env: Path) -> None:
@@ -91,4 +98,5 @@ def test_no_file_means_no_settings() -> None:
 def test_repr_hides_the_token() -> None:
     config = ClientConfig(url="http://h:1", project="p", token="very-secret")
     assert "very-secret" not in repr(config)
-    assert "very-secret" not in repr(Client("http://h:1", project="p", token="very-secret"))
+    with Client("http://h:1", project="p", token="very-secret") as dm:
+        assert "very-secret" not in repr(dm)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -23,8 +25,7 @@ from demanager.client import (
     TransportError,
     UnexpectedResponse,
 )
-
-PROJECT = "0f2a9c6e5d4b4a3f9e8d7c6b5a4f3e2d"
+from tests.unit.sdk_fakes import PROJECT
 
 
 def answering(status: int, body: object) -> httpx.MockTransport:
@@ -80,9 +81,11 @@ def error(code: str, message: str = "boom") -> dict[str, str]:
     ],
 )
 def test_codes_map_to_classes(status: int, code: str, expected: type[DemanagerAPIError]) -> None:
-    with client_for(answering(status, error(code, "the message"))) as dm:
-        with pytest.raises(DemanagerAPIError) as caught:
-            dm.get("DE-1")
+    with (
+        client_for(answering(status, error(code, "the message"))) as dm,
+        pytest.raises(DemanagerAPIError) as caught,
+    ):
+        dm.get("DE-1")
     assert type(caught.value) is expected
     assert caught.value.code == f"ModelArts.{code}"
     assert caught.value.message == "the message"
@@ -91,14 +94,19 @@ def test_codes_map_to_classes(status: int, code: str, expected: type[DemanagerAP
 
 
 def test_any_401_is_an_authentication_error_even_with_another_code() -> None:
-    with client_for(answering(401, error("6309"))) as dm, pytest.raises(AuthenticationError):
+    with (
+        client_for(answering(401, error("6309"))) as dm,
+        pytest.raises(AuthenticationError),
+    ):
         dm.get("DE-1")
 
 
 def test_body_not_in_the_contract_shape_still_gives_a_typed_error() -> None:
-    with client_for(answering(502, "<html>Bad Gateway</html>")) as dm:
-        with pytest.raises(ServerError) as caught:
-            dm.get("DE-1")
+    with (
+        client_for(answering(502, "<html>Bad Gateway</html>")) as dm,
+        pytest.raises(ServerError) as caught,
+    ):
+        dm.get("DE-1")
     assert caught.value.code is None
     assert caught.value.http_status == 502
     assert "Bad Gateway" in str(caught.value)
@@ -106,7 +114,10 @@ def test_body_not_in_the_contract_shape_still_gives_a_typed_error() -> None:
 
 def test_error_msg_key_is_read_too() -> None:
     body = {"error_code": "ModelArts.6309", "error_msg": "gone"}
-    with client_for(answering(400, body)) as dm, pytest.raises(InstanceNotFound, match="gone"):
+    with (
+        client_for(answering(400, body)) as dm,
+        pytest.raises(InstanceNotFound, match="gone"),
+    ):
         dm.get("DE-1")
 
 
@@ -114,9 +125,11 @@ def test_transport_failures_are_wrapped() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    with client_for(httpx.MockTransport(refuse)) as dm:
-        with pytest.raises(TransportError, match="cannot reach http://dm.test") as caught:
-            dm.get("DE-1")
+    with (
+        client_for(httpx.MockTransport(refuse)) as dm,
+        pytest.raises(TransportError, match=re.escape("cannot reach http://dm.test")) as caught,
+    ):
+        dm.get("DE-1")
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
 
 
@@ -126,7 +139,10 @@ def test_success_that_is_not_json_is_unexpected() -> None:
 
 
 def test_success_with_the_wrong_shape_is_unexpected() -> None:
-    with client_for(answering(200, {"hello": 1})) as dm, pytest.raises(UnexpectedResponse):
+    with (
+        client_for(answering(200, {"hello": 1})) as dm,
+        pytest.raises(UnexpectedResponse),
+    ):
         dm.get("DE-1")
 
 
@@ -135,7 +151,10 @@ async def test_async_client_maps_errors_the_same_way() -> None:
         return httpx.Response(400, json=error("6309"))
 
     async with AsyncClient(
-        "http://dm.test", project=PROJECT, token="t", transport=httpx.MockTransport(handler)
+        "http://dm.test",
+        project=PROJECT,
+        token="t",
+        transport=httpx.MockTransport(handler),
     ) as dm:
         with pytest.raises(InstanceNotFound):
             await dm.get("DE-1")
@@ -146,7 +165,10 @@ async def test_async_transport_failures_are_wrapped() -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     async with AsyncClient(
-        "http://dm.test", project=PROJECT, token="t", transport=httpx.MockTransport(refuse)
+        "http://dm.test",
+        project=PROJECT,
+        token="t",
+        transport=httpx.MockTransport(refuse),
     ) as dm:
         with pytest.raises(TransportError):
             await dm.list()

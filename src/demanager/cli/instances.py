@@ -89,9 +89,7 @@ def _annotations(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(
-                f"{pair!r} is not KEY=VALUE", param_hint="--annotation"
-            )
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--annotation")
         labels[key] = value
     return labels
 
@@ -99,15 +97,14 @@ def _annotations(pairs: list[str]) -> dict[str, str]:
 @app.command()
 def create(
     ctx: typer.Context,
-    name: Annotated[
-        str, typer.Argument(help="1-64 of A-Z a-z 0-9 - _.", show_default=False)
-    ],
+    name: Annotated[str, typer.Argument(help="1-64 of A-Z a-z 0-9 - _.", show_default=False)],
     profile: Annotated[
         str,
         typer.Option(
             "--profile",
             "-p",
             help="Profile ID (see `demanager profiles list`).",
+            metavar="ID",
             show_default=False,
         ),
     ],
@@ -117,6 +114,7 @@ def create(
             "--flavor",
             "-f",
             help="Flavor name (see `demanager flavors list`).",
+            metavar="NAME",
             show_default=False,
         ),
     ],
@@ -127,18 +125,24 @@ def create(
     volume_size: Annotated[
         int | None,
         typer.Option(
-            help="EVS volume size in GB (5-4096; server default 5).", show_default=False
+            help="EVS volume size in GB (5-4096; server default 5).",
+            metavar="GB",
+            show_default=False,
         ),
     ] = None,
     path: Annotated[
         str | None,
         typer.Option(
-            help="obs: /bucket/dir/; obsfs: file-system name.", show_default=False
+            help="obs: /bucket/dir/; obsfs: file-system name.",
+            metavar="PATH",
+            show_default=False,
         ),
     ] = None,
     pool: Annotated[
         str | None,
-        typer.Option(help="Dedicated pool ID (needed for obsfs).", show_default=False),
+        typer.Option(
+            help="Dedicated pool ID (needed for obsfs).", metavar="ID", show_default=False
+        ),
     ] = None,
     auto_stop: Annotated[
         int | None,
@@ -148,10 +152,13 @@ def create(
             show_default=False,
         ),
     ] = None,
-    description: Annotated[str | None, typer.Option(show_default=False)] = None,
+    description: Annotated[
+        str | None,
+        typer.Option(help="Free text, at most 512 characters.", metavar="TEXT", show_default=False),
+    ] = None,
     annotation: Annotated[
         list[str] | None,
-        typer.Option(help="A KEY=VALUE label; repeat for more.", show_default=False),
+        typer.Option(help="A label; repeat for more.", metavar="KEY=VALUE", show_default=False),
     ] = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = DEFAULT_WAIT,
@@ -165,13 +172,9 @@ def create(
 
     labels = _annotations(annotation or [])
     if storage is StorageType.evs and path is not None:
-        raise typer.BadParameter(
-            "only obs and obsfs storage take a path", param_hint="--path"
-        )
+        raise typer.BadParameter("only obs and obsfs storage take a path", param_hint="--path")
     if storage is not StorageType.evs and volume_size is not None:
-        raise typer.BadParameter(
-            "only evs storage has a size", param_hint="--volume-size"
-        )
+        raise typer.BadParameter("only evs storage has a size", param_hint="--volume-size")
     location = (
         Location(volume_size=volume_size)
         if storage is StorageType.evs
@@ -204,6 +207,7 @@ def list_instances(
         str | None,
         typer.Option(
             help="Only instances in this status (e.g. RUNNING, DELETED).",
+            metavar="STATUS",
             autocompletion=complete_status,
             show_default=False,
         ),
@@ -258,7 +262,7 @@ def update(
     instance: InstanceArgument,
     description: Annotated[
         str | None,
-        typer.Option(help='New description ("" clears it).', show_default=False),
+        typer.Option(help='New description ("" clears it).', metavar="TEXT", show_default=False),
     ] = None,
     auto_stop: Annotated[
         int | None,
@@ -402,9 +406,7 @@ def restart(
 def delete(
     ctx: typer.Context,
     instance: InstanceArgument,
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
-    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     wait: WaitOption = False,
     timeout: TimeoutOption = DEFAULT_WAIT,
     url: UrlOption = None,
@@ -428,9 +430,7 @@ def delete(
         answer = client.delete(target.id)
         if wait:
             pace = deps(ctx)
-            client.wait_until_deleted(
-                target.id, timeout=timeout, interval=pace.poll_interval
-            )
+            client.wait_until_deleted(target.id, timeout=timeout, interval=pace.poll_interval)
     if fmt is OutputFormat.json:
         output.emit_json(answer)
     else:
@@ -473,6 +473,7 @@ def wait_for(
             "--status",
             "-s",
             help="Target status; repeat to accept several. [default: RUNNING]",
+            metavar="STATUS",
             autocompletion=complete_status,
             show_default=False,
         ),
@@ -489,9 +490,7 @@ def wait_for(
     goal = {value.upper() for value in status or ["RUNNING"]}
     unknown = sorted(goal - STATUSES)
     if unknown:
-        raise typer.BadParameter(
-            f"unknown status {', '.join(unknown)}", param_hint="--status"
-        )
+        raise typer.BadParameter(f"unknown status {', '.join(unknown)}", param_hint="--status")
     with session(ctx, url, project, token) as client:
         target = resolve(client, instance)
         final = _wait(ctx, client, target, goal, timeout)

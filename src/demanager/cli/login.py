@@ -53,9 +53,7 @@ def login(
     """Check the connection settings against the server and save them for later commands."""
     from demanager.client import Client, ClientConfig, save_config
 
-    config = ClientConfig(
-        url=url.rstrip("/"), project=project.strip(), token=token.strip()
-    )
+    config = ClientConfig(url=url.rstrip("/"), project=project.strip(), token=token.strip())
     with exit_on_error():
         config.check()
         with Client(

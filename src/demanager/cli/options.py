@@ -21,9 +21,7 @@ CONNECTION = "Connection"
 def complete_status(incomplete: str) -> list[str]:
     from demanager.client import STATUSES
 
-    return sorted(
-        status for status in STATUSES if status.startswith(incomplete.upper())
-    )
+    return sorted(status for status in STATUSES if status.startswith(incomplete.upper()))
 
 
 UrlOption = Annotated[
@@ -68,9 +66,7 @@ OutputOption = Annotated[
 ]
 WaitOption = Annotated[
     bool,
-    typer.Option(
-        "--wait", "-w", help="Block until the instance reaches its next status."
-    ),
+    typer.Option("--wait", "-w", help="Block until the instance reaches its next status."),
 ]
 TimeoutOption = Annotated[
     float,

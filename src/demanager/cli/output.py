@@ -18,7 +18,7 @@ import typer
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.table import Table
 
     from demanager.client import (
@@ -58,6 +58,18 @@ def stdout_console() -> Console:
     return console
 
 
+def show(renderable: RenderableType) -> None:
+    """Print to stdout; in a pipe, without the padding Rich adds to the last column."""
+    console = stdout_console()
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as captured:
+        console.print(renderable)
+    for line in captured.get().splitlines():
+        typer.echo(line.rstrip())
+
+
 def stderr_console() -> Console:
     from rich.console import Console
 
@@ -74,6 +86,13 @@ def note(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def plain(text: str) -> str:
+    """User-supplied text, shown as typed even if it looks like Rich markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def styled_status(status: str) -> str:
     style = _STATUS_STYLES.get(status, "yellow")
     return f"[{style}]{status}[/]"
@@ -87,9 +106,7 @@ def format_timestamp(value: str | int | None) -> str:
         millis = int(value)
     except ValueError:
         return str(value)
-    return (
-        datetime.fromtimestamp(millis / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    )
+    return datetime.fromtimestamp(millis / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def format_duration(seconds: int) -> str:
@@ -144,14 +161,11 @@ def show_instances(page: InstanceList, *, offset: int = 0) -> None:
             format_timestamp(instance.creation_timestamp),
             format_auto_stop(instance),
         )
-    console = stdout_console()
     if page.instances:
-        console.print(table)
+        show(table)
     shown = len(page.instances)
     if shown < page.total_count:
-        note(
-            f"{shown} shown ({offset + 1}-{offset + shown}) of {page.total_count} instances"
-        )
+        note(f"{shown} shown ({offset + 1}-{offset + shown}) of {page.total_count} instances")
     elif not shown:
         note("no instances")
 
@@ -161,19 +175,19 @@ def show_instance(instance: Instance) -> None:
 
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
-    grid.add_column()
+    grid.add_column(overflow="fold")
     url = instance.spec.annotations.get("url", "")
     rows: list[tuple[str, str]] = [
         ("Name", instance.name),
         ("ID", instance.id),
         ("Status", styled_status(instance.status)),
-        ("Description", instance.description or "-"),
+        ("Description", plain(instance.description) or "-"),
         ("Profile", instance.profile.id),
         ("Flavor", f"{instance.flavor} ({instance.flavor_details.type})"),
         ("Storage", format_storage(instance)),
         ("Auto-stop", format_auto_stop(instance)),
         ("URL", url or "-"),
-        ("Owner", instance.user.name),
+        ("Owner", plain(instance.user.name)),
         ("Created", format_timestamp(instance.creation_timestamp)),
         ("Updated", format_timestamp(instance.latest_update_timestamp)),
     ]
@@ -181,29 +195,27 @@ def show_instance(instance: Instance) -> None:
         rows.append(("Queue", f"#{instance.queuing_info.rank} for {instance.flavor}"))
     reasons = instance.spec.failed_reasons
     if reasons is not None:
-        rows.append(("Failure", f"{reasons.code}: {reasons.message}"))
+        rows.append(("Failure", plain(f"{reasons.code}: {reasons.message}")))
     user_labels = {
         key: value
         for key, value in instance.spec.annotations.items()
         if key not in {"url", "target_domain"}
     }
     if user_labels:
-        rows.append(
-            ("Annotations", ", ".join(f"{k}={v}" for k, v in user_labels.items()))
-        )
+        rows.append(("Annotations", ", ".join(f"{k}={v}" for k, v in user_labels.items())))
     for label, value in rows:
         grid.add_row(label, value)
-    stdout_console().print(grid)
+    show(grid)
 
 
 def show_action(name: str, answer: ActionResponse) -> None:
-    stdout_console().print(
+    show(
         f"{name}: {styled_status(answer.previous_state)} -> {styled_status(answer.current_status)}"
     )
 
 
 def show_deleted(name: str, answer: DeleteResponse) -> None:
-    stdout_console().print(f"deleted {name} ({answer.instance_id})")
+    show(f"deleted {name} ({answer.instance_id})")
 
 
 def show_profiles(profiles: Sequence[Profile]) -> None:
@@ -214,9 +226,9 @@ def show_profiles(profiles: Sequence[Profile]) -> None:
             profile.id,
             profile.flavor_type,
             f"{params.namespace}/{params.image_name}:{params.image_tag}",
-            profile.description,
+            plain(profile.description),
         )
-    stdout_console().print(table)
+    show(table)
 
 
 def _sizing(params: dict[str, object]) -> str:
@@ -227,19 +239,17 @@ def _sizing(params: dict[str, object]) -> str:
 
 
 def show_flavors(flavors: Sequence[FlavorDetails]) -> None:
-    table = _table("NAME", "TYPE", "STATUS", "SIZE", "STORAGE", "PRICE")
+    table = _table("NAME", "TYPE", "STATUS", "SIZE", "STORAGE", "PROMO")
     for flavor in flavors:
         table.add_row(
             flavor.name,
             flavor.type,
-            "[green]onSale[/]"
-            if flavor.status == "onSale"
-            else f"[red]{flavor.status}[/]",
+            "[green]onSale[/]" if flavor.status == "onSale" else f"[red]{flavor.status}[/]",
             _sizing(flavor.params),
             ", ".join(flavor.storage_list or []) or "-",
             flavor.promo_type or "-",
         )
-    stdout_console().print(table)
+    show(table)
 
 
 def is_interactive() -> bool:

@@ -42,9 +42,7 @@ class WaitView:
 
     def update(self, instance: Instance) -> None:
         self._status = instance.status
-        self._rank = (
-            instance.queuing_info.rank if instance.queuing_info is not None else None
-        )
+        self._rank = instance.queuing_info.rank if instance.queuing_info is not None else None
 
     def __rich__(self) -> RenderableType:
         from rich.table import Table

@@ -43,7 +43,8 @@ class CliDeps:
 
     transport: httpx.BaseTransport | None = None
     poll_interval: float = 0.5
-    max_poll_interval: float = 5.0
+    # People watch a CLI wait: poll at least every 2 s so it ends soon after the status changes.
+    max_poll_interval: float = 2.0
     open_browser: Callable[[str], object] = field(default=webbrowser.open)
 
 
@@ -92,9 +93,7 @@ def session(
 
     with (
         exit_on_error(),
-        Client(
-            url, project=project, token=token, transport=deps(ctx).transport
-        ) as client,
+        Client(url, project=project, token=token, transport=deps(ctx).transport) as client,
     ):
         yield client
 

@@ -197,13 +197,9 @@ class AsyncClient:
                 yield instance
             offset = next_offset(page, offset)
 
-    async def find(
-        self, name: str, *, workspace_id: str | None = None
-    ) -> Instance | None:
+    async def find(self, name: str, *, workspace_id: str | None = None) -> Instance | None:
         """The live instance called ``name`` in the project (any owner), if there is one."""
-        async for instance in self.iter_instances(
-            show_self=False, workspace_id=workspace_id
-        ):
+        async for instance in self.iter_instances(show_self=False, workspace_id=workspace_id):
             if instance.name == name:
                 return instance
         return None
@@ -218,11 +214,12 @@ class AsyncClient:
         description: str | None = None,
         auto_stop: int | AutoStopRequest | None = None,
     ) -> Instance:
-        """Change the description and/or auto-stop; ``AutoStopRequest(enable=False)`` turns it off."""
+        """Change the description and/or auto-stop.
+
+        ``auto_stop`` in seconds turns it on; ``AutoStopRequest(enable=False)`` turns it off.
+        """
         return await self._send(
-            self._calls.update(
-                instance_id, description=description, auto_stop=auto_stop
-            )
+            self._calls.update(instance_id, description=description, auto_stop=auto_stop)
         )
 
     async def delete(self, instance_id: str) -> DeleteResponse:
@@ -265,7 +262,9 @@ class AsyncClient:
         instance_id: str,
         status: str | Iterable[str],
         *,
-        timeout: float = 600.0,
+        # Not asyncio.timeout(): the deadline must end in a WaitTimeout that
+        # names the last status seen, the same as the sync client.
+        timeout: float = 600.0,  # noqa: ASYNC109
         on_progress: ProgressCallback | None = None,
         interval: float = 0.5,
         max_interval: float = 5.0,
@@ -296,7 +295,11 @@ class AsyncClient:
             await asyncio.sleep(waiter.next_delay())
 
     async def wait_until_deleted(
-        self, instance_id: str, *, timeout: float = 600.0, interval: float = 0.5
+        self,
+        instance_id: str,
+        *,
+        timeout: float = 600.0,  # noqa: ASYNC109 (see wait_until)
+        interval: float = 0.5,
     ) -> None:
         """Poll until the instance is gone from every view (GET answers 6309)."""
         waiter = Waiter(

@@ -116,9 +116,7 @@ def _wire(model: BaseModel) -> dict[str, Any]:
 def auto_stop_body(auto_stop: int | AutoStopRequest) -> dict[str, Any]:
     """``3600`` is shorthand for "stop after one hour"; a model is sent as given."""
     if isinstance(auto_stop, bool):
-        raise TypeError(
-            "auto_stop takes seconds (int) or an AutoStopRequest, not a bool"
-        )
+        raise TypeError("auto_stop takes seconds (int) or an AutoStopRequest, not a bool")
     if isinstance(auto_stop, int):
         return {"enable": True, "duration": auto_stop}
     return _wire(auto_stop)

@@ -87,9 +87,7 @@ class ClientConfig:
 
     def check(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"server URL {self.url!r} must start with http:// or https://"
-            )
+            raise ConfigurationError(f"server URL {self.url!r} must start with http:// or https://")
 
 
 def default_config_path() -> Path:

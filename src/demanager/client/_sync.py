@@ -215,11 +215,12 @@ class Client:
         description: str | None = None,
         auto_stop: int | AutoStopRequest | None = None,
     ) -> Instance:
-        """Change the description and/or auto-stop; ``AutoStopRequest(enable=False)`` turns it off."""
+        """Change the description and/or auto-stop.
+
+        ``auto_stop`` in seconds turns it on; ``AutoStopRequest(enable=False)`` turns it off.
+        """
         return self._send(
-            self._calls.update(
-                instance_id, description=description, auto_stop=auto_stop
-            )
+            self._calls.update(instance_id, description=description, auto_stop=auto_stop)
         )
 
     def delete(self, instance_id: str) -> DeleteResponse:

@@ -38,9 +38,7 @@ STATUSES: frozenset[str] = frozenset(
 )
 
 #: Statuses an instance does not leave without a caller's action.
-FAILED_STATUSES: frozenset[str] = frozenset(
-    {"CREATE_FAILED", "START_FAILED", "RESIZE_FAILED"}
-)
+FAILED_STATUSES: frozenset[str] = frozenset({"CREATE_FAILED", "START_FAILED", "RESIZE_FAILED"})
 
 ProgressCallback = Callable[[Instance], object]
 
@@ -55,9 +53,7 @@ def targets_of(status: str | Iterable[str]) -> frozenset[str]:
         raise ValueError("wait_until needs at least one target status")
     unknown = sorted(targets - STATUSES)
     if unknown:
-        raise ValueError(
-            f"unknown status {', '.join(unknown)}; expected one of {sorted(STATUSES)}"
-        )
+        raise ValueError(f"unknown status {', '.join(unknown)}; expected one of {sorted(STATUSES)}")
     return targets
 
 
@@ -100,9 +96,7 @@ class Waiter:
         """Seconds to sleep before the next poll; raises once the deadline has passed."""
         remaining = self._deadline - self._clock()
         if remaining <= 0:
-            raise WaitTimeout(
-                self.instance_id, self.targets, self.last_status, self.timeout
-            )
+            raise WaitTimeout(self.instance_id, self.targets, self.last_status, self.timeout)
         # Full range ±25 % around the nominal delay.
         delay = self._delay * self._rng.uniform(0.75, 1.25)
         self._delay = min(self._delay * 2, self._max_interval)

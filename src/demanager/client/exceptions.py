@@ -130,9 +130,7 @@ class DemanagerAPIError(DemanagerClientError):
         self.code = code
         self.message = message
         self.http_status = http_status
-        super().__init__(
-            f"{code}: {message}" if code else f"HTTP {http_status}: {message}"
-        )
+        super().__init__(f"{code}: {message}" if code else f"HTTP {http_status}: {message}")
 
 
 class AuthenticationError(DemanagerAPIError):

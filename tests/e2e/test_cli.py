@@ -1,0 +1,196 @@
+"""The installed ``demanager`` command against a real server process (fake backend).
+
+Each test runs the console script as a child process, with its own
+``DEMANAGER_CONFIG`` so the user's real settings are never read or written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.server import ServerProcess, free_port
+
+PROFILE = "Multi-Engine 1.0 (python3)-cpu"
+FLAVOR = "modelarts.vm.cpu.2u"
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def installed_command() -> str:
+    found = shutil.which("demanager", path=str(Path(sys.executable).parent))
+    assert found, "the demanager console script is not installed next to this interpreter"
+    return found
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    return tmp_path / "xdg" / "demanager" / "config.json"
+
+
+@pytest.fixture
+def cli(config_path: Path, tmp_path: Path) -> Cli:
+    command = installed_command()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DEMANAGER_")}
+    env.update({"DEMANAGER_CONFIG": str(config_path), "HOME": str(tmp_path), "COLUMNS": "200"})
+
+    def run(
+        *args: str, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [command, *args],
+            env={**env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+
+    return run
+
+
+@pytest.fixture
+def logged_in(cli: Cli, server: ServerProcess, project: str, config_path: Path) -> Cli:
+    result = cli("login", "--url", server.url, "--project", project, "--token", server.token)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
+    return cli
+
+
+def test_login_writes_an_owner_only_config(
+    logged_in: Cli, server: ServerProcess, project: str, config_path: Path
+) -> None:
+    assert json.loads(config_path.read_text()) == {
+        "url": server.url,
+        "project": project,
+        "token": server.token,
+    }
+
+
+def test_create_list_stop_delete(logged_in: Cli) -> None:
+    cli = logged_in
+    created = cli(
+        "instances", "create", "e2e-nb", "--profile", PROFILE, "--flavor", FLAVOR,
+        "--volume-size", "6", "--annotation", "team=qa", "--wait", "--output", "json",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    instance = json.loads(created.stdout)
+    assert instance["status"] == "RUNNING"
+    assert instance["spec"]["storage"]["location"]["volume_size"] == 6
+    assert instance["spec"]["annotations"]["team"] == "qa"
+    assert instance["spec"]["annotations"]["url"]
+
+    table = cli("instances", "list")
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["NAME", "ID", "STATUS"]
+    assert row.split()[:3] == ["e2e-nb", instance["id"], "RUNNING"]
+
+    listed = cli("instances", "list", "--output", "json")
+    assert listed.returncode == 0, listed.stderr
+    page = json.loads(listed.stdout)
+    assert page["total_count"] == 1
+    assert [i["id"] for i in page["instances"]] == [instance["id"]]
+
+    opened = cli("instances", "open", "e2e-nb", "--print")
+    assert opened.returncode == 0, opened.stderr
+    assert opened.stdout.strip() == instance["spec"]["annotations"]["url"]
+
+    refused = cli("instances", "delete", "e2e-nb", "--yes")
+    assert refused.returncode == 1
+    assert "error: ModelArts.6304:" in refused.stderr
+
+    stopped = cli("instances", "stop", "e2e-nb", "--wait")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "RUNNING -> STOPPING" in stopped.stdout
+    shown = json.loads(cli("instances", "get", instance["id"], "-o", "json").stdout)
+    assert shown["status"] == "STOPPED"
+
+    unconfirmed = cli("instances", "delete", "e2e-nb")
+    assert unconfirmed.returncode == 2
+
+    deleted = cli("instances", "delete", "e2e-nb", "--yes", "-o", "json")
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(deleted.stdout) == {"instance_id": instance["id"]}
+
+    gone = cli("instances", "get", "e2e-nb")
+    assert gone.returncode == 1
+    assert gone.stderr.startswith("error: ModelArts.6309: ")
+
+
+def test_start_restart_update_wait(logged_in: Cli) -> None:
+    cli = logged_in
+    assert cli("instances", "create", "cycle", "-p", PROFILE, "-f", FLAVOR, "-w").returncode == 0
+    assert cli("instances", "stop", "cycle", "--wait").returncode == 0
+    started = cli("instances", "start", "cycle", "--wait", "-o", "json")
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["previous_state"] == "STOPPED"
+    assert cli("instances", "restart", "cycle", "--wait").returncode == 0
+
+    updated = cli("instances", "update", "cycle", "--auto-stop", "3600", "-o", "json")
+    assert updated.returncode == 0, updated.stderr
+    assert json.loads(updated.stdout)["spec"]["auto_stop"]["duration"] == 3600
+
+    waited = cli("instances", "wait", "cycle", "--status", "RUNNING", "-o", "json")
+    assert waited.returncode == 0, waited.stderr
+    timed_out = cli("instances", "wait", "cycle", "--status", "STOPPED", "--timeout", "0.5")
+    assert timed_out.returncode == 3
+    assert "still RUNNING" in timed_out.stderr
+
+
+def test_failed_creation_exits_4(logged_in: Cli) -> None:
+    result = logged_in(
+        "instances", "create", "doomed", "-p", "Failing profile", "-f", FLAVOR, "--wait"
+    )
+    assert result.returncode == 4
+    assert "CREATE_FAILED" in result.stderr
+
+
+def test_unknown_instance_exits_1_with_the_code(logged_in: Cli) -> None:
+    result = logged_in("instances", "get", "DE-00000000-0000-1000-8000-000000000000")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ModelArts.6309: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_input_is_refused_by_the_server(logged_in: Cli) -> None:
+    result = logged_in("instances", "create", "nb", "-p", PROFILE, "-f", "no.such.flavor")
+    assert result.returncode == 1
+    assert "ModelArts.6323" in result.stderr
+
+
+def test_not_logged_in_exits_5(cli: Cli) -> None:
+    result = cli("instances", "list")
+    assert result.returncode == 5
+    assert result.stderr.startswith("error: not logged in")
+
+
+def test_server_down_exits_5(cli: Cli, project: str) -> None:
+    result = cli(
+        "instances", "list", "--url", f"http://127.0.0.1:{free_port()}", "--project", project,
+        "--token", "t",
+    )  # fmt: skip
+    assert result.returncode == 5
+    assert "cannot reach" in result.stderr
+
+
+def test_usage_error_exits_2(logged_in: Cli) -> None:
+    assert logged_in("instances", "list", "--sort", "size").returncode == 2
+
+
+def test_connection_options_without_login(cli: Cli, server: ServerProcess, project: str) -> None:
+    env = {"DEMANAGER_URL": server.url, "DEMANAGER_PROJECT": project}
+    result = cli("profiles", "list", "--token", server.token, extra_env=env)
+    assert result.returncode == 0, result.stderr
+    assert PROFILE in result.stdout
+    flavors = cli("flavors", "list", "-o", "json", "--token", server.token, extra_env=env)
+    assert FLAVOR in {f["name"] for f in json.loads(flavors.stdout)["flavors"]}
