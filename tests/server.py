@@ -89,7 +89,10 @@ class ServerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [DEMANAGER, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -139,19 +142,25 @@ class ServerProcess:
         headers = {} if token == "" else {"X-Auth-Token": token or self.token}
         return httpx.Client(
             base_url=f"{self.url}/v1/{project or self.project}/demanager/instances",
-            headers=headers, timeout=30.0,
+            headers=headers,
+            timeout=30.0,
         )
 
     def make_token(self, project: str, user: str, *extra: str) -> str:
         out = subprocess.run(
             [DEMANAGER, "tokens", "create", "--project", project, "--user", user, *extra],
-            env=self.env, capture_output=True, text=True, check=True, timeout=60,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         )
         return out.stdout.strip().splitlines()[-1]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([DEMANAGER, *args], env=self.env, capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run(
+            [DEMANAGER, *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
 
 
 def wait_for_status(

@@ -110,7 +110,8 @@ class FlavorNotPermitted(RequestError):
 class FlavorTypeMismatch(RequestError):
     def __init__(self, profile_type: str, flavor_type: str) -> None:
         super().__init__(
-            f"The profile's flavor type {profile_type} differs from the flavor's type {flavor_type}."
+            f"The profile's flavor type {profile_type} differs "
+            f"from the flavor's type {flavor_type}."
         )
 
 
@@ -190,79 +191,60 @@ class FlavorSoldOut(ConflictError):
 
 class NotEnoughResources(ConflictError):
     def __init__(self, flavor: str) -> None:
-        super().__init__(
-            f"Not enough resources to start an instance of '{flavor}'; retry later."
-        )
+        super().__init__(f"Not enough resources to start an instance of '{flavor}'; retry later.")
 
 
 class StateError(ConflictError):
-    """An operation the instance's current status does not allow."""
+    """An operation the instance's current status does not allow.
+
+    ``template`` may name ``{status}`` and ``{operation}``.
+    """
+
+    template = "Cannot {operation} the instance in status {status}."
 
     def __init__(self, status: str, operation: str) -> None:
-        super().__init__(self.describe(status, operation))
+        super().__init__(self.template.format(status=status, operation=operation))
         self.status = status
         self.operation = operation
 
-    @staticmethod
-    def describe(status: str, operation: str) -> str:
-        return f"Cannot {operation} the instance in status {status}."
-
 
 class StopBeforeDelete(StateError):
-    @staticmethod
-    def describe(status: str, operation: str) -> str:
-        return f"Stop the instance before deleting it (status {status})."
+    template = "Stop the instance before deleting it (status {status})."
 
 
 class AlreadyRunning(StateError):
-    @staticmethod
-    def describe(status: str, operation: str) -> str:
-        return "The instance is already running."
+    template = "The instance is already running."
 
 
 class InstanceStarting(StateError):
-    @staticmethod
-    def describe(status: str, operation: str) -> str:
-        return f"The instance is starting; cannot {operation} it now."
+    template = "The instance is starting; cannot {operation} it now."
 
 
 class AlreadyStopped(StateError):
-    @staticmethod
-    def describe(status: str, operation: str) -> str:
-        return "The instance is already stopped."
+    template = "The instance is already stopped."
 
 
 class InstanceStopping(StateError):
-    @staticmethod
-    def describe(status: str, operation: str) -> str:
-        return f"The instance is stopping; cannot {operation} it now."
+    template = "The instance is stopping; cannot {operation} it now."
 
 
 class NotRunning(StateError):
-    @staticmethod
-    def describe(status: str, operation: str) -> str:
-        return f"The instance is not running (status {status}); cannot {operation} it."
+    template = "The instance is not running (status {status}); cannot {operation} it."
 
 
 class BeingRestored(StateError):
-    @staticmethod
-    def describe(status: str, operation: str) -> str:
-        return "The notebook is being restored; wait and retry."
+    template = "The notebook is being restored; wait and retry."
 
 
 class OperationNotAllowed(StateError):
-    @staticmethod
-    def describe(status: str, operation: str) -> str:
-        return (
-            f"Operation {operation} is not allowed in status {status}: another operation "
-            "is running or the instance is already in the target state."
-        )
+    template = (
+        "Operation {operation} is not allowed in status {status}: another operation "
+        "is running or the instance is already in the target state."
+    )
 
 
 class InstanceFrozen(StateError):
-    @staticmethod
-    def describe(status: str, operation: str) -> str:
-        return "The instance is frozen."
+    template = "The instance is frozen."
 
 
 class InstanceNotFound(DemanagerError):

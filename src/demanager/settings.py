@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     min_auto_stop_seconds: int = 3600
     """Lower bound of auto-stop durations; lower it only for tests and demos."""
     object_storage_root: Path | None = None
-    """A directory that stands in for OBS: enables ``obs``/``obsfs`` storage (bucket = sub-folder)."""
+    """A directory that stands in for OBS: enables obs/obsfs storage (a bucket is a sub-folder)."""
     start_timeout_seconds: float = 120.0
     """How long a workload may take to answer its health check before the start fails."""
     reconcile_interval_seconds: float = 2.0
@@ -78,6 +78,8 @@ def load_settings(**overrides: Any) -> Settings:
         loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{config_file}: expected a mapping of settings")
-        file_values = {k: v for k, v in loaded.items() if f"DEMANAGER_{k.upper()}" not in os.environ}
+        file_values = {
+            k: v for k, v in loaded.items() if f"DEMANAGER_{k.upper()}" not in os.environ
+        }
     clean = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**{**file_values, **clean})

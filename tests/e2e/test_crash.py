@@ -48,8 +48,9 @@ def test_crash_and_restart_adopts_everything(server_factory: Callable[..., Serve
             # Adopted, not restarted: the same processes and the same address.
             assert _server_pid(server, instance_id) == pids_before[instance_id]
             assert pids_before[instance_id] in processes_of(instance_id)
-            assert after[instance_id]["spec"]["annotations"]["url"] == (
-                before[instance_id]["spec"]["annotations"]["url"]
+            assert (
+                after[instance_id]["spec"]["annotations"]["url"]
+                == (before[instance_id]["spec"]["annotations"]["url"])
             )
         assert len({tuple(processes_of(i)) for i in every}) == 3
 

@@ -41,7 +41,8 @@ def _lifecycle(server: ServerProcess, api: httpx.Client) -> None:
         assert processes_of(instance_id), "the instance's processes carry its tag"
 
     assert api.post(f"/{instance_id}/action", json={"action": "stop"}).json() == {
-        "current_status": "STOPPING", "previous_state": "RUNNING"
+        "current_status": "STOPPING",
+        "previous_state": "RUNNING",
     }
     wait_for_status(api, instance_id, "STOPPED")
     assert processes_of(instance_id) == [], "stop ends the kernel and the server"
@@ -63,24 +64,32 @@ def _lifecycle(server: ServerProcess, api: httpx.Client) -> None:
     assert processes_of(instance_id) == []
 
 
-def test_restart_rearms_and_replaces_the_server(server_factory: Callable[..., ServerProcess]) -> None:
+def test_restart_rearms_and_replaces_the_server(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
     server = server_factory(backend="process")
     with server.client() as api:
         _restart(api)
 
 
 def _restart(api: httpx.Client) -> None:
-    body = {**EVS_BODY, "spec": {**EVS_BODY["spec"], "auto_stop": {"enable": True, "duration": 3600}}}
+    body = {
+        **EVS_BODY,
+        "spec": {**EVS_BODY["spec"], "auto_stop": {"enable": True, "duration": 3600}},
+    }
     instance_id = api.post("", json=body).json()["id"]
     first = wait_for_status(api, instance_id, "RUNNING")
     assert api.post(f"/{instance_id}/action", json={"action": "restart"}).json() == {
-        "current_status": "RESTARTING", "previous_state": "RUNNING"
+        "current_status": "RESTARTING",
+        "previous_state": "RUNNING",
     }
     second = wait_for_status(api, instance_id, "RUNNING")
     assert second["spec"]["annotations"]["url"] != first["spec"]["annotations"]["url"]
     with Notebook(first["spec"]["annotations"]["url"]) as old:
         assert old.status() == 0, "the old server is gone"
-    assert second["spec"]["auto_stop"]["stop_timestamp"] > first["spec"]["auto_stop"]["stop_timestamp"]
+    assert (
+        second["spec"]["auto_stop"]["stop_timestamp"] > first["spec"]["auto_stop"]["stop_timestamp"]
+    )
     api.post(f"/{instance_id}/action", json={"action": "stop"})
     wait_for_status(api, instance_id, "STOPPED")
     api.delete(f"/{instance_id}")

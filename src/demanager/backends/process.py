@@ -92,7 +92,9 @@ class ProcessBackend:
             runtime = self.runtime_dir(spec.instance_id)
             runtime.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise PermanentBackendError(f"cannot prepare the volume: {exc}", "ModelArts.6528") from exc
+            raise PermanentBackendError(
+                f"cannot prepare the volume: {exc}", "ModelArts.6528"
+            ) from exc
         port = _free_port()
         token = secrets.token_hex(16)
         base_url = f"/notebooks/{spec.instance_id}/"
@@ -120,8 +122,13 @@ class ProcessBackend:
         log = (runtime / "server.log").open("ab")
         try:
             proc = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; we never wait on it
-                argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                argv,
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         except OSError as exc:
             raise PermanentBackendError(f"cannot launch {argv[0]}: {exc}") from exc
@@ -147,7 +154,9 @@ class ProcessBackend:
         launched_at = handle.get("launched_at")
         url = f"http://127.0.0.1:{handle['port']}{handle['base_url']}api/status"
         try:
-            response = await self._http.get(url, headers={"Authorization": f"token {handle['token']}"})
+            response = await self._http.get(
+                url, headers={"Authorization": f"token {handle['token']}"}
+            )
         except httpx.HTTPError:
             return Observation(Workload.BOOTING, launched_at, found)
         state = Workload.READY if response.status_code == 200 else Workload.BOOTING

@@ -16,11 +16,14 @@ import typer
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", envvar="DEMANAGER_DATA_DIR", help="Where state, volumes and logs live."),
+    typer.Option(
+        "--data-dir", envvar="DEMANAGER_DATA_DIR", help="Where state, volumes and logs live."
+    ),
 ]
 
-tokens_app = typer.Typer(help="Issue and revoke API tokens (run where the server runs).",
-                         no_args_is_help=True)
+tokens_app = typer.Typer(
+    help="Issue and revoke API tokens (run where the server runs).", no_args_is_help=True
+)
 users_app = typer.Typer(help="Manage users (run where the server runs).", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
@@ -47,24 +50,39 @@ def serve(
     from demanager.engine.runtime import operator_token
     from demanager.settings import load_settings
 
-    settings = load_settings(host=host, port=port, data_dir=data_dir, backend=backend,
-                             catalog_file=catalog, log_level=log_level)
+    settings = load_settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        backend=backend,
+        catalog_file=catalog,
+        log_level=log_level,
+    )
     _configure_logging(settings.log_level)
     token = operator_token(settings)
     url = settings.target_domain
     database = settings.sqlalchemy_url.split("@")[-1]
     typer.echo(f"demanager serving at {url}  (backend: {settings.backend}, database: {database})")
     typer.echo(f"operator token: {token}")
-    typer.echo(f"try: curl -H 'X-Auth-Token: {token}' "
-               f"'{url}/v1/myproject/demanager/instances?de_type=Notebook'")
+    typer.echo(
+        f"try: curl -H 'X-Auth-Token: {token}' "
+        f"'{url}/v1/myproject/demanager/instances?de_type=Notebook'"
+    )
     sys.stdout.flush()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, access_log=settings.log_level == "debug",
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=5,
+    )
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # One line per health probe would drown everything else.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -89,7 +107,9 @@ def tokens_create(
     project: Annotated[str, typer.Option(help="Project the token is bound to.")],
     user: Annotated[str, typer.Option(help="User name (created if new).")],
     data_dir: DataDir = None,
-    expires_in: Annotated[int | None, typer.Option(help="Lifetime in seconds (default: none).")] = None,
+    expires_in: Annotated[
+        int | None, typer.Option(help="Lifetime in seconds (default: none).")
+    ] = None,
 ) -> None:
     """Issue a token bound to PROJECT and USER; prints it as the last line."""
     import time

@@ -99,7 +99,9 @@ class Catalog:
         return cls(profiles=profiles, flavors=flavors, pools=pools, workspaces=workspaces)
 
 
-def _list(data: Mapping[str, Any], key: str, *, required: bool = True) -> Sequence[Mapping[str, Any]]:
+def _list(
+    data: Mapping[str, Any], key: str, *, required: bool = True
+) -> Sequence[Mapping[str, Any]]:
     value = data.get(key)
     if value is None and not required:
         return []

@@ -58,8 +58,15 @@ HOLDS_RESOURCES: frozenset[InstanceStatus] = frozenset(
 
 #: Statuses in which the engine has work to do, whatever the backend says.
 TRANSITIONAL: frozenset[InstanceStatus] = frozenset(
-    {S.CREATING, S.READY_TO_START, S.STARTING, S.RESTARTING, S.STOPPING, S.CREATE_QUEUING,
-     S.START_QUEUING}
+    {
+        S.CREATING,
+        S.READY_TO_START,
+        S.STARTING,
+        S.RESTARTING,
+        S.STOPPING,
+        S.CREATE_QUEUING,
+        S.START_QUEUING,
+    }
 )
 
 #: Statuses whose instance carries ``error_code`` and ``failed_reasons``.
@@ -111,34 +118,118 @@ _ALLOWED = None
 
 # Contract §4.3, row by row: start, stop, restart, queue, dequeue, delete.
 _ROWS: dict[InstanceStatus, tuple[Outcome, Outcome, Outcome, Outcome, Outcome, Outcome]] = {
-    S.CREATE_QUEUING: (_E.OperationNotAllowed, _E.OperationNotAllowed, _E.NotRunning,
-                       _E.OperationNotAllowed, S.STOPPED, _ALLOWED),
-    S.CREATING: (_E.OperationNotAllowed, _E.OperationNotAllowed, _E.NotRunning,
-                 _E.OperationNotAllowed, _E.OperationNotAllowed, _E.OperationNotAllowed),
-    S.CREATE_FAILED: (_E.OperationNotAllowed, _E.NotRunning, _E.NotRunning,
-                      _E.OperationNotAllowed, _E.OperationNotAllowed, _ALLOWED),
-    S.START_QUEUING: (_E.OperationNotAllowed, _E.OperationNotAllowed, _E.NotRunning,
-                      _E.OperationNotAllowed, S.STOPPED, _ALLOWED),
-    S.READY_TO_START: (S.STARTING, _E.OperationNotAllowed, _E.NotRunning,
-                       _E.OperationNotAllowed, S.STOPPED, _ALLOWED),
-    S.STARTING: (_E.InstanceStarting, _E.InstanceStarting, _E.InstanceStarting,
-                 _E.InstanceStarting, _E.OperationNotAllowed, _E.InstanceStarting),
-    S.RESTARTING: (_E.OperationNotAllowed, _E.OperationNotAllowed, _E.OperationNotAllowed,
-                   _E.OperationNotAllowed, _E.OperationNotAllowed, _E.StopBeforeDelete),
-    S.START_FAILED: (S.STARTING, _E.NotRunning, _E.NotRunning, S.START_QUEUING,
-                     _E.OperationNotAllowed, _ALLOWED),
-    S.RUNNING: (_E.AlreadyRunning, S.STOPPING, S.RESTARTING, _E.AlreadyRunning,
-                _E.OperationNotAllowed, _E.StopBeforeDelete),
-    S.STOPPING: (_E.InstanceStopping, _E.InstanceStopping, _E.InstanceStopping,
-                 _E.InstanceStopping, _E.OperationNotAllowed, _E.InstanceStopping),
-    S.STOPPED: (S.STARTING, _E.AlreadyStopped, _E.NotRunning, S.START_QUEUING,
-                _E.OperationNotAllowed, _ALLOWED),
-    S.UNAVAILABLE: (_E.BeingRestored, S.STOPPING, _E.BeingRestored, _E.OperationNotAllowed,
-                    _E.OperationNotAllowed, _ALLOWED),
-    S.RESIZING: (_E.OperationNotAllowed, _E.OperationNotAllowed, _E.NotRunning,
-                 _E.OperationNotAllowed, _E.OperationNotAllowed, _E.OperationNotAllowed),
-    S.RESIZE_FAILED: (S.STARTING, _E.NotRunning, _E.NotRunning, _E.OperationNotAllowed,
-                      _E.OperationNotAllowed, _ALLOWED),
+    S.CREATE_QUEUING: (
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _E.NotRunning,
+        _E.OperationNotAllowed,
+        S.STOPPED,
+        _ALLOWED,
+    ),
+    S.CREATING: (
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _E.NotRunning,
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+    ),
+    S.CREATE_FAILED: (
+        _E.OperationNotAllowed,
+        _E.NotRunning,
+        _E.NotRunning,
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _ALLOWED,
+    ),
+    S.START_QUEUING: (
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _E.NotRunning,
+        _E.OperationNotAllowed,
+        S.STOPPED,
+        _ALLOWED,
+    ),
+    S.READY_TO_START: (
+        S.STARTING,
+        _E.OperationNotAllowed,
+        _E.NotRunning,
+        _E.OperationNotAllowed,
+        S.STOPPED,
+        _ALLOWED,
+    ),
+    S.STARTING: (
+        _E.InstanceStarting,
+        _E.InstanceStarting,
+        _E.InstanceStarting,
+        _E.InstanceStarting,
+        _E.OperationNotAllowed,
+        _E.InstanceStarting,
+    ),
+    S.RESTARTING: (
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _E.StopBeforeDelete,
+    ),
+    S.START_FAILED: (
+        S.STARTING,
+        _E.NotRunning,
+        _E.NotRunning,
+        S.START_QUEUING,
+        _E.OperationNotAllowed,
+        _ALLOWED,
+    ),
+    S.RUNNING: (
+        _E.AlreadyRunning,
+        S.STOPPING,
+        S.RESTARTING,
+        _E.AlreadyRunning,
+        _E.OperationNotAllowed,
+        _E.StopBeforeDelete,
+    ),
+    S.STOPPING: (
+        _E.InstanceStopping,
+        _E.InstanceStopping,
+        _E.InstanceStopping,
+        _E.InstanceStopping,
+        _E.OperationNotAllowed,
+        _E.InstanceStopping,
+    ),
+    S.STOPPED: (
+        S.STARTING,
+        _E.AlreadyStopped,
+        _E.NotRunning,
+        S.START_QUEUING,
+        _E.OperationNotAllowed,
+        _ALLOWED,
+    ),
+    S.UNAVAILABLE: (
+        _E.BeingRestored,
+        S.STOPPING,
+        _E.BeingRestored,
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _ALLOWED,
+    ),
+    S.RESIZING: (
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _E.NotRunning,
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+    ),
+    S.RESIZE_FAILED: (
+        S.STARTING,
+        _E.NotRunning,
+        _E.NotRunning,
+        _E.OperationNotAllowed,
+        _E.OperationNotAllowed,
+        _ALLOWED,
+    ),
 }
 
 _COLUMNS = (O.START, O.STOP, O.RESTART, O.QUEUE, O.DEQUEUE, O.DELETE)
@@ -153,7 +244,9 @@ CALLER_TABLE: dict[tuple[InstanceStatus, Operation], Outcome] = {
 FREE_ONLY: frozenset[Operation] = frozenset({O.QUEUE, O.DEQUEUE})
 
 
-def decide(status: InstanceStatus, operation: Operation, *, free_flavor: bool) -> InstanceStatus | None:
+def decide(
+    status: InstanceStatus, operation: Operation, *, free_flavor: bool
+) -> InstanceStatus | None:
     """The status ``operation`` leads to from ``status``; raises the refusing StateError.
 
     Returns ``None`` for an allowed delete (the instance becomes a tombstone).

@@ -14,4 +14,4 @@ class Backoff:
     def next(self) -> float:
         delay = self._next
         self._next = min(self._cap, self._next * self._factor)
-        return delay * random.uniform(0.8, 1.0)  # noqa: S311 - jitter, not crypto
+        return delay * random.uniform(0.8, 1.0)

@@ -129,17 +129,24 @@ class Reconciler:
         if step is Step.WAIT:
             started = observed.launched_at or (instance.handle or {}).get("launched_at") or now
             if now - int(started) > self._start_timeout_ms:
-                await self._fail(instance, FailedReason(
-                    "ModelArts.6361",
-                    f"The notebook did not answer within {self._start_timeout_ms // 1000} s.",
-                ))
+                await self._fail(
+                    instance,
+                    FailedReason(
+                        "ModelArts.6361",
+                        f"The notebook did not answer within {self._start_timeout_ms // 1000} s.",
+                    ),
+                )
                 return True
             return "wait"
         if step in (Step.LAUNCH, Step.RELAUNCH):
             if launched and observed.workload is Workload.ABSENT:
-                await self._fail(instance, FailedReason(
-                    "ModelArts.6361", "The notebook server exited before it answered.",
-                ))
+                await self._fail(
+                    instance,
+                    FailedReason(
+                        "ModelArts.6361",
+                        "The notebook server exited before it answered.",
+                    ),
+                )
                 return True
             if step is Step.RELAUNCH:
                 await self._backend.stop(instance.id, instance.handle)
@@ -150,7 +157,10 @@ class Reconciler:
             keep = instance.status is S.UNAVAILABLE and instance.running_since is not None
             running_since = instance.running_since if keep else now
             await repo.transition(
-                instance, S.RUNNING, now_ms=now, failed=None,
+                instance,
+                S.RUNNING,
+                now_ms=now,
+                failed=None,
                 handle=dict(observed.handle or instance.handle or {}) or None,
                 running_since=running_since,
                 stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, now),
@@ -160,13 +170,23 @@ class Reconciler:
             await repo.transition(instance, S.STARTING, now_ms=now)
             return False
         if step is Step.MARK_UNAVAILABLE:
-            await repo.transition(instance, S.UNAVAILABLE, now_ms=now, failed=FailedReason(
-                "ModelArts.6361", "The notebook server stopped unexpectedly; restarting it.",
-            ))
+            await repo.transition(
+                instance,
+                S.UNAVAILABLE,
+                now_ms=now,
+                failed=FailedReason(
+                    "ModelArts.6361",
+                    "The notebook server stopped unexpectedly; restarting it.",
+                ),
+            )
             return False
         if step is Step.AUTO_STOP:
             await repo.transition(
-                instance, S.STOPPING, now_ms=now, desired=Desired.STOPPED, stop_at=None,
+                instance,
+                S.STOPPING,
+                now_ms=now,
+                desired=Desired.STOPPED,
+                stop_at=None,
             )
             return False
         if step is Step.HALT:
@@ -175,7 +195,12 @@ class Reconciler:
             return False
         if step is Step.MARK_STOPPED:
             await repo.transition(
-                instance, S.STOPPED, now_ms=now, handle=None, stop_at=None, running_since=None,
+                instance,
+                S.STOPPED,
+                now_ms=now,
+                handle=None,
+                stop_at=None,
+                running_since=None,
             )
             return True
         if step is Step.DESTROY:
@@ -207,14 +232,23 @@ class Reconciler:
             await self._backend.stop(instance.id, instance.handle)
         for _ in range(5):
             current = await self._repo.load(instance.id)
-            if current is None or current.status not in (S.CREATING, S.STARTING, S.RESTARTING,
-                                                         S.UNAVAILABLE):
+            if current is None or current.status not in (
+                S.CREATING,
+                S.STARTING,
+                S.RESTARTING,
+                S.UNAVAILABLE,
+            ):
                 return
             target = _FAILED_TARGET.get(current.status, S.START_FAILED)
             try:
                 await self._repo.transition(
-                    current, target, now_ms=self._clock.now_ms(), failed=reason, handle=None,
-                    stop_at=None, running_since=None,
+                    current,
+                    target,
+                    now_ms=self._clock.now_ms(),
+                    failed=reason,
+                    handle=None,
+                    stop_at=None,
+                    running_since=None,
                 )
                 return
             except errors.ConcurrentUpdate:

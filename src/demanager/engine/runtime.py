@@ -107,9 +107,18 @@ class Runtime:
             object_storage=settings.object_storage_root is not None,
         )
         return cls(
-            settings=settings, db=db, sessions=sessions, instances=instances, identity=identity,
-            catalog=catalog, backend=backend, clock=clock, reconciler=reconciler, service=service,
-            operator=operator, operator_token_hash=hash_token(operator_token(settings)),
+            settings=settings,
+            db=db,
+            sessions=sessions,
+            instances=instances,
+            identity=identity,
+            catalog=catalog,
+            backend=backend,
+            clock=clock,
+            reconciler=reconciler,
+            service=service,
+            operator=operator,
+            operator_token_hash=hash_token(operator_token(settings)),
         )
 
     def is_operator_token(self, token: str) -> bool:

@@ -80,7 +80,9 @@ class IdentityRepository:
 
     async def revoke(self, token: str) -> bool:
         async with self._sessions() as session:
-            row = await session.scalar(select(TokenRow).where(TokenRow.token_hash == hash_token(token)))
+            row = await session.scalar(
+                select(TokenRow).where(TokenRow.token_hash == hash_token(token))
+            )
             if row is None:
                 return False
             row.revoked = True
@@ -89,7 +91,9 @@ class IdentityRepository:
 
     async def lookup(self, token: str) -> TokenRecord | None:
         async with self._sessions() as session:
-            row = await session.scalar(select(TokenRow).where(TokenRow.token_hash == hash_token(token)))
+            row = await session.scalar(
+                select(TokenRow).where(TokenRow.token_hash == hash_token(token))
+            )
             if row is None:
                 return None
             user_row = await session.get(UserRow, row.user_id)
