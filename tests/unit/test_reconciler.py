@@ -81,3 +81,28 @@ async def test_failed_start_records_reason(runtime: tuple[Runtime, FakeClock]) -
     failed = await rt.instances.load(created.id)
     assert failed is not None and failed.status is InstanceStatus.CREATE_FAILED
     assert failed.failed is not None and failed.failed.code == "ModelArts.6361"
+
+
+def test_volume_over_its_size_is_reported_not_refused() -> None:
+    from demanager.domain.instance import Location, Storage
+    from demanager.engine.scheduler import GB, volume_overuse
+
+    base = _instance_with(Storage("evs", Location(path="/home/ma-user/work", volume_size=5)))
+    assert volume_overuse(base, {"volume_bytes": 5 * GB}) is None
+    warning = volume_overuse(base, {"volume_bytes": 6 * GB})
+    assert warning is not None and warning.code == "ModelArts.6528"
+    assert warning.detail["volume_size_gb"] == "5"
+    obs = _instance_with(Storage("obs", Location(path="/bucket/dir/")))
+    assert volume_overuse(obs, {"volume_bytes": 100 * GB}) is None
+
+
+def _instance_with(storage: object) -> object:
+    from demanager.domain.instance import AutoStop, Instance, InstanceId
+
+    return Instance(
+        id=InstanceId("DE-x"), project_id=OWNER.project_id, name="x", description="",
+        profile_id="p", flavor="f", storage=storage, extend_storage=None,  # type: ignore[arg-type]
+        auto_stop=AutoStop(), annotations={}, workspace_id="0", pool_id=None,
+        ai_project_id="default-ai-project", user_id=OWNER.user_id, user_name="alice",
+        status=InstanceStatus.RUNNING, desired="RUNNING", created_at=0, updated_at=0,
+    )

@@ -95,6 +95,7 @@ class ProcessBackend:
             raise PermanentBackendError(
                 f"cannot prepare the volume: {exc}", "ModelArts.6528"
             ) from exc
+        used = await asyncio.to_thread(_disk_usage, root)
         port = _free_port()
         token = secrets.token_hex(16)
         base_url = f"/notebooks/{spec.instance_id}/"
@@ -142,6 +143,7 @@ class ProcessBackend:
             "base_url": base_url,
             "launched_at": spec.now_ms,
             "created": _create_time(proc.pid),
+            "volume_bytes": used,
         }
         (runtime / "server.json").write_text(json.dumps(handle), encoding="utf-8")
         return handle
@@ -242,6 +244,25 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _disk_usage(root: Path) -> int:
+    """Bytes stored under ``root`` (links not followed: mounted object storage is not counted)."""
+    total = 0
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+    return total
 
 
 def _create_time(pid: int) -> float:

@@ -20,7 +20,7 @@ from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.domain.planning import Observation, Step, Workload, plan
 from demanager.engine.backoff import Backoff
 from demanager.engine.clock import Clock
-from demanager.engine.scheduler import stop_deadline
+from demanager.engine.scheduler import stop_deadline, volume_overuse
 from demanager.engine.workqueue import KeyedWorkQueue
 from demanager.store.instances import InstanceRepository
 
@@ -156,12 +156,13 @@ class Reconciler:
         if step is Step.MARK_RUNNING:
             keep = instance.status is S.UNAVAILABLE and instance.running_since is not None
             running_since = instance.running_since if keep else now
+            handle = observed.handle or instance.handle
             await repo.transition(
                 instance,
                 S.RUNNING,
                 now_ms=now,
-                failed=None,
-                handle=dict(observed.handle or instance.handle or {}) or None,
+                failed=volume_overuse(instance, handle),
+                handle=dict(handle) if handle else None,
                 running_since=running_since,
                 stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, now),
             )

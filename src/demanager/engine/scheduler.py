@@ -1,9 +1,15 @@
-"""Auto-stop arithmetic (contract §4.4)."""
+"""Arithmetic the engine applies when an instance enters RUNNING: auto-stop (§4.4)
+and the EVS size check."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from demanager.domain.catalog import Catalog
-from demanager.domain.instance import Instance
+from demanager.domain.instance import FailedReason, Instance
+
+GB = 1024**3
 
 
 def stop_deadline(instance: Instance, catalog: Catalog, running_since_ms: int) -> int | None:
@@ -19,3 +25,24 @@ def stop_deadline(instance: Instance, catalog: Catalog, running_since_ms: int) -
     if flavor is not None and flavor.duration:
         candidates.append(running_since_ms + flavor.duration * 1000)
     return min(candidates) if candidates else None
+
+
+def volume_overuse(instance: Instance, handle: Mapping[str, Any] | None) -> FailedReason | None:
+    """A warning when the volume holds more than its requested size.
+
+    A folder cannot enforce a size, so the process backend measures it at each
+    start and the instance reports the excess in ``failed_reasons`` while it runs,
+    rather than refusing to start and locking the user out of their own files.
+    """
+    size_gb = instance.storage.location.volume_size
+    used = (handle or {}).get("volume_bytes")
+    if instance.storage.type != "evs" or not size_gb or not isinstance(used, int):
+        return None
+    if used <= size_gb * GB:
+        return None
+    return FailedReason(
+        code="ModelArts.6528",
+        message=f"The volume holds {used / GB:.1f} GB, more than its size of {size_gb} GB; "
+        "free some space.",
+        detail={"used_bytes": str(used), "volume_size_gb": str(size_gb)},
+    )

@@ -1,0 +1,60 @@
+"""The docs state facts the code owns; these tests keep them from drifting apart.
+
+Regenerate the lifecycle tables with ``.venv/bin/python -m tests.unit.test_docs``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from demanager.domain.lifecycle import CALLER_TABLE, TRANSITIONS, InstanceStatus, Operation
+from demanager.settings import Settings
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+LIFECYCLE = DOCS / "explanation" / "lifecycle.md"
+BEGIN, END = "<!-- generated:begin -->", "<!-- generated:end -->"
+
+
+def render() -> str:
+    ops = list(Operation)
+    lines = ["### Caller-driven (contract §4.3)", "",
+             "| status | " + " | ".join(o.value for o in ops) + " |",
+             "| --- |" + " --- |" * len(ops)]
+    for status in InstanceStatus:
+        if status is InstanceStatus.DELETED:
+            continue
+        cells = []
+        for op in ops:
+            outcome = CALLER_TABLE[(status, op)]
+            if outcome is None:
+                cells.append("allowed")
+            elif isinstance(outcome, InstanceStatus):
+                cells.append(f"→ `{outcome.value}`")
+            else:
+                cells.append(outcome.__name__)
+        lines.append(f"| `{status.value}` | " + " | ".join(cells) + " |")
+    lines += ["", "### Every legal status write", "", "| from | to |", "| --- | --- |"]
+    for status, targets in TRANSITIONS.items():
+        shown = ", ".join(f"`{t.value}`" for t in sorted(targets)) or "—"
+        lines.append(f"| `{status.value}` | {shown} |")
+    return "\n".join(lines)
+
+
+def _generated(text: str) -> str:
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+
+
+def test_lifecycle_doc_matches_the_tables() -> None:
+    assert _generated(LIFECYCLE.read_text(encoding="utf-8")) == render()
+
+
+def test_every_setting_is_documented() -> None:
+    text = (DOCS / "reference" / "configuration.md").read_text(encoding="utf-8")
+    missing = [n for n in Settings.model_fields if f"DEMANAGER_{n.upper()}" not in text]
+    assert missing == []
+
+
+if __name__ == "__main__":
+    text = LIFECYCLE.read_text(encoding="utf-8")
+    head, rest = text.split(BEGIN, 1)
+    LIFECYCLE.write_text(f"{head}{BEGIN}\n{render()}\n{END}{rest.split(END, 1)[1]}", "utf-8")
