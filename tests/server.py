@@ -9,6 +9,7 @@ otherwise it uses the embedded SQLite default.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -24,6 +25,12 @@ import httpx
 
 DEMANAGER = str(Path(sys.executable).with_name("demanager"))
 OPERATOR_TOKEN = "dmo_test-operator-token"
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the test process dies, so none is left behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -93,6 +100,7 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -126,7 +134,15 @@ class ServerProcess:
         self.proc = None
 
     def close(self) -> None:
+        """Stop the server, end every workload it left (a failed test may leave some),
+        and drop its database."""
         self.stop()
+        runtime = self.data_dir / "runtime"
+        if runtime.is_dir():
+            for entry in runtime.iterdir():
+                for pid in processes_of(entry.name):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
         self.database.drop()
 
     def log(self) -> str:

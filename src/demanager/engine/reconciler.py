@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 
 from demanager import errors
 from demanager.backends.base import Backend, LaunchSpec
@@ -23,10 +25,12 @@ from demanager.engine.clock import Clock
 from demanager.engine.scheduler import stop_deadline, volume_overuse
 from demanager.engine.workqueue import KeyedWorkQueue
 from demanager.store.instances import InstanceRepository
+from demanager.store.leases import LeaseRepository
 
 log = logging.getLogger(__name__)
 
 _FAILED_TARGET = {S.CREATING: S.CREATE_FAILED}
+LEASE_TTL_MS = 15_000
 
 
 class Reconciler:
@@ -34,6 +38,8 @@ class Reconciler:
         self,
         *,
         repository: InstanceRepository,
+        leases: LeaseRepository,
+        owner: str,
         backend: Backend,
         catalog: Catalog,
         clock: Clock,
@@ -42,6 +48,8 @@ class Reconciler:
         concurrency: int,
     ) -> None:
         self._repo = repository
+        self._leases = leases
+        self._owner = owner
         self._backend = backend
         self._catalog = catalog
         self._clock = clock
@@ -62,6 +70,7 @@ class Reconciler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._queue.cancel()
+        await self._leases.release_all(self._owner)
 
     def notify(self, instance_id: str) -> None:
         """The API recorded new intent for ``instance_id``: act on it now."""
@@ -77,7 +86,29 @@ class Reconciler:
         await self.sweep()
         await self._queue.drain()
 
+    async def _reclaim_from_dead_neighbours(self) -> None:
+        """Free leases of engines that ran on this host and whose process is gone.
+
+        Owners are ``host:pid:nonce``; a restarted server need not wait for the
+        leases of the one it replaces to run out.
+        """
+        host = socket.gethostname()
+        for owner in await self._leases.owners():
+            owner_host, _, pid_and_nonce = owner.partition(":")
+            pid = pid_and_nonce.partition(":")[0]
+            if owner_host != host or owner == self._owner:
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                log.info("releasing the leases of %s, which is gone", owner)
+                await self._leases.release_all(owner)
+            except (PermissionError, ValueError):
+                continue
+
     async def _loop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._reclaim_from_dead_neighbours()
         while True:
             try:
                 await self.sweep()
@@ -92,7 +123,22 @@ class Reconciler:
     # --- one instance -----------------------------------------------------------------
 
     async def drive(self, instance_id: str) -> None:
+        """Claim the instance, then plan and act until it is at rest."""
+        if not await self._claim(instance_id):
+            return
+        try:
+            await self._drive(instance_id)
+        finally:
+            await self._leases.release(instance_id, self._owner)
+
+    async def _claim(self, instance_id: str) -> bool:
+        return await self._leases.claim(
+            instance_id, self._owner, now_ms=self._clock.now_ms(), ttl_ms=LEASE_TTL_MS
+        )
+
+    async def _drive(self, instance_id: str) -> None:
         launched = False
+        claimed_at = self._clock.now_ms()
         backoff = Backoff(first=0.02, cap=0.1)
         while True:
             instance = await self._repo.load(instance_id)
@@ -114,6 +160,10 @@ class Reconciler:
                 return
             if done is True:
                 return
+            if self._clock.now_ms() - claimed_at > LEASE_TTL_MS // 3:
+                if not await self._claim(instance_id):
+                    return
+                claimed_at = self._clock.now_ms()
             if done == "launched":
                 launched = True
             elif done == "wait":
@@ -150,8 +200,8 @@ class Reconciler:
                 return True
             if step is Step.RELAUNCH:
                 await self._backend.stop(instance.id, instance.handle)
-            handle = await self._backend.start(self._launch_spec(instance, now))
-            await repo.save(instance, now_ms=now, handle=dict(handle))
+            launched_handle = await self._backend.start(self._launch_spec(instance, now))
+            await repo.save(instance, now_ms=now, handle=dict(launched_handle))
             return "launched"
         if step is Step.MARK_RUNNING:
             keep = instance.status is S.UNAVAILABLE and instance.running_since is not None

@@ -10,6 +10,7 @@ import hmac
 import logging
 import os
 import secrets
+import socket
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -25,6 +26,7 @@ from demanager.settings import Settings
 from demanager.store.database import make_engine, make_sessionmaker
 from demanager.store.identity import IdentityRepository, User, hash_token
 from demanager.store.instances import InstanceRepository
+from demanager.store.leases import LeaseRepository
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ class Runtime:
         operator = await identity.ensure_user(OPERATOR_NAME, now_ms=clock.now_ms())
         reconciler = Reconciler(
             repository=instances,
+            leases=LeaseRepository(sessions),
+            owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
             backend=backend,
             catalog=catalog,
             clock=clock,

@@ -85,3 +85,6 @@ class InstanceRow(Base):
     handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     cleanup_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     frozen: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_owner: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    """The engine driving the instance right now; see ``store/leases.py``."""
+    lease_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
