@@ -21,6 +21,7 @@ from demanager.engine.runtime import Runtime
 from demanager.schemas import instances as w
 from demanager.settings import Settings
 from demanager.store.database import upgrade
+from demanager.web import console
 
 log = logging.getLogger("demanager")
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(instances.router)
     app.include_router(catalog.router)
+    console.mount(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -1,0 +1,1 @@
+"""The web console (``console.mount``) and the static files it serves."""
