@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./demanager-data
 
-.PHONY: run test test-suite test-fast lint typecheck bench install install-test clean
+.PHONY: run test test-suite test-fast lint typecheck bench install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test browser
+
+# Browser tests drive Debian's Chromium (never a downloaded browser); without it they skip.
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "note: /usr/bin/chromium is missing; the browser tests will be skipped"; }
 
 run: install  ## serve on 127.0.0.1:8080 with SQLite and the process backend
 	$(BIN)/demanager serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
