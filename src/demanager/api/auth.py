@@ -9,6 +9,9 @@ from demanager.domain.instance import Owner, ProjectId, UserId
 from demanager.engine.runtime import Runtime
 
 HEADER = "X-Auth-Token"
+MAX_PROJECT_ID = 64
+"""The store keeps project IDs of up to 64 characters (upstream: 32 hex), so no token is
+bound to a longer one; the operator's token, valid for any project, is held to it too."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ async def authenticate(runtime: Runtime, token: str | None, project_id: str) -> 
     if not token:
         raise errors.TokenMissing()
     if runtime.is_operator_token(token):
+        if len(project_id) > MAX_PROJECT_ID:
+            raise errors.ProjectMismatch()
         op = runtime.operator
         return Caller(op.id, op.name, project_id, operator=True)
     record = await runtime.identity.lookup(token)

@@ -41,9 +41,13 @@ async def read_json(request: Request, runtime: Runtime) -> Any:
     if len(body) > runtime.settings.max_body_bytes:
         raise errors.InvalidPayload("The request payload is too large.")
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+        parsed = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        # A "\ud800" escape decodes to a lone surrogate: no valid UTF-8 text holds one,
+        # and neither the store nor a response could carry it.
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError, RecursionError) as exc:
         raise errors.InvalidPayload("The request payload is not valid UTF-8 JSON.") from exc
+    return parsed
 
 
 def first_query_values(request: Request) -> dict[str, str]:

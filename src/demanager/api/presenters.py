@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from demanager.backends.base import Backend
 from demanager.domain.catalog import Catalog, Flavor, Profile
 from demanager.domain.instance import Instance, Storage
-from demanager.domain.lifecycle import FAILED
+from demanager.domain.lifecycle import FAILED, QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.schemas import instances as w
 
@@ -40,11 +40,13 @@ def profile(p: Profile) -> w.Profile:
 
 @dataclass(frozen=True)
 class FlavorView:
-    """Per-request facts about flavors: sold out or not, and the caller's counts."""
+    """Per-request facts about flavors: sold out or not, the caller's counts, the queues."""
 
     sold_out: frozenset[str]
     counts: Mapping[str, int]
     user_name: str
+    queues: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Free flavor -> ids of the instances waiting for it, first in line first."""
 
 
 def flavor_details(f: Flavor, view: FlavorView) -> w.FlavorDetails:
@@ -62,8 +64,8 @@ def flavor_details(f: Flavor, view: FlavorView) -> w.FlavorDetails:
     if f.duration is not None:
         model.duration = f.duration
     if f.free and f.name in view.sold_out:
-        model.queuing_num = 0
-        model.queue_left_time = 0
+        model.queuing_num = len(view.queues.get(f.name, ()))
+        model.queue_left_time = 0  # no estimate: the engine does not predict stops
     return model
 
 
@@ -135,7 +137,19 @@ class Presenter:
                                 owner=w.PoolOwner(project_id=i.project_id))
         if i.status in FAILED and i.failed is not None:
             model.error_code = i.failed.code
+        if i.status in QUEUED:
+            model.queuing_info = self._queuing_info(i, model.flavor_details, flavors)
         return model
+
+    @staticmethod
+    def _queuing_info(i: Instance, details: w.FlavorDetails, view: FlavorView) -> w.QueuingInfo:
+        """Contract §3.16; ``rank`` counts from 1 within the flavor's queue."""
+        queue = list(view.queues.get(i.flavor, ()))
+        rank = queue.index(i.id) + 1 if i.id in queue else len(queue) + 1
+        return w.QueuingInfo(
+            id=i.id, name=i.name, de_type="Notebook", flavor=i.flavor, flavor_details=details,
+            status=i.status.value, begin_timestamp=i.requested_at or i.updated_at, rank=rank,
+        )
 
     def _profile(self, profile_id: str) -> w.Profile:
         found = self.catalog.profiles.get(profile_id)
@@ -145,8 +159,9 @@ class Presenter:
         return w.Profile(
             id=profile_id, name=profile_id, description="", flavor_type="CPU",
             de_type="Notebook",
-            provision=w.Provision(type="Docker", spec=w.ProvisionSpec(engine="CCE", params=w.DockerParams(
-                namespace="", image_name="", image_tag="", annotations=None))),
+            provision=w.Provision(type="Docker", spec=w.ProvisionSpec(
+                engine="CCE", params=w.DockerParams(
+                    namespace="", image_name="", image_tag="", annotations=None))),
         )
 
     def _flavor(self, name: str, view: FlavorView) -> w.FlavorDetails:

@@ -69,6 +69,9 @@ TRANSITIONAL: frozenset[InstanceStatus] = frozenset(
     }
 )
 
+#: Statuses of instances waiting for a slot of a free flavor; they carry ``queuing_info``.
+QUEUED: frozenset[InstanceStatus] = frozenset({S.CREATE_QUEUING, S.START_QUEUING})
+
 #: Statuses whose instance carries ``error_code`` and ``failed_reasons``.
 FAILED: frozenset[InstanceStatus] = frozenset(
     {S.CREATE_FAILED, S.START_FAILED, S.RESIZE_FAILED, S.UNAVAILABLE}

@@ -34,7 +34,9 @@ from demanager.domain.lifecycle import ACTIONS, InstanceStatus, Operation
 NAME_RE = re.compile(r"[A-Za-z0-9_-]")
 NAME_MAX = 64
 DESCRIPTION_MAX = 512
-DESCRIPTION_FORBIDDEN = frozenset("&<>\"'/")
+DESCRIPTION_FORBIDDEN = frozenset("&<>\"'/\x00")
+"""The contract's six characters, plus NUL, which no database can store in text."""
+AI_PROJECT_MAX = 128
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 STORAGE_TYPES = ("obs", "obsfs", "evs")
 ACCESS_MODES = ("ReadOnlyMany", "ReadWriteMany")
@@ -133,8 +135,18 @@ def validate_create(raw: Any, ctx: CreateContext) -> CreateRequest:
         annotations=annotations,
         workspace_id=workspace_id,
         pool_id=pool_id,
-        ai_project_id=_object_id(body, "ai_project") or "default-ai-project",
+        ai_project_id=_ai_project_id(body),
     )
+
+
+def _ai_project_id(body: Mapping[str, Any]) -> str:
+    """Reserved and stored as sent (§2.1), within what the store can keep."""
+    value = _object_id(body, "ai_project") or "default-ai-project"
+    if len(value) > AI_PROJECT_MAX or "\x00" in value:
+        raise errors.InvalidValue(
+            "ai_project.id", f"At most {AI_PROJECT_MAX} characters, no NUL character."
+        )
+    return value
 
 
 def _check_create_types(body: Mapping[str, Any]) -> None:
@@ -162,15 +174,20 @@ def _check_create_types(body: Mapping[str, Any]) -> None:
             raise errors.WrongType(f"spec.annotations.{key}", "string")
 
 
+#: The location fields each storage type uses; the others are ignored whatever they hold.
+_LOCATION_FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
+    "obs": (("path", str),),
+    "obsfs": (("path", str), ("mount_path", str), ("access_modes", str)),
+    "evs": (("volume_size", int),),
+}
+
+
 def _check_storage_types(storage: Mapping[str, Any], where: str) -> None:
     _check_type(storage, "type", str, f"{where}.type")
     _check_type(storage, "location", dict, f"{where}.location")
     location = storage.get("location") or {}
-    for key in ("path", "mount_path", "access_modes"):
-        _check_type(location, key, str, f"{where}.location.{key}")
-    # volume_size only means something for evs; other types ignore it whatever it is.
-    if storage.get("type") == "evs":
-        _check_type(location, "volume_size", int, f"{where}.location.volume_size")
+    for key, kind in _LOCATION_FIELDS.get(storage.get("type"), ()):  # type: ignore[arg-type]
+        _check_type(location, key, kind, f"{where}.location.{key}")
 
 
 def _check_auto_stop_types(spec: Mapping[str, Any], where: str) -> None:
@@ -224,7 +241,7 @@ def _storage(
         raise errors.UnsupportedStorage("'obsfs' is only available in a dedicated pool.")
     location: Mapping[str, Any] = raw.get("location") or {}
     if kind == "evs":
-        return Storage("evs", _evs_location(location, where))
+        return Storage("evs", _evs_location(location))
     if not location.get("path"):
         raise errors.PathRequired()
     if kind == "obs":
@@ -232,7 +249,7 @@ def _storage(
     return Storage("obsfs", _obsfs_location(location, where))
 
 
-def _evs_location(location: Mapping[str, Any], where: str) -> Location:
+def _evs_location(location: Mapping[str, Any]) -> Location:
     size = location.get("volume_size")
     if size is None:
         size = DEFAULT_VOLUME_GB
@@ -387,7 +404,9 @@ def validate_action(raw: Any) -> Operation:
 # --- list -----------------------------------------------------------------------------
 
 SORT_FIELDS = ("name", "creation_timestamp")
-_INT_RE = re.compile(r"^[+-]?\d+$")
+_INT_RE = re.compile(r"^[+-]?[0-9]+$")
+_MAX_DIGITS = 18
+_HUGE = 10**_MAX_DIGITS
 
 
 @dataclass(frozen=True)
@@ -449,7 +468,8 @@ def _non_negative(params: Mapping[str, str], key: str) -> int:
         return 0
     if not _INT_RE.fullmatch(raw):
         raise errors.WrongType(key, "integer")
-    value = int(raw)
-    if value < 0:
+    if raw.startswith("-") and raw.strip("-0"):
         raise errors.InvalidValue(key, "It must not be negative.")
-    return value
+    # Past any real count anyway; also keeps int() clear of its digit limit.
+    digits = raw.lstrip("+-").lstrip("0")
+    return int(digits) if 0 < len(digits) <= _MAX_DIGITS else (_HUGE if digits else 0)

@@ -21,8 +21,8 @@ from demanager.domain.instance import (
     Owner,
     new_instance_id,
 )
+from demanager.domain.lifecycle import HOLDS_RESOURCES, TRANSITIONS, Operation, decide
 from demanager.domain.lifecycle import InstanceStatus as S
-from demanager.domain.lifecycle import Operation, decide
 from demanager.domain.validation import (
     CreateContext,
     ListQuery,
@@ -88,7 +88,8 @@ class InstanceService:
             if await self._repo.count_live(owner.project_id) >= self._quota:
                 raise errors.InstanceQuotaReached(self._quota)
             if flavor.per_project_quota is not None and (
-                await self._repo.count_live(owner.project_id, flavor.name) >= flavor.per_project_quota
+                await self._repo.count_live(owner.project_id, flavor.name)
+                >= flavor.per_project_quota
             ):
                 raise errors.FlavorQuotaReached(flavor.name, flavor.per_project_quota)
             if await self.sold_out(flavor.name) and not flavor.free:
@@ -133,7 +134,9 @@ class InstanceService:
         for _ in range(_RETRIES):
             instance = await self._repo.get_live(project_id, instance_id)
             request = validate_update(
-                body, current=instance.auto_stop, status=instance.status,
+                body,
+                current=instance.auto_stop,
+                status=instance.status,
                 min_auto_stop=self._min_auto_stop,
             )
             changes: dict[str, Any] = {}
@@ -158,8 +161,12 @@ class InstanceService:
             decide(instance.status, Operation.DELETE, free_flavor=bool(flavor and flavor.free))
             try:
                 await self._repo.transition(
-                    instance, S.DELETED, now_ms=self._clock.now_ms(), desired=Desired.DELETED,
-                    cleanup_pending=True, stop_at=None,
+                    instance,
+                    S.DELETED,
+                    now_ms=self._clock.now_ms(),
+                    desired=Desired.DELETED,
+                    cleanup_pending=True,
+                    stop_at=None,
                 )
             except errors.ConcurrentUpdate:
                 continue
@@ -175,12 +182,21 @@ class InstanceService:
             instance = await self._repo.get_live(project_id, instance_id)
             flavor = self._catalog.flavors.get(instance.flavor)
             free = bool(flavor and flavor.free)
-            if instance.frozen and operation in (Operation.START, Operation.RESTART, Operation.QUEUE):
+            if instance.frozen and operation in (
+                Operation.START,
+                Operation.RESTART,
+                Operation.QUEUE,
+            ):
                 raise errors.InstanceFrozen(instance.status, operation)
             target = decide(instance.status, operation, free_flavor=free)
             assert target is not None  # only delete is allowed without a status
-            if target is S.STARTING and await self.sold_out(instance.flavor):
-                if not free:
+            # READY_TO_START already holds its reserved slot; only queue where that is legal.
+            if (
+                target is S.STARTING
+                and instance.status not in HOLDS_RESOURCES
+                and await self.sold_out(instance.flavor)
+            ):
+                if not free or S.START_QUEUING not in TRANSITIONS[instance.status]:
                     raise errors.NotEnoughResources(instance.flavor)
                 target = S.START_QUEUING
             changes: dict[str, Any] = {"desired": _DESIRED_AFTER[operation]}
@@ -190,8 +206,11 @@ class InstanceService:
                 changes["failed"] = None
             try:
                 await self._repo.transition(
-                    instance, target, now_ms=self._clock.now_ms(),
-                    requested_at=self._clock.now_ms(), **changes,
+                    instance,
+                    target,
+                    now_ms=self._clock.now_ms(),
+                    requested_at=self._clock.now_ms(),
+                    **changes,
                 )
             except errors.ConcurrentUpdate:
                 continue

@@ -7,6 +7,7 @@ writer holding a stale copy loses (``ConcurrentUpdate``) instead of overwriting.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -26,7 +27,7 @@ from demanager.domain.instance import (
     Storage,
     UserId,
 )
-from demanager.domain.lifecycle import HOLDS_RESOURCES, InstanceStatus, ensure_transition
+from demanager.domain.lifecycle import HOLDS_RESOURCES, QUEUED, InstanceStatus, ensure_transition
 from demanager.domain.validation import ListQuery
 from demanager.store.tables import InstanceRow
 
@@ -54,7 +55,9 @@ class InstanceRepository:
             raise errors.InstanceNotFound(instance_id)
         return instance
 
-    async def list(self, project_id: str, query: ListQuery, user_id: str) -> tuple[int, list[Instance]]:
+    async def list(
+        self, project_id: str, query: ListQuery, user_id: str
+    ) -> tuple[int, builtins.list[Instance]]:
         conditions = [
             InstanceRow.project_id == project_id,
             InstanceRow.workspace_id == query.workspace_id,
@@ -70,11 +73,14 @@ class InstanceRepository:
         if query.pool_id is not None:
             conditions.append(InstanceRow.pool_id == query.pool_id)
         async with self._sessions() as session:
-            keys = (
-                await session.execute(
-                    select(InstanceRow.id, InstanceRow.name, InstanceRow.created_at).where(*conditions)
-                )
-            ).all()
+            keys = list(
+                (
+                    await session.execute(
+                        select(InstanceRow.id, InstanceRow.name, InstanceRow.created_at)
+                        .where(*conditions)
+                    )
+                ).all()
+            )
             # Sorting here, not in SQL: database collations differ (PostgreSQL's follow the
             # locale), while the contract wants code-point order with fixed tie-breakers.
             if query.sortby == "name":
@@ -94,7 +100,7 @@ class InstanceRepository:
                 rows.update((r.id, r) for r in result)
         return len(keys), [_to_domain(rows[i]) for i in ids if i in rows]
 
-    async def ids_needing_attention(self) -> list[str]:
+    async def ids_needing_attention(self) -> builtins.list[str]:
         """Every instance the engine must look at on a sweep."""
         resting = (InstanceStatus.STOPPED.value, InstanceStatus.CREATE_FAILED.value,
                    InstanceStatus.START_FAILED.value, InstanceStatus.RESIZE_FAILED.value)
@@ -133,6 +139,19 @@ class InstanceRepository:
                 )
             )
             return int(count or 0)
+
+    async def queued(self, flavor: str) -> builtins.list[str]:
+        """Ids of the instances waiting for a slot of ``flavor``, first in line first."""
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(InstanceRow.id, InstanceRow.requested_at, InstanceRow.created_at)
+                    .where(InstanceRow.flavor == flavor,
+                           InstanceRow.status.in_([s.value for s in QUEUED]))
+                )
+            ).all()
+        rows = sorted(rows, key=lambda r: (r.requested_at or r.created_at, r.id))
+        return [r.id for r in rows]
 
     async def count_by_flavor(self, project_id: str, user_id: str) -> dict[str, int]:
         async with self._sessions() as session:

@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1/{project_id}/demanager", tags=["catalog (extensio
 
 
 @router.get("/profiles", response_model=w.ProfileList, summary="Profiles instances can use")
-async def list_profiles(runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
+async def list_profiles(runtime: RuntimeDep, _caller: CallerDep) -> WireJSON:
     profiles = [profile(p).model_dump(mode="json", exclude_unset=True)
                 for p in runtime.catalog.profiles.values()]
     return WireJSON({"profiles": profiles})

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
 
 from demanager import errors
-from demanager.api.dependencies import CallerDep, RuntimeDep, first_query_values, read_json
 from demanager.api.auth import Caller
+from demanager.api.dependencies import CallerDep, RuntimeDep, first_query_values, read_json
 from demanager.api.presenters import FlavorView, Presenter
 from demanager.api.responses import WireJSON
 from demanager.domain.instance import Instance
-from demanager.domain.lifecycle import InstanceStatus
+from demanager.domain.lifecycle import QUEUED, InstanceStatus
 from demanager.engine.runtime import Runtime
 from demanager.schemas import instances as w
 
@@ -27,19 +27,29 @@ def _body(model: type[w.Wire]) -> dict[str, object]:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+            "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
         }
     }
 
 
-async def _flavor_view(runtime: Runtime, caller: Caller, instances: Iterable[Instance]) -> FlavorView:
+async def _flavor_view(
+    runtime: Runtime, caller: Caller, instances: Sequence[Instance]
+) -> FlavorView:
     names = {i.flavor for i in instances}
     sold_out = frozenset([n for n in names if await runtime.service.sold_out(n)])
     counts = await runtime.instances.count_by_flavor(caller.project_id, caller.user_id)
-    return FlavorView(sold_out=sold_out, counts=counts, user_name=caller.user_name)
+    queued = {i.flavor for i in instances if i.status in QUEUED} | {
+        n for n in sold_out if (f := runtime.catalog.flavors.get(n)) is not None and f.free
+    }
+    queues = {n: await runtime.instances.queued(n) for n in queued}
+    return FlavorView(sold_out=sold_out, counts=counts, user_name=caller.user_name,
+                      queues=queues)
 
 
-async def present(runtime: Runtime, caller: Caller, instances: list[Instance]) -> list[dict[str, object]]:
+async def present(
+    runtime: Runtime, caller: Caller, instances: list[Instance]
+) -> list[dict[str, object]]:
     view = await _flavor_view(runtime, caller, instances)
     presenter = Presenter(runtime.catalog, runtime.backend, runtime.settings.target_domain)
     now = runtime.clock.now_ms()
@@ -49,7 +59,8 @@ async def present(runtime: Runtime, caller: Caller, instances: list[Instance]) -
     ]
 
 
-@router.post("", response_model=w.Instance, responses=_ERRORS, openapi_extra=_body(w.InstanceCreate),
+@router.post("", response_model=w.Instance, responses=_ERRORS,
+             openapi_extra=_body(w.InstanceCreate),
              summary="Create an instance (asynchronous: answers CREATING)")
 async def create_instance(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
     body = await read_json(request, runtime)
@@ -57,7 +68,39 @@ async def create_instance(request: Request, runtime: RuntimeDep, caller: CallerD
     return WireJSON((await present(runtime, caller, [instance]))[0])
 
 
-@router.get("", response_model=w.InstanceList, responses=_ERRORS, summary="List instances")
+def _query(name: str, description: str, kind: str = "string", *, required: bool = False,
+           enum: list[str] | None = None, default: object = None) -> dict[str, object]:
+    schema: dict[str, object] = {"type": kind}
+    if enum is not None:
+        schema["enum"] = enum
+    if default is not None:
+        schema["default"] = default
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema}
+
+
+#: The list parameters (contract §6.1); the route reads them by hand, so they are listed here.
+_LIST_PARAMETERS = {
+    "parameters": [
+        _query("de_type", "Only 'Notebook'.", required=True, enum=["Notebook"]),
+        _query("provision_type", "Only 'Docker'.", enum=["Docker"]),
+        _query("status", "One status; without it, every status except DELETED.",
+               enum=[s.value for s in InstanceStatus]),
+        _query("sortby", "Sort key.", enum=["name", "creation_timestamp"], default="name"),
+        _query("order", "Sort order.", enum=["asc", "desc"], default="asc"),
+        _query("offset", "Index of the first returned instance.", "integer", default=0),
+        _query("limit", "Page size; 0 returns everything from offset on.", "integer", default=0),
+        _query("workspace_id", "Workspace of the instances.", default="0"),
+        _query("show_self", "true: only the caller's instances (case-insensitive).",
+               default="true"),
+        _query("ai_project", "Only instances of this AI project."),
+        _query("pool_id", "Only instances in this dedicated pool."),
+    ]
+}
+
+
+@router.get("", response_model=w.InstanceList, responses=_ERRORS, summary="List instances",
+            openapi_extra=_LIST_PARAMETERS)
 async def list_instances(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
     total, page = await runtime.service.list(
         project_id=caller.project_id, user_id=caller.user_id, params=first_query_values(request)
@@ -65,7 +108,8 @@ async def list_instances(request: Request, runtime: RuntimeDep, caller: CallerDe
     return WireJSON({"total_count": total, "instances": await present(runtime, caller, page)})
 
 
-@router.get("/{instance_id}", response_model=w.Instance, responses=_ERRORS, summary="Get an instance")
+@router.get("/{instance_id}", response_model=w.Instance, responses=_ERRORS,
+            summary="Get an instance")
 async def get_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
     instance = await runtime.service.get(project_id=caller.project_id, instance_id=instance_id)
     return WireJSON((await present(runtime, caller, [instance]))[0])

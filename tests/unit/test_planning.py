@@ -1,0 +1,104 @@
+"""``domain/planning.plan``: the reconciler's decisions, table-driven, no I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from demanager.domain.instance import (
+    AutoStop,
+    Desired,
+    Instance,
+    InstanceId,
+    ProjectId,
+    Storage,
+    UserId,
+)
+from demanager.domain.lifecycle import InstanceStatus as S
+from demanager.domain.planning import Observation, Step, Workload, plan
+
+NOW = 1_700_000_000_000
+ABSENT, BOOTING, READY = Workload.ABSENT, Workload.BOOTING, Workload.READY
+
+
+def instance(status: S, *, desired: str = Desired.RUNNING, stop_at: int | None = None,
+             requested_at: int | None = None, cleanup_pending: bool = False) -> Instance:
+    return Instance(
+        id=InstanceId("DE-1"), project_id=ProjectId("p"), name="nb", description="",
+        profile_id="prof", flavor="flav", storage=Storage("evs"), extend_storage=None,
+        auto_stop=AutoStop(), annotations={}, workspace_id="0", pool_id=None,
+        ai_project_id="default-ai-project", user_id=UserId("u" * 32), user_name="u",
+        status=status, desired=desired, created_at=NOW - 10_000, updated_at=NOW - 10_000,
+        stop_at=stop_at, requested_at=requested_at, cleanup_pending=cleanup_pending,
+    )
+
+
+CASES = [
+    # bringing up: launch, wait for the health check, then RUNNING
+    (S.CREATING, {}, Observation(ABSENT), Step.LAUNCH),
+    (S.CREATING, {}, Observation(BOOTING, NOW - 1), Step.WAIT),
+    (S.CREATING, {}, Observation(READY, NOW - 1), Step.MARK_RUNNING),
+    (S.STARTING, {}, Observation(ABSENT), Step.LAUNCH),
+    (S.STARTING, {}, Observation(BOOTING), Step.WAIT),
+    (S.STARTING, {}, Observation(READY), Step.MARK_RUNNING),
+    (S.READY_TO_START, {}, Observation(ABSENT), Step.MARK_STARTING),
+    (S.READY_TO_START, {}, Observation(READY), Step.MARK_STARTING),
+    # restart: a workload launched before the request is stale and relaunched
+    (S.RESTARTING, {"requested_at": NOW - 5}, Observation(READY, NOW - 100), Step.RELAUNCH),
+    (S.RESTARTING, {"requested_at": NOW - 5}, Observation(BOOTING, NOW - 100), Step.RELAUNCH),
+    (S.RESTARTING, {"requested_at": NOW - 5}, Observation(READY, None), Step.RELAUNCH),
+    (S.RESTARTING, {"requested_at": NOW - 5}, Observation(READY, NOW - 5), Step.MARK_RUNNING),
+    (S.RESTARTING, {"requested_at": NOW - 5}, Observation(BOOTING, NOW - 1), Step.WAIT),
+    (S.RESTARTING, {"requested_at": NOW - 5}, Observation(ABSENT), Step.LAUNCH),
+    (S.RESTARTING, {}, Observation(READY, NOW - 100), Step.MARK_RUNNING),
+    # running: auto-stop when due, fault when the workload vanished
+    (S.RUNNING, {}, Observation(READY), Step.NOTHING),
+    (S.RUNNING, {}, Observation(BOOTING), Step.NOTHING),
+    (S.RUNNING, {"stop_at": NOW + 1}, Observation(READY), Step.NOTHING),
+    (S.RUNNING, {"stop_at": NOW}, Observation(READY), Step.AUTO_STOP),
+    (S.RUNNING, {"stop_at": NOW - 1}, Observation(READY), Step.AUTO_STOP),
+    (S.RUNNING, {"stop_at": NOW - 1}, Observation(ABSENT), Step.AUTO_STOP),
+    (S.RUNNING, {}, Observation(ABSENT), Step.MARK_UNAVAILABLE),
+    (S.RUNNING, {"stop_at": NOW + 1}, Observation(ABSENT), Step.MARK_UNAVAILABLE),
+    # unavailable: recover when wanted running, else leave it to the caller
+    (S.UNAVAILABLE, {}, Observation(READY), Step.MARK_RUNNING),
+    (S.UNAVAILABLE, {}, Observation(ABSENT), Step.LAUNCH),
+    (S.UNAVAILABLE, {}, Observation(BOOTING), Step.WAIT),
+    (S.UNAVAILABLE, {"desired": Desired.STOPPED}, Observation(ABSENT), Step.NOTHING),
+    (S.UNAVAILABLE, {"desired": Desired.STOPPED}, Observation(READY), Step.NOTHING),
+    # stopping: halt what runs, then STOPPED
+    (S.STOPPING, {}, Observation(READY), Step.HALT),
+    (S.STOPPING, {}, Observation(BOOTING), Step.HALT),
+    (S.STOPPING, {"desired": Desired.STOPPED}, Observation(ABSENT), Step.MARK_STOPPED),
+    # deleted: destroy once
+    (S.DELETED, {"cleanup_pending": True}, Observation(ABSENT), Step.DESTROY),
+    (S.DELETED, {"cleanup_pending": True}, Observation(READY), Step.DESTROY),
+    (S.DELETED, {}, Observation(ABSENT), Step.NOTHING),
+    (S.DELETED, {}, Observation(READY), Step.NOTHING),
+]
+
+RESTING = [S.STOPPED, S.CREATE_FAILED, S.START_FAILED, S.RESIZE_FAILED, S.CREATE_QUEUING,
+           S.START_QUEUING, S.RESIZING]
+CASES += [(status, {}, Observation(ABSENT), Step.NOTHING) for status in RESTING]
+CASES += [(status, {}, Observation(w), Step.HALT) for status in RESTING for w in (BOOTING, READY)]
+
+
+@pytest.mark.parametrize(("status", "fields", "observed", "step"), CASES,
+                         ids=[f"{c[0].value}-{c[2].workload.value}-{c[3].value}-{i}"
+                              for i, c in enumerate(CASES)])
+def test_plan(status: S, fields: dict[str, object], observed: Observation, step: Step) -> None:
+    assert plan(instance(status, **fields), observed, NOW) is step  # type: ignore[arg-type]
+
+
+def test_every_status_is_planned() -> None:
+    planned = {c[0] for c in CASES}
+    assert planned == set(S)
+
+
+@pytest.mark.parametrize("status", list(S))
+@pytest.mark.parametrize("workload", list(Workload))
+def test_plan_is_total_and_pure(status: S, workload: Workload) -> None:
+    subject = instance(status, requested_at=NOW - 5, stop_at=NOW + 10)
+    first = plan(subject, Observation(workload, NOW - 1), NOW)
+    assert isinstance(first, Step)
+    assert plan(subject, Observation(workload, NOW - 1), NOW) is first
+    assert subject == instance(status, requested_at=NOW - 5, stop_at=NOW + 10)
