@@ -123,12 +123,19 @@ class InstanceService:
 
     async def list(
         self, *, project_id: str, user_id: str, params: Mapping[str, str]
-    ) -> tuple[int, list[Instance]]:
+    ) -> tuple[int, list[Instance], dict[str, int]]:
+        """(total matches, the page, the caller's instance count per flavor)."""
         query: ListQuery = validate_list(params, self._catalog)
         return await self._repo.list(project_id, query, user_id)
 
     async def get(self, *, project_id: str, instance_id: str) -> Instance:
         return await self._repo.get_live(project_id, instance_id)
+
+    async def view(
+        self, *, project_id: str, instance_id: str, user_id: str
+    ) -> tuple[Instance, dict[str, int]]:
+        """The instance and the caller's instance count per flavor (for ``flavor_details``)."""
+        return await self._repo.view(project_id, instance_id, user_id)
 
     async def update(self, *, project_id: str, instance_id: str, body: Any) -> Instance:
         for _ in range(_RETRIES):

@@ -7,7 +7,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from demanager.store.tables import TokenRow, UserRow
@@ -37,6 +37,22 @@ class TokenRecord:
     project_id: str | None
     expires_at: int | None
     revoked: bool
+
+
+# Built once: composing the statement costs more than running it (every request pays).
+_LOOKUP = (
+    select(
+        TokenRow.project_id,
+        TokenRow.expires_at,
+        TokenRow.revoked,
+        UserRow.id,
+        UserRow.name,
+        UserRow.enabled,
+    )
+    .select_from(TokenRow)
+    .outerjoin(UserRow, UserRow.id == TokenRow.user_id)
+    .where(TokenRow.token_hash == bindparam("token_hash"))
+)
 
 
 class IdentityRepository:
@@ -90,12 +106,10 @@ class IdentityRepository:
             return True
 
     async def lookup(self, token: str) -> TokenRecord | None:
-        async with self._sessions() as session:
-            row = await session.scalar(
-                select(TokenRow).where(TokenRow.token_hash == hash_token(token))
-            )
-            if row is None:
-                return None
-            user_row = await session.get(UserRow, row.user_id)
-            user = None if user_row is None else User(user_row.id, user_row.name, user_row.enabled)
-            return TokenRecord(user, row.project_id, row.expires_at, row.revoked)
+        """The token's record and its user, in one query (every request pays for it)."""
+        async with self._sessions.kw["bind"].connect() as conn:
+            row = (await conn.execute(_LOOKUP, {"token_hash": hash_token(token)})).first()
+        if row is None:
+            return None
+        user = None if row.id is None else User(row.id, row.name, bool(row.enabled))
+        return TokenRecord(user, row.project_id, row.expires_at, bool(row.revoked))

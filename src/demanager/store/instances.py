@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, Select, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from demanager import errors
 from demanager.domain.instance import (
@@ -34,30 +34,80 @@ from demanager.store.tables import InstanceRow
 _LIVE_ACTIVE = InstanceRow.status != InstanceStatus.DELETED.value
 
 
+_TABLE = InstanceRow.__table__
+
+
+def _view_query() -> Select[Any]:
+    mine = _TABLE.alias("mine")
+    same_flavor = (
+        select(func.count())
+        .select_from(mine)
+        .where(
+            mine.c.project_id == bindparam("project_id"),
+            mine.c.user_id == bindparam("user_id"),
+            mine.c.flavor == _TABLE.c.flavor,
+            mine.c.status != InstanceStatus.DELETED.value,
+        )
+        .scalar_subquery()
+    )
+    return select(_TABLE, same_flavor.label("caller_flavor_count")).where(
+        _TABLE.c.id == bindparam("instance_id")
+    )
+
+
+# Built once: composing SQLAlchemy expressions costs more than running them on SQLite.
+_LOAD = select(_TABLE).where(_TABLE.c.id == bindparam("instance_id"))
+_VIEW = _view_query()
+_PAGE = select(_TABLE).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
+_COUNT_BY_FLAVOR = (
+    select(_TABLE.c.flavor, func.count())
+    .where(
+        _TABLE.c.project_id == bindparam("project_id"),
+        _TABLE.c.user_id == bindparam("user_id"),
+        _TABLE.c.status != InstanceStatus.DELETED.value,
+    )
+    .group_by(_TABLE.c.flavor)
+)
+
+
 class InstanceRepository:
+    """Reads use Core on one pooled connection (the API's hot path: a GET is one
+    checkout); writes use ORM sessions."""
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._engine: AsyncEngine = sessions.kw["bind"]
 
     # --- reads --------------------------------------------------------------------
 
     async def load(self, instance_id: str) -> Instance | None:
-        async with self._sessions() as session:
-            row = await session.get(InstanceRow, instance_id)
-            return _to_domain(row) if row else None
+        async with self._engine.connect() as conn:
+            return await _load(conn, instance_id)
 
     async def get_live(self, project_id: str, instance_id: str) -> Instance:
-        instance = await self.load(instance_id)
-        if (
-            instance is None
-            or instance.project_id != project_id
-            or instance.status is InstanceStatus.DELETED
-        ):
+        async with self._engine.connect() as conn:
+            return await _get_live(conn, project_id, instance_id)
+
+    async def view(
+        self, project_id: str, instance_id: str, user_id: str
+    ) -> tuple[Instance, dict[str, int]]:
+        """A live instance and how many live instances of its flavor the caller has.
+
+        One prebuilt query: this is the hot path of every GET.
+        """
+        params = {"instance_id": instance_id, "project_id": project_id, "user_id": user_id}
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(_VIEW, params)).first()
+        instance = _to_domain(row) if row is not None else None
+        if instance is None or not _is_live_in(instance, project_id):
             raise errors.InstanceNotFound(instance_id)
-        return instance
+        assert row is not None
+        return instance, {instance.flavor: int(row.caller_flavor_count)}
 
     async def list(
         self, project_id: str, query: ListQuery, user_id: str
-    ) -> tuple[int, builtins.list[Instance]]:
+    ) -> tuple[int, builtins.list[Instance], dict[str, int]]:
+        """(total matches, the requested page, the caller's count per flavor)."""
         conditions = [
             InstanceRow.project_id == project_id,
             InstanceRow.workspace_id == query.workspace_id,
@@ -72,12 +122,13 @@ class InstanceRepository:
             conditions.append(InstanceRow.ai_project_id == query.ai_project)
         if query.pool_id is not None:
             conditions.append(InstanceRow.pool_id == query.pool_id)
-        async with self._sessions() as session:
+        async with self._engine.connect() as conn:
             keys = list(
                 (
-                    await session.execute(
-                        select(InstanceRow.id, InstanceRow.name, InstanceRow.created_at)
-                        .where(*conditions)
+                    await conn.execute(
+                        select(InstanceRow.id, InstanceRow.name, InstanceRow.created_at).where(
+                            *conditions
+                        )
                     )
                 ).all()
             )
@@ -94,18 +145,23 @@ class InstanceRepository:
             if query.limit:
                 page = page[: query.limit]
             ids = [k.id for k in page]
-            rows: dict[str, InstanceRow] = {}
+            rows: dict[str, Row[Any]] = {}
             for chunk in _chunks(ids, 500):
-                result = await session.scalars(select(InstanceRow).where(InstanceRow.id.in_(chunk)))
+                result = await conn.execute(_PAGE, {"ids": list(chunk)})
                 rows.update((r.id, r) for r in result)
-        return len(keys), [_to_domain(rows[i]) for i in ids if i in rows]
+            counts = await _count_by_flavor(conn, project_id, user_id)
+        return len(keys), [_to_domain(rows[i]) for i in ids if i in rows], counts
 
     async def ids_needing_attention(self) -> builtins.list[str]:
         """Every instance the engine must look at on a sweep."""
-        resting = (InstanceStatus.STOPPED.value, InstanceStatus.CREATE_FAILED.value,
-                   InstanceStatus.START_FAILED.value, InstanceStatus.RESIZE_FAILED.value)
-        async with self._sessions() as session:
-            result = await session.scalars(
+        resting = (
+            InstanceStatus.STOPPED.value,
+            InstanceStatus.CREATE_FAILED.value,
+            InstanceStatus.START_FAILED.value,
+            InstanceStatus.RESIZE_FAILED.value,
+        )
+        async with self._engine.connect() as conn:
+            result = await conn.scalars(
                 select(InstanceRow.id).where(
                     (InstanceRow.status.not_in(resting) & _LIVE_ACTIVE)
                     | InstanceRow.cleanup_pending.is_(True)
@@ -115,8 +171,8 @@ class InstanceRepository:
             return list(result)
 
     async def name_in_use(self, project_id: str, name: str) -> bool:
-        async with self._sessions() as session:
-            found = await session.scalar(
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(
                 select(InstanceRow.id).where(
                     InstanceRow.project_id == project_id, InstanceRow.live_name == name
                 )
@@ -127,12 +183,12 @@ class InstanceRepository:
         conditions = [InstanceRow.project_id == project_id, _LIVE_ACTIVE]
         if flavor is not None:
             conditions.append(InstanceRow.flavor == flavor)
-        async with self._sessions() as session:
-            return int(await session.scalar(select(func.count()).where(*conditions)) or 0)
+        async with self._engine.connect() as conn:
+            return int(await conn.scalar(select(func.count()).where(*conditions)) or 0)
 
     async def count_holding(self, flavor: str) -> int:
-        async with self._sessions() as session:
-            count = await session.scalar(
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(
                 select(func.count()).where(
                     InstanceRow.flavor == flavor,
                     InstanceRow.status.in_([s.value for s in HOLDS_RESOURCES]),
@@ -142,26 +198,21 @@ class InstanceRepository:
 
     async def queued(self, flavor: str) -> builtins.list[str]:
         """Ids of the instances waiting for a slot of ``flavor``, first in line first."""
-        async with self._sessions() as session:
+        async with self._engine.connect() as conn:
             rows = (
-                await session.execute(
-                    select(InstanceRow.id, InstanceRow.requested_at, InstanceRow.created_at)
-                    .where(InstanceRow.flavor == flavor,
-                           InstanceRow.status.in_([s.value for s in QUEUED]))
+                await conn.execute(
+                    select(InstanceRow.id, InstanceRow.requested_at, InstanceRow.created_at).where(
+                        InstanceRow.flavor == flavor,
+                        InstanceRow.status.in_([s.value for s in QUEUED]),
+                    )
                 )
             ).all()
         rows = sorted(rows, key=lambda r: (r.requested_at or r.created_at, r.id))
         return [r.id for r in rows]
 
     async def count_by_flavor(self, project_id: str, user_id: str) -> dict[str, int]:
-        async with self._sessions() as session:
-            rows = await session.execute(
-                select(InstanceRow.flavor, func.count())
-                .where(InstanceRow.project_id == project_id, InstanceRow.user_id == user_id,
-                       _LIVE_ACTIVE)
-                .group_by(InstanceRow.flavor)
-            )
-            return {flavor: int(n) for flavor, n in rows.all()}
+        async with self._engine.connect() as conn:
+            return await _count_by_flavor(conn, project_id, user_id)
 
     # --- writes -------------------------------------------------------------------
 
@@ -195,6 +246,27 @@ class InstanceRepository:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise errors.ConcurrentUpdate(f"instance {instance.id} changed meanwhile")
         return new
+
+
+async def _load(conn: AsyncConnection, instance_id: str) -> Instance | None:
+    row = (await conn.execute(_LOAD, {"instance_id": instance_id})).first()
+    return _to_domain(row) if row is not None else None
+
+
+async def _get_live(conn: AsyncConnection, project_id: str, instance_id: str) -> Instance:
+    instance = await _load(conn, instance_id)
+    if instance is None or not _is_live_in(instance, project_id):
+        raise errors.InstanceNotFound(instance_id)
+    return instance
+
+
+def _is_live_in(instance: Instance, project_id: str) -> bool:
+    return instance.project_id == project_id and instance.status is not InstanceStatus.DELETED
+
+
+async def _count_by_flavor(conn: AsyncConnection, project_id: str, user_id: str) -> dict[str, int]:
+    rows = await conn.execute(_COUNT_BY_FLAVOR, {"project_id": project_id, "user_id": user_id})
+    return {flavor: int(n) for flavor, n in rows.all()}
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
@@ -252,7 +324,7 @@ def _to_row(instance: Instance) -> InstanceRow:
     return InstanceRow(**_row_values(instance))
 
 
-def _to_domain(row: InstanceRow) -> Instance:
+def _to_domain(row: InstanceRow | Row[Any]) -> Instance:
     return Instance(
         id=InstanceId(row.id),
         project_id=ProjectId(row.project_id),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fastapi import APIRouter, Request
 
@@ -34,11 +34,15 @@ def _body(model: type[w.Wire]) -> dict[str, object]:
 
 
 async def _flavor_view(
-    runtime: Runtime, caller: Caller, instances: Sequence[Instance]
+    runtime: Runtime,
+    caller: Caller,
+    instances: Sequence[Instance],
+    counts: Mapping[str, int] | None,
 ) -> FlavorView:
     names = {i.flavor for i in instances}
     sold_out = frozenset([n for n in names if await runtime.service.sold_out(n)])
-    counts = await runtime.instances.count_by_flavor(caller.project_id, caller.user_id)
+    if counts is None:
+        counts = await runtime.instances.count_by_flavor(caller.project_id, caller.user_id)
     queued = {i.flavor for i in instances if i.status in QUEUED} | {
         n for n in sold_out if (f := runtime.catalog.flavors.get(n)) is not None and f.free
     }
@@ -48,9 +52,14 @@ async def _flavor_view(
 
 
 async def present(
-    runtime: Runtime, caller: Caller, instances: list[Instance]
+    runtime: Runtime,
+    caller: Caller,
+    instances: list[Instance],
+    counts: Mapping[str, int] | None = None,
 ) -> list[dict[str, object]]:
-    view = await _flavor_view(runtime, caller, instances)
+    """Wire dicts of ``instances``; ``counts`` (the caller's instances per flavor) is
+    queried when not already at hand."""
+    view = await _flavor_view(runtime, caller, instances, counts)
     presenter = Presenter(runtime.catalog, runtime.backend, runtime.settings.target_domain)
     now = runtime.clock.now_ms()
     return [
@@ -102,17 +111,20 @@ _LIST_PARAMETERS = {
 @router.get("", response_model=w.InstanceList, responses=_ERRORS, summary="List instances",
             openapi_extra=_LIST_PARAMETERS)
 async def list_instances(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    total, page = await runtime.service.list(
+    total, page, counts = await runtime.service.list(
         project_id=caller.project_id, user_id=caller.user_id, params=first_query_values(request)
     )
-    return WireJSON({"total_count": total, "instances": await present(runtime, caller, page)})
+    instances = await present(runtime, caller, page, counts)
+    return WireJSON({"total_count": total, "instances": instances})
 
 
 @router.get("/{instance_id}", response_model=w.Instance, responses=_ERRORS,
             summary="Get an instance")
 async def get_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    instance = await runtime.service.get(project_id=caller.project_id, instance_id=instance_id)
-    return WireJSON((await present(runtime, caller, [instance]))[0])
+    instance, counts = await runtime.service.view(
+        project_id=caller.project_id, instance_id=instance_id, user_id=caller.user_id
+    )
+    return WireJSON((await present(runtime, caller, [instance], counts))[0])
 
 
 @router.put("/{instance_id}", response_model=w.Instance, responses=_ERRORS,
