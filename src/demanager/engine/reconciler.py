@@ -56,7 +56,7 @@ class Reconciler:
         self._start_timeout_ms = int(start_timeout * 1000)
         self._sweep_interval = sweep_interval
         self._queue = KeyedWorkQueue(self.drive, concurrency)
-        self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle of the reconciler itself -------------------------------------------
@@ -64,11 +64,16 @@ class Reconciler:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="reconciler sweep")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let every drive finish the step it is in (so no database call is cut in
+        half), then cancel what is still waiting, and give up our leases."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._queue.drain()), grace)
         await self._queue.cancel()
         await self._leases.release_all(self._owner)
 
@@ -116,9 +121,7 @@ class Reconciler:
                 raise
             except Exception:
                 log.exception("sweep failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._sweep_interval)
-            self._wake.clear()
+            await asyncio.sleep(self._sweep_interval)
 
     # --- one instance -----------------------------------------------------------------
 
@@ -140,7 +143,7 @@ class Reconciler:
         launched = False
         claimed_at = self._clock.now_ms()
         backoff = Backoff(first=0.02, cap=0.1)
-        while True:
+        while not self._stopping:
             instance = await self._repo.load(instance_id)
             if instance is None:
                 return
