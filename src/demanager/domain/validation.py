@@ -271,6 +271,8 @@ def _obs_path(path: str, where: str) -> str:
         raise errors.InvalidValue(f"{where}.location.path", "Empty path segment.")
     if not BUCKET_RE.fullmatch(segments[0]) or ".." in segments:
         raise errors.InvalidValue(f"{where}.location.path", "Invalid bucket name.")
+    if _has_control(path):
+        raise errors.InvalidValue(f"{where}.location.path", "No control characters.")
     return path
 
 
@@ -278,6 +280,11 @@ def bucket_dirs(path: str) -> list[str]:
     """The segments of an obs path (``/bucket/a/b/`` or ``obs://bucket/a/b/``)."""
     inner = path[len("obs://") :] if path.startswith("obs://") else path
     return inner.strip("/").split("/")
+
+
+def _has_control(text: str) -> bool:
+    """Control characters (NUL above all) can name no folder a backend could create."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def _obsfs_location(location: Mapping[str, Any], where: str) -> Location:
@@ -288,7 +295,8 @@ def _obsfs_location(location: Mapping[str, Any], where: str) -> Location:
         )
     mount = location.get("mount_path") or WORK_DIR
     normal = posixpath.normpath(mount)
-    if ".." in mount.split("/") or not (normal == WORK_DIR or normal.startswith(WORK_DIR + "/")):
+    outside = not (normal == WORK_DIR or normal.startswith(WORK_DIR + "/"))
+    if ".." in mount.split("/") or outside or _has_control(mount):
         raise errors.InvalidValue(f"{where}.location.mount_path", f"It must lie in {WORK_DIR}.")
     modes = location.get("access_modes") or "ReadWriteMany"
     if modes not in ACCESS_MODES:

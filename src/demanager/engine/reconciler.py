@@ -203,7 +203,14 @@ class Reconciler:
                 return True
             if step is Step.RELAUNCH:
                 await self._backend.stop(instance.id, instance.handle)
-            launched_handle = await self._backend.start(self._launch_spec(instance, now))
+            try:
+                launched_handle = await self._backend.start(self._launch_spec(instance, now))
+            except errors.BackendError:
+                raise
+            except Exception as exc:
+                # A backend bug must not retry forever: fail the start, visibly.
+                log.exception("%s: the backend failed to start it", instance.id)
+                raise errors.PermanentBackendError(f"The backend failed: {exc}") from exc
             await repo.save(instance, now_ms=now, handle=dict(launched_handle))
             return "launched"
         if step is Step.MARK_RUNNING:
