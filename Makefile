@@ -32,11 +32,11 @@ browser:
 run: install  ## serve on 127.0.0.1:8080 with SQLite and the process backend
 	$(BIN)/demanager serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: install-test  ## lint, type-check and run the whole suite
+test: install-test  ## lint, type-check and run the whole suite, with coverage
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --cov --cov-report=term
 
 test-suite: install-test  ## only the suite (CI runs it again on PostgreSQL)
 	$(BIN)/pytest -n 2
