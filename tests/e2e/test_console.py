@@ -275,6 +275,34 @@ def test_auto_stop_is_shown_and_edited(
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
 
+def test_start_asks_first_then_starts(
+    server_factory: Callable[..., ServerProcess], page: Page
+) -> None:
+    server = server_factory()
+    with server.client() as api:
+        created = api.post("", json={
+            "name": "resting", "profile_id": CPU_PROFILE, "flavor": "modelarts.vm.cpu.2u",
+            "spec": {"storage": {"type": "evs"}},
+        }).json()
+        wait_for_status(api, created["id"], "RUNNING")
+        api.post(f"/{created['id']}/action", json={"action": "stop"})
+        wait_for_status(api, created["id"], "STOPPED")
+
+        sign_in(page, server)
+        resting = row(page, "resting")
+        expect(resting).to_have_attribute("data-status", "STOPPED")
+        resting.get_by_role("button", name="Start resting").click()
+        confirm = page.get_by_role("dialog", name="Start resting?")
+        expect(confirm).to_be_visible()
+        confirm.get_by_role("button", name="Cancel").click()
+        expect(confirm).to_be_hidden()
+        assert api.get(f"/{created['id']}").json()["status"] == "STOPPED", "cancel changes nothing"
+
+        resting.get_by_role("button", name="Start resting").click()
+        confirm.get_by_role("button", name="Start", exact=True).click()
+        expect(resting).to_have_attribute("data-status", "RUNNING", timeout=30_000)
+
+
 def test_queue_rank_is_shown(
     server_factory: Callable[..., ServerProcess], page: Page, tmp_path: Path
 ) -> None:

@@ -49,6 +49,13 @@ export function allows(status, action) {
 // Asked before acting; start is left out on purpose: it loses nothing and is
 // undone by a stop, so a dialog would only slow the user down.
 export const CONFIRMATIONS = {
+  start: {
+    title: (name) => `Start ${name}?`,
+    text: "A notebook server starts on the instance's volume; its flavor's resources "
+      + "are held, and auto-stop (if on) counts down, until it is stopped.",
+    button: "Start",
+    danger: false,
+  },
   stop: {
     title: (name) => `Stop ${name}?`,
     text: "The notebook server shuts down and unsaved work in open notebooks is lost. "
