@@ -57,6 +57,7 @@ class Reconciler:
         self._sweep_interval = sweep_interval
         self._queue = KeyedWorkQueue(self.drive, concurrency)
         self._stopping = False
+        self._observers = max(4, concurrency * 2)
         self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle of the reconciler itself -------------------------------------------
@@ -82,9 +83,16 @@ class Reconciler:
         self._queue.submit(instance_id)
 
     async def sweep(self) -> None:
-        for instance_id in await self._repo.ids_needing_attention():
-            if not self._queue.busy(instance_id):
-                self._queue.submit(instance_id)
+        """Submit every instance whose plan is not NOTHING (one query, no writes)."""
+        limit = asyncio.Semaphore(self._observers)
+
+        async def check(instance: Instance) -> None:
+            async with limit:
+                if await self._has_work(instance):
+                    self._queue.submit(instance.id)
+
+        candidates = [i for i in await self._repo.needing_attention() if not self._queue.busy(i.id)]
+        await asyncio.gather(*(check(i) for i in candidates))
 
     async def settle(self) -> None:
         """Run one sweep and wait for all work it started (tests and benchmarks)."""
@@ -126,13 +134,27 @@ class Reconciler:
     # --- one instance -----------------------------------------------------------------
 
     async def drive(self, instance_id: str) -> None:
-        """Claim the instance, then plan and act until it is at rest."""
+        """Claim the instance, then plan and act until it is at rest.
+
+        Most sweeps find nothing to do (a healthy RUNNING instance): that is decided
+        by reading alone, so steady state costs no writes.
+        """
+        instance = await self._repo.load(instance_id)
+        if instance is None or not await self._has_work(instance):
+            return
         if not await self._claim(instance_id):
             return
         try:
             await self._drive(instance_id)
         finally:
             await self._leases.release(instance_id, self._owner)
+
+    async def _has_work(self, instance: Instance) -> bool:
+        try:
+            observed = await self._backend.observe(instance.id, instance.handle)
+        except errors.BackendError:
+            return True  # let the drive deal with it, with its retries
+        return plan(instance, observed, self._clock.now_ms()) is not Step.NOTHING
 
     async def _claim(self, instance_id: str) -> bool:
         return await self._leases.claim(

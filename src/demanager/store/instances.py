@@ -152,8 +152,8 @@ class InstanceRepository:
             counts = await _count_by_flavor(conn, project_id, user_id)
         return len(keys), [_to_domain(rows[i]) for i in ids if i in rows], counts
 
-    async def ids_needing_attention(self) -> builtins.list[str]:
-        """Every instance the engine must look at on a sweep."""
+    async def needing_attention(self) -> builtins.list[Instance]:
+        """Every instance the engine must look at on a sweep, in one query."""
         resting = (
             InstanceStatus.STOPPED.value,
             InstanceStatus.CREATE_FAILED.value,
@@ -161,14 +161,14 @@ class InstanceRepository:
             InstanceStatus.RESIZE_FAILED.value,
         )
         async with self._engine.connect() as conn:
-            result = await conn.scalars(
-                select(InstanceRow.id).where(
+            result = await conn.execute(
+                select(_TABLE).where(
                     (InstanceRow.status.not_in(resting) & _LIVE_ACTIVE)
                     | InstanceRow.cleanup_pending.is_(True)
                     | (InstanceRow.status.in_(resting) & InstanceRow.handle.is_not(None))
                 )
             )
-            return list(result)
+            return [_to_domain(row) for row in result]
 
     async def name_in_use(self, project_id: str, name: str) -> bool:
         async with self._engine.connect() as conn:
