@@ -106,3 +106,34 @@ def _instance_with(storage: object) -> object:
         ai_project_id="default-ai-project", user_id=OWNER.user_id, user_name="alice",
         status=InstanceStatus.RUNNING, desired="RUNNING", created_at=0, updated_at=0,
     )
+
+
+class _ExitingBackend(FakeBackend):
+    """Every launched workload exits at once, like a server that cannot bind its port."""
+
+    launches = 0
+
+    async def start(self, spec):  # type: ignore[no-untyped-def]
+        type(self).launches += 1
+        return await super().start(spec)
+
+    async def observe(self, instance_id, handle):  # type: ignore[no-untyped-def]
+        from demanager.domain.planning import Observation, Workload
+
+        return Observation(Workload.ABSENT)
+
+
+async def test_a_workload_that_keeps_exiting_fails_after_a_retry(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
+    await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+    backend = _ExitingBackend(settings)
+    rt = await Runtime.build(settings, clock=FakeClock(), backend=backend)
+    try:
+        created = await rt.service.create(owner=OWNER, body=_body("exits"))
+        await rt.reconciler.settle()
+        failed = await rt.instances.load(created.id)
+        assert failed is not None and failed.status is InstanceStatus.CREATE_FAILED
+        assert failed.failed is not None and "exited" in failed.failed.message
+        assert _ExitingBackend.launches == 2
+    finally:
+        await rt.close()

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 _FAILED_TARGET = {S.CREATING: S.CREATE_FAILED}
 LEASE_TTL_MS = 15_000
+MAX_LAUNCHES = 2
+"""Launches per drive before a workload that keeps exiting fails the start."""
 
 
 class Reconciler:
@@ -162,7 +164,7 @@ class Reconciler:
         )
 
     async def _drive(self, instance_id: str) -> None:
-        launched = False
+        launches = 0
         claimed_at = self._clock.now_ms()
         backoff = Backoff(first=0.02, cap=0.1)
         while not self._stopping:
@@ -173,7 +175,7 @@ class Reconciler:
                 observed = await self._backend.observe(instance_id, instance.handle)
                 step = plan(instance, observed, self._clock.now_ms())
                 log.debug("%s %s/%s -> %s", instance_id, instance.status, observed.workload, step)
-                done = await self._act(instance, observed, step, launched)
+                done = await self._act(instance, observed, step, launches)
             except errors.ConcurrentUpdate:
                 continue
             except errors.TransientBackendError as exc:
@@ -190,12 +192,12 @@ class Reconciler:
                     return
                 claimed_at = self._clock.now_ms()
             if done == "launched":
-                launched = True
+                launches += 1
             elif done == "wait":
                 await self._clock.sleep(backoff.next())
 
     async def _act(
-        self, instance: Instance, observed: Observation, step: Step, launched: bool
+        self, instance: Instance, observed: Observation, step: Step, launches: int
     ) -> bool | str:
         now = self._clock.now_ms()
         repo = self._repo
@@ -214,7 +216,8 @@ class Reconciler:
                 return True
             return "wait"
         if step in (Step.LAUNCH, Step.RELAUNCH):
-            if launched and observed.workload is Workload.ABSENT:
+            # A second try covers races such as another process taking the free port.
+            if launches >= MAX_LAUNCHES and observed.workload is Workload.ABSENT:
                 await self._fail(
                     instance,
                     FailedReason(
