@@ -18,6 +18,8 @@ GPU_PROFILE = "Multi-Engine 1.0 (python3)-gpu"
 FAILING_PROFILE = "Failing profile"
 CPU_FLAVOR = "modelarts.vm.cpu.2u"
 FREE_FLAVOR = "modelarts.vm.cpu.free"
+FULL_FREE_FLAVOR = "modelarts.vm.cpu.free-full"
+"""A free flavor without a single slot: its instances queue and stay queued."""
 DEDICATED_POOL = "pool-dedicated"
 WORK_DIR = "/home/ma-user/work"
 

@@ -17,6 +17,7 @@ from tests.api.helpers import (
     CPU_FLAVOR,
     FAILING_PROFILE,
     FREE_FLAVOR,
+    FULL_FREE_FLAVOR,
     act,
     assert_error,
     build,
@@ -28,11 +29,13 @@ from tests.api.helpers import (
 from tests.contract_table import ACTIONS, OPERATIONS, expected
 from tests.server import wait_for_status
 
-REACHABLE = ("RUNNING", "STOPPED", "CREATE_FAILED", "START_QUEUING", "DELETED")
+REACHABLE = ("RUNNING", "STOPPED", "CREATE_FAILED", "CREATE_QUEUING", "START_QUEUING", "DELETED")
 
 #: Where each accepted action's status goes on by itself (fake backend, no delay).
 SETTLES_TO = {"STARTING": {"STARTING", "RUNNING"}, "STOPPING": {"STOPPING", "STOPPED"},
-              "RESTARTING": {"RESTARTING", "RUNNING"}, "START_QUEUING": {"START_QUEUING"},
+              "RESTARTING": {"RESTARTING", "RUNNING"},
+              # a free flavor with room admits a queued instance at once
+              "START_QUEUING": {"START_QUEUING", "READY_TO_START", "STARTING", "RUNNING"},
               "STOPPED": {"STOPPED"}}
 
 
@@ -42,6 +45,8 @@ def reach(api: httpx.Client, status: str, flavor: str = FREE_FLAVOR,
     if status == "CREATE_FAILED":
         created = create(api, name=name, flavor=flavor, profile_id=FAILING_PROFILE)
         return wait_for_status(api, created["id"], "CREATE_FAILED", timeout=30)
+    if status in ("CREATE_QUEUING", "START_QUEUING"):
+        return reach_queued(api, status, name)
     created = create(api, name=name, flavor=flavor)
     view = wait_for_status(api, created["id"], "RUNNING", timeout=30)
     if status == "RUNNING":
@@ -50,12 +55,21 @@ def reach(api: httpx.Client, status: str, flavor: str = FREE_FLAVOR,
     view = wait_for_status(api, view["id"], "STOPPED", timeout=30)
     if status == "STOPPED":
         return view
-    if status == "START_QUEUING":
-        ok(act(api, view["id"], "queue"))
-        return wait_for_status(api, view["id"], "START_QUEUING", timeout=30)
     assert status == "DELETED"
     ok(api.delete(f"/{view['id']}"))
     return {**view, "status": "DELETED"}
+
+
+def reach_queued(api: httpx.Client, status: str, name: str = "nb") -> dict[str, Any]:
+    """On a free flavor with no slot at all: create queues; dequeue, then queue again."""
+    created = create(api, name=name, flavor=FULL_FREE_FLAVOR)
+    assert created["status"] == "CREATE_QUEUING"
+    if status == "CREATE_QUEUING":
+        return ok(api.get(f"/{created['id']}"))
+    ok(act(api, created["id"], "dequeue"))
+    wait_for_status(api, created["id"], "STOPPED", timeout=30)
+    ok(act(api, created["id"], "queue"))
+    return wait_for_status(api, created["id"], "START_QUEUING", timeout=30)
 
 
 def perform(api: httpx.Client, instance_id: str, operation: str) -> httpx.Response:
@@ -113,7 +127,9 @@ def test_queue_and_dequeue_need_a_free_flavor(api: httpx.Client, status: str,
 
 
 def test_queue_then_dequeue_round_trip(api: httpx.Client) -> None:
-    stopped = reach(api, "STOPPED")
+    created = create(api, flavor=FULL_FREE_FLAVOR)
+    ok(act(api, created["id"], "dequeue"))
+    stopped = wait_for_status(api, created["id"], "STOPPED", timeout=30)
     assert ok(act(api, stopped["id"], "queue")) == {
         "current_status": "START_QUEUING", "previous_state": "STOPPED"}
     queued = ok(api.get(f"/{stopped['id']}"))
@@ -131,7 +147,7 @@ def test_queued_instance_shows_queuing_info(api: httpx.Client) -> None:
     assert info["id"] == queued["id"] and info["name"] == queued["name"]
     assert info["status"] == "START_QUEUING"
     assert info["de_type"] == "Notebook"
-    assert info["flavor"] == FREE_FLAVOR
+    assert info["flavor"] == FULL_FREE_FLAVOR
     assert type(info["begin_timestamp"]) is int
     assert int(queued["creation_timestamp"]) <= info["begin_timestamp"]
     # the queue is the flavor's, across projects: other tests may have queued before

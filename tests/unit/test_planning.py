@@ -102,3 +102,14 @@ def test_plan_is_total_and_pure(status: S, workload: Workload) -> None:
     assert isinstance(first, Step)
     assert plan(subject, Observation(workload, NOW - 1), NOW) is first
     assert subject == instance(status, requested_at=NOW - 5, stop_at=NOW + 10)
+
+
+@pytest.mark.parametrize("status", [S.CREATE_QUEUING, S.START_QUEUING])
+def test_a_queued_instance_waits_until_it_is_admissible(status: S) -> None:
+    queued = instance(status)
+    absent = Observation(Workload.ABSENT)
+    assert plan(queued, absent, NOW) is Step.NOTHING
+    assert plan(queued, absent, NOW, admissible=True) is Step.ADMIT
+    # Something running behind a queued instance is stopped, admissible or not.
+    running = Observation(Workload.READY)
+    assert plan(queued, running, NOW, admissible=True) is Step.HALT

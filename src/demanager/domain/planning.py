@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any
 
 from demanager.domain.instance import Desired, Instance
+from demanager.domain.lifecycle import QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
 
 
@@ -46,6 +47,9 @@ class Step(Enum):
     MARK_STOPPED = "mark_stopped"
     DESTROY = "destroy"
     """Remove the workload and the volume of a deleted instance."""
+    ADMIT = "admit"
+    """A queued instance got its slot: CREATE_QUEUING -> CREATING,
+    START_QUEUING -> READY_TO_START."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,11 @@ class Observation:
 _BRINGING_UP = frozenset({S.CREATING, S.STARTING})
 
 
-def plan(instance: Instance, observed: Observation, now_ms: int) -> Step:
+def plan(
+    instance: Instance, observed: Observation, now_ms: int, *, admissible: bool = False
+) -> Step:
+    """The next step for ``instance``; ``admissible`` says a queued instance may take a
+    slot of its flavor now (it is first in line and the flavor has room)."""
     status = instance.status
     work = observed.workload
 
@@ -70,6 +78,9 @@ def plan(instance: Instance, observed: Observation, now_ms: int) -> Step:
 
     if status is S.READY_TO_START:
         return Step.MARK_STARTING
+
+    if status in QUEUED and work is Workload.ABSENT:
+        return Step.ADMIT if admissible else Step.NOTHING
 
     if status in _BRINGING_UP:
         return _bring_up(work)

@@ -18,6 +18,7 @@ from demanager import errors
 from demanager.backends.base import Backend, LaunchSpec
 from demanager.domain.catalog import Catalog
 from demanager.domain.instance import Desired, FailedReason, Instance
+from demanager.domain.lifecycle import QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.domain.planning import Observation, Step, Workload, plan
 from demanager.engine.backoff import Backoff
@@ -156,7 +157,23 @@ class Reconciler:
             observed = await self._backend.observe(instance.id, instance.handle)
         except errors.BackendError:
             return True  # let the drive deal with it, with its retries
-        return plan(instance, observed, self._clock.now_ms()) is not Step.NOTHING
+        return await self._plan(instance, observed) is not Step.NOTHING
+
+    async def _plan(self, instance: Instance, observed: Observation) -> Step:
+        admissible = instance.status in QUEUED and await self._admissible(instance)
+        return plan(instance, observed, self._clock.now_ms(), admissible=admissible)
+
+    async def _admissible(self, instance: Instance) -> bool:
+        """First in its flavor's queue, and the flavor has a free slot."""
+        flavor = self._catalog.flavors.get(instance.flavor)
+        if flavor is None:
+            return False
+        if flavor.capacity is None:
+            return True
+        queue = await self._repo.queued(instance.flavor)
+        if not queue or queue[0] != instance.id:
+            return False
+        return await self._repo.count_holding(instance.flavor) < flavor.capacity
 
     async def _claim(self, instance_id: str) -> bool:
         return await self._leases.claim(
@@ -173,7 +190,7 @@ class Reconciler:
                 return
             try:
                 observed = await self._backend.observe(instance_id, instance.handle)
-                step = plan(instance, observed, self._clock.now_ms())
+                step = await self._plan(instance, observed)
                 log.debug("%s %s/%s -> %s", instance_id, instance.status, observed.workload, step)
                 done = await self._act(instance, observed, step, launches)
             except errors.ConcurrentUpdate:
@@ -252,6 +269,10 @@ class Reconciler:
                 stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, now),
             )
             return True
+        if step is Step.ADMIT:
+            target = S.CREATING if instance.status is S.CREATE_QUEUING else S.READY_TO_START
+            await repo.transition(instance, target, now_ms=now)
+            return False
         if step is Step.MARK_STARTING:
             await repo.transition(instance, S.STARTING, now_ms=now)
             return False

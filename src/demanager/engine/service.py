@@ -92,7 +92,8 @@ class InstanceService:
                 >= flavor.per_project_quota
             ):
                 raise errors.FlavorQuotaReached(flavor.name, flavor.per_project_quota)
-            if await self.sold_out(flavor.name) and not flavor.free:
+            full = await self.sold_out(flavor.name)
+            if full and not flavor.free:
                 raise errors.FlavorSoldOut(flavor.name)
             now = self._clock.now_ms()
             instance = Instance(
@@ -111,7 +112,8 @@ class InstanceService:
                 ai_project_id=request.ai_project_id,
                 user_id=owner.user_id,
                 user_name=owner.user_name,
-                status=S.CREATING,
+                # A full free flavor queues the create (contract §4.5); the engine admits it.
+                status=S.CREATE_QUEUING if full else S.CREATING,
                 desired=Desired.RUNNING,
                 created_at=now,
                 updated_at=now,
