@@ -83,9 +83,14 @@ def storage(s: Storage) -> w.Storage:
 
 @dataclass(frozen=True)
 class Presenter:
+    """Maps instances for one response; the profile and flavor parts, identical for
+    every instance of a profile or flavor, are built once per response."""
+
     catalog: Catalog
     backend: Backend
     target_domain: str
+    _profiles: dict[str, w.Profile] = field(default_factory=dict)
+    _flavors: dict[str, w.FlavorDetails] = field(default_factory=dict)
 
     def instance(self, i: Instance, *, now_ms: int, flavors: FlavorView) -> w.Instance:
         auto_stop = w.AutoStop(enable=i.auto_stop.enable, prompt=i.auto_stop.prompt)
@@ -122,9 +127,9 @@ class Presenter:
             status=i.status.value,
             creation_timestamp=str(i.created_at),
             latest_update_timestamp=str(i.updated_at),
-            profile=self._profile(i.profile_id),
+            profile=self._memo_profile(i.profile_id),
             flavor=i.flavor,
-            flavor_details=self._flavor(i.flavor, flavors),
+            flavor_details=self._memo_flavor(i.flavor, flavors),
             spec=spec,
             workspace=w.Reference(id=i.workspace_id),
             ai_project=w.Reference(id=i.ai_project_id),
@@ -150,6 +155,16 @@ class Presenter:
             id=i.id, name=i.name, de_type="Notebook", flavor=i.flavor, flavor_details=details,
             status=i.status.value, begin_timestamp=i.requested_at or i.updated_at, rank=rank,
         )
+
+    def _memo_profile(self, profile_id: str) -> w.Profile:
+        if profile_id not in self._profiles:
+            self._profiles[profile_id] = self._profile(profile_id)
+        return self._profiles[profile_id]
+
+    def _memo_flavor(self, name: str, view: FlavorView) -> w.FlavorDetails:
+        if name not in self._flavors:
+            self._flavors[name] = self._flavor(name, view)
+        return self._flavors[name]
 
     def _profile(self, profile_id: str) -> w.Profile:
         found = self.catalog.profiles.get(profile_id)
