@@ -117,123 +117,34 @@ Outcome = InstanceStatus | type[errors.StateError] | None
 """A caller's operation leads to a status, is refused with an error, or (``None``,
 delete and PUT only) is allowed without a status of its own."""
 
-_ALLOWED = None
+# Contract §4.3, row by row. Cells: the status the operation leads to, the error
+# class that refuses it, or ALLOWED (delete only).
+NOT_ALLOWED = _E.OperationNotAllowed  # 6357
+NOT_RUNNING = _E.NotRunning  # 6327
+IS_STARTING = _E.InstanceStarting  # 6306
+IS_STOPPING = _E.InstanceStopping  # 6308
+IS_RUNNING = _E.AlreadyRunning  # 6305
+ALLOWED = None
 
-# Contract §4.3, row by row: start, stop, restart, queue, dequeue, delete.
+# fmt: off
 _ROWS: dict[InstanceStatus, tuple[Outcome, Outcome, Outcome, Outcome, Outcome, Outcome]] = {
-    S.CREATE_QUEUING: (
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _E.NotRunning,
-        _E.OperationNotAllowed,
-        S.STOPPED,
-        _ALLOWED,
-    ),
-    S.CREATING: (
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _E.NotRunning,
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-    ),
-    S.CREATE_FAILED: (
-        _E.OperationNotAllowed,
-        _E.NotRunning,
-        _E.NotRunning,
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _ALLOWED,
-    ),
-    S.START_QUEUING: (
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _E.NotRunning,
-        _E.OperationNotAllowed,
-        S.STOPPED,
-        _ALLOWED,
-    ),
-    S.READY_TO_START: (
-        S.STARTING,
-        _E.OperationNotAllowed,
-        _E.NotRunning,
-        _E.OperationNotAllowed,
-        S.STOPPED,
-        _ALLOWED,
-    ),
-    S.STARTING: (
-        _E.InstanceStarting,
-        _E.InstanceStarting,
-        _E.InstanceStarting,
-        _E.InstanceStarting,
-        _E.OperationNotAllowed,
-        _E.InstanceStarting,
-    ),
-    S.RESTARTING: (
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _E.StopBeforeDelete,
-    ),
-    S.START_FAILED: (
-        S.STARTING,
-        _E.NotRunning,
-        _E.NotRunning,
-        S.START_QUEUING,
-        _E.OperationNotAllowed,
-        _ALLOWED,
-    ),
-    S.RUNNING: (
-        _E.AlreadyRunning,
-        S.STOPPING,
-        S.RESTARTING,
-        _E.AlreadyRunning,
-        _E.OperationNotAllowed,
-        _E.StopBeforeDelete,
-    ),
-    S.STOPPING: (
-        _E.InstanceStopping,
-        _E.InstanceStopping,
-        _E.InstanceStopping,
-        _E.InstanceStopping,
-        _E.OperationNotAllowed,
-        _E.InstanceStopping,
-    ),
-    S.STOPPED: (
-        S.STARTING,
-        _E.AlreadyStopped,
-        _E.NotRunning,
-        S.START_QUEUING,
-        _E.OperationNotAllowed,
-        _ALLOWED,
-    ),
-    S.UNAVAILABLE: (
-        _E.BeingRestored,
-        S.STOPPING,
-        _E.BeingRestored,
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _ALLOWED,
-    ),
-    S.RESIZING: (
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _E.NotRunning,
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-    ),
-    S.RESIZE_FAILED: (
-        S.STARTING,
-        _E.NotRunning,
-        _E.NotRunning,
-        _E.OperationNotAllowed,
-        _E.OperationNotAllowed,
-        _ALLOWED,
-    ),
+    #                   start             stop               restart           queue            dequeue      delete
+    S.CREATE_QUEUING:  (NOT_ALLOWED,      NOT_ALLOWED,       NOT_RUNNING,      NOT_ALLOWED,     S.STOPPED,   ALLOWED),
+    S.CREATING:        (NOT_ALLOWED,      NOT_ALLOWED,       NOT_RUNNING,      NOT_ALLOWED,     NOT_ALLOWED, NOT_ALLOWED),
+    S.CREATE_FAILED:   (NOT_ALLOWED,      NOT_RUNNING,       NOT_RUNNING,      NOT_ALLOWED,     NOT_ALLOWED, ALLOWED),
+    S.START_QUEUING:   (NOT_ALLOWED,      NOT_ALLOWED,       NOT_RUNNING,      NOT_ALLOWED,     S.STOPPED,   ALLOWED),
+    S.READY_TO_START:  (S.STARTING,       NOT_ALLOWED,       NOT_RUNNING,      NOT_ALLOWED,     S.STOPPED,   ALLOWED),
+    S.STARTING:        (IS_STARTING,      IS_STARTING,       IS_STARTING,      IS_STARTING,     NOT_ALLOWED, IS_STARTING),
+    S.RESTARTING:      (NOT_ALLOWED,      NOT_ALLOWED,       NOT_ALLOWED,      NOT_ALLOWED,     NOT_ALLOWED, _E.StopBeforeDelete),
+    S.START_FAILED:    (S.STARTING,       NOT_RUNNING,       NOT_RUNNING,      S.START_QUEUING, NOT_ALLOWED, ALLOWED),
+    S.RUNNING:         (IS_RUNNING,       S.STOPPING,        S.RESTARTING,     IS_RUNNING,      NOT_ALLOWED, _E.StopBeforeDelete),
+    S.STOPPING:        (IS_STOPPING,      IS_STOPPING,       IS_STOPPING,      IS_STOPPING,     NOT_ALLOWED, IS_STOPPING),
+    S.STOPPED:         (S.STARTING,       _E.AlreadyStopped, NOT_RUNNING,      S.START_QUEUING, NOT_ALLOWED, ALLOWED),
+    S.UNAVAILABLE:     (_E.BeingRestored, S.STOPPING,        _E.BeingRestored, NOT_ALLOWED,     NOT_ALLOWED, ALLOWED),
+    S.RESIZING:        (NOT_ALLOWED,      NOT_ALLOWED,       NOT_RUNNING,      NOT_ALLOWED,     NOT_ALLOWED, NOT_ALLOWED),
+    S.RESIZE_FAILED:   (S.STARTING,       NOT_RUNNING,       NOT_RUNNING,      NOT_ALLOWED,     NOT_ALLOWED, ALLOWED),
 }
+# fmt: on
 
 _COLUMNS = (O.START, O.STOP, O.RESTART, O.QUEUE, O.DEQUEUE, O.DELETE)
 
