@@ -8,9 +8,12 @@ client side. The real server is exercised by tests/api and tests/e2e.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+
+from demanager.client import AsyncClient, Client
 
 PROJECT = "0f2a9c6e5d4b4a3f9e8d7c6b5a4f3e2d"
 TOKEN = "tok-1"
@@ -225,3 +228,19 @@ class FakeApi:
             del self.instances[instance_id]
             return httpx.Response(200, json={"instance_id": instance_id})
         return error(405, "2803", "method not allowed")
+
+
+def mock_client(answer: Callable[[httpx.Request], httpx.Response]) -> Client:
+    """A ``Client`` whose every request is answered by ``answer``."""
+    return Client(
+        "http://dm.test", project=PROJECT, token="t", transport=httpx.MockTransport(answer)
+    )
+
+
+def mock_async_client(
+    answer: Callable[[httpx.Request], Awaitable[httpx.Response]],
+) -> AsyncClient:
+    """An ``AsyncClient`` whose every request is answered by ``answer``."""
+    return AsyncClient(
+        "http://dm.test", project=PROJECT, token="t", transport=httpx.MockTransport(answer)
+    )

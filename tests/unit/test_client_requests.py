@@ -10,13 +10,12 @@ import httpx
 import pytest
 
 from demanager.client import (
-    AsyncClient,
     AutoStopRequest,
     Client,
     Location,
     Storage,
 )
-from tests.unit.sdk_fakes import PROJECT, wire_instance
+from tests.unit.sdk_fakes import PROJECT, mock_async_client, mock_client, wire_instance
 
 BASE = f"/v1/{PROJECT}/demanager"
 
@@ -117,12 +116,7 @@ def test_auto_stop_rejects_a_bool(dm: Client) -> None:
 
 def test_list_sends_only_given_filters(recorder: Recorder) -> None:
     recorder._answer = lambda _r: httpx.Response(200, json={"total_count": 0, "instances": []})
-    with Client(
-        "http://dm.test",
-        project=PROJECT,
-        token="t",
-        transport=httpx.MockTransport(recorder),
-    ) as dm:
+    with mock_client(recorder) as dm:
         dm.list()
         assert dict(recorder.last.url.params) == {"de_type": "Notebook"}
         dm.list(
@@ -174,12 +168,7 @@ def test_actions(action: str) -> None:
             200, json={"current_status": "STARTING", "previous_state": "STOPPED"}
         )
     )
-    with Client(
-        "http://dm.test",
-        project=PROJECT,
-        token="t",
-        transport=httpx.MockTransport(recorder),
-    ) as dm:
+    with mock_client(recorder) as dm:
         method = {
             "start": dm.start,
             "stop": dm.stop,
@@ -206,12 +195,7 @@ def test_delete_token_profiles_flavors() -> None:
         return httpx.Response(200, json={"flavors": [wire_instance()["flavor_details"]]})
 
     recorder = Recorder(answer)
-    with Client(
-        "http://dm.test",
-        project=PROJECT,
-        token="t",
-        transport=httpx.MockTransport(recorder),
-    ) as dm:
+    with mock_client(recorder) as dm:
         assert dm.delete("DE-1").instance_id == "DE-1"
         assert dm.token("DE-1") == "abc"
         assert [p.id for p in dm.profiles()] == ["Multi-Engine 1.0 (python3)-cpu"]
@@ -261,12 +245,7 @@ def paged(total: int, calls: list[tuple[int, int]]) -> Callable[[httpx.Request],
 
 def test_iter_instances_walks_every_page() -> None:
     calls: list[tuple[int, int]] = []
-    with Client(
-        "http://dm.test",
-        project=PROJECT,
-        token="t",
-        transport=httpx.MockTransport(paged(250, calls)),
-    ) as dm:
+    with mock_client(paged(250, calls)) as dm:
         names = [instance.name for instance in dm.iter_instances(page_size=100)]
     assert names == [f"nb-{n:04d}" for n in range(250)]
     assert calls == [(0, 100), (100, 100), (200, 100)]
@@ -274,21 +253,14 @@ def test_iter_instances_walks_every_page() -> None:
 
 def test_iter_instances_stops_at_an_exact_multiple() -> None:
     calls: list[tuple[int, int]] = []
-    with Client(
-        "http://dm.test",
-        project=PROJECT,
-        token="t",
-        transport=httpx.MockTransport(paged(200, calls)),
-    ) as dm:
+    with mock_client(paged(200, calls)) as dm:
         assert len(list(dm.iter_instances(page_size=100))) == 200
         assert calls == [(0, 100), (100, 100)]
 
 
 def test_iter_instances_of_nothing_makes_one_call() -> None:
     calls: list[tuple[int, int]] = []
-    with Client(
-        "http://dm.test", project=PROJECT, token="t", transport=httpx.MockTransport(paged(0, calls))
-    ) as dm:
+    with mock_client(paged(0, calls)) as dm:
         assert list(dm.iter_instances()) == []
     assert calls == [(0, 100)]
 
@@ -300,12 +272,7 @@ def test_iter_instances_survives_a_shrinking_list() -> None:
         page = [wire_instance(offset)] if offset < 2 else []
         return httpx.Response(200, json={"total_count": 10, "instances": page})
 
-    with Client(
-        "http://dm.test",
-        project=PROJECT,
-        token="t",
-        transport=httpx.MockTransport(answer),
-    ) as dm:
+    with mock_client(answer) as dm:
         assert len(list(dm.iter_instances(page_size=1))) == 2
 
 
@@ -316,12 +283,7 @@ def test_iter_instances_passes_filters() -> None:
         seen.append(request)
         return httpx.Response(200, json={"total_count": 0, "instances": []})
 
-    with Client(
-        "http://dm.test",
-        project=PROJECT,
-        token="t",
-        transport=httpx.MockTransport(answer),
-    ) as dm:
+    with mock_client(answer) as dm:
         list(dm.iter_instances(status="RUNNING", show_self=False, sortby="creation_timestamp"))
     params = dict(seen[0].url.params)
     assert params["status"] == "RUNNING"
@@ -337,12 +299,7 @@ def test_page_size_must_be_positive(dm: Client) -> None:
 
 def test_find_looks_at_everyone_s_instances() -> None:
     calls: list[tuple[int, int]] = []
-    with Client(
-        "http://dm.test",
-        project=PROJECT,
-        token="t",
-        transport=httpx.MockTransport(paged(150, calls)),
-    ) as dm:
+    with mock_client(paged(150, calls)) as dm:
         found = dm.find("nb-0120")
         assert found is not None
         assert found.id.endswith("000000000120")
@@ -356,12 +313,7 @@ async def test_async_iter_instances_walks_every_page() -> None:
     async def answer(request: httpx.Request) -> httpx.Response:
         return sync_answer(request)
 
-    async with AsyncClient(
-        "http://dm.test",
-        project=PROJECT,
-        token="t",
-        transport=httpx.MockTransport(answer),
-    ) as dm:
+    async with mock_async_client(answer) as dm:
         names = [instance.name async for instance in dm.iter_instances(page_size=100)]
         assert (await dm.find("nb-0249")) is not None
     assert len(names) == 250
@@ -381,12 +333,7 @@ async def test_async_methods_send_the_same_requests() -> None:
             return httpx.Response(200, json={"instance_id": "DE-1"})
         return httpx.Response(200, json=wire_instance())
 
-    async with AsyncClient(
-        "http://dm.test",
-        project=PROJECT,
-        token="t",
-        transport=httpx.MockTransport(answer),
-    ) as dm:
+    async with mock_async_client(answer) as dm:
         await dm.create("nb", profile_id="P", flavor="F", auto_stop=3600)
         await dm.update("DE-1", description="d")
         await dm.stop("DE-1")
