@@ -36,7 +36,9 @@ is the single table that maps each class to an HTTP status and a
     ├── InstanceNotFound                                               (6309)
     ├── AuthError: TokenMissing (0201) TokenExpired (0202) TokenInvalid (6620)
     │   TokenWithoutProject (0212) UserUnavailable (6608)
+    │   LoginFailed: a password sign-in failed, whatever the reason      (6620)
     ├── ProjectMismatch                                                (0210)
+    ├── IdentityError                operator commands: UserExists, UnknownUser
     ├── Busy                         store contention, retry           (6101)
     └── BackendError                 raised by backends, never reaches a caller
         ├── TransientBackendError    retry after ``retry_after`` seconds
@@ -279,6 +281,25 @@ class TokenWithoutProject(AuthError):
 class UserUnavailable(AuthError):
     def __init__(self) -> None:
         super().__init__("The user information could not be obtained.")
+
+
+class LoginFailed(AuthError):
+    def __init__(self) -> None:
+        super().__init__("The user name or password is wrong.")
+
+
+class IdentityError(DemanagerError):
+    pass
+
+
+class UserExists(IdentityError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"A user named {name!r} already exists.")
+
+
+class UnknownUser(IdentityError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"No user named {name!r} in that project.")
 
 
 class ProjectMismatch(DemanagerError):

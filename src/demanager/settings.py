@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     """YAML catalog of profiles, flavors and pools; default: the built-in catalog."""
     bootstrap_token: str | None = None
     """Operator token valid for every project; generated (and kept in the data dir) if unset."""
+    secret_key: str | None = None
+    """Key of token digests and signed links; generated (kept 0600 in the data dir) if unset.
+    Every server sharing one database must be given the same key."""
     instance_quota: int = 10
     """Live instances per project (contract: 6302)."""
     min_auto_stop_seconds: int = 3600

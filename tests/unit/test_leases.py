@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from demanager.domain.instance import Owner, ProjectId, UserId
 from demanager.engine.runtime import Runtime
+from demanager.identity.principal import Principal, Role
 from demanager.settings import Settings
 from demanager.store.database import make_engine, make_sessionmaker, upgrade
 from demanager.store.leases import LeaseRepository
@@ -16,14 +16,14 @@ async def test_one_claim_wins_and_expiry_frees_it(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
     await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
     runtime = await Runtime.build(settings)
-    owner = Owner(UserId("0" * 32), "alice", ProjectId("p"))
+    owner = Principal("0" * 32, "alice", "p", Role.MEMBER)
     body = {
         "name": "a",
         "profile_id": "Multi-Engine 1.0 (python3)-cpu",
         "flavor": "modelarts.vm.cpu.2u",
         "spec": {"storage": {"type": "evs"}},
     }
-    instance = await runtime.service.create(owner=owner, body=body)
+    instance = await runtime.service.create(principal=owner, body=body)
     await runtime.reconciler.settle()  # the engine's own drive claims, then releases
     engine = make_engine(settings.sqlalchemy_url)
     leases = LeaseRepository(make_sessionmaker(engine))

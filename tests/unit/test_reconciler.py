@@ -13,10 +13,12 @@ from demanager.domain.instance import Owner, ProjectId, UserId
 from demanager.domain.lifecycle import InstanceStatus
 from demanager.engine.clock import FakeClock
 from demanager.engine.runtime import Runtime
+from demanager.identity.principal import Principal, Role
 from demanager.settings import Settings
 from demanager.store.database import upgrade
 
 OWNER = Owner(UserId("0" * 32), "alice", ProjectId("p1"))
+PRINCIPAL = Principal(OWNER.user_id, OWNER.user_name, OWNER.project_id, Role.MEMBER)
 
 
 def _body(name: str, **spec: object) -> dict[str, object]:
@@ -41,7 +43,7 @@ async def runtime(tmp_path: Path) -> AsyncIterator[tuple[Runtime, FakeClock]]:
 async def test_auto_stop_fires_at_stop_timestamp(runtime: tuple[Runtime, FakeClock]) -> None:
     rt, clock = runtime
     created = await rt.service.create(
-        owner=OWNER, body=_body("a", auto_stop={"enable": True, "duration": 3600})
+        principal=PRINCIPAL, body=_body("a", auto_stop={"enable": True, "duration": 3600})
     )
     await rt.reconciler.settle()
     running = await rt.instances.load(created.id)
@@ -63,7 +65,7 @@ async def test_auto_stop_fires_at_stop_timestamp(runtime: tuple[Runtime, FakeClo
 
 async def test_without_auto_stop_nothing_happens(runtime: tuple[Runtime, FakeClock]) -> None:
     rt, clock = runtime
-    created = await rt.service.create(owner=OWNER, body=_body("b"))
+    created = await rt.service.create(principal=PRINCIPAL, body=_body("b"))
     await rt.reconciler.settle()
     clock.advance(86400 * 3)
     await rt.reconciler.settle()
@@ -74,7 +76,7 @@ async def test_without_auto_stop_nothing_happens(runtime: tuple[Runtime, FakeClo
 async def test_failed_start_records_reason(runtime: tuple[Runtime, FakeClock]) -> None:
     rt, _clock = runtime
     body = _body("c")
-    created = await rt.service.create(owner=OWNER, body=body)
+    created = await rt.service.create(principal=PRINCIPAL, body=body)
     # A profile that left the catalog cannot launch: the create fails with a reason.
     await rt.instances.save(created, now_ms=created.created_at, profile_id="fail me")
     await rt.reconciler.settle()
@@ -129,7 +131,7 @@ async def test_a_workload_that_keeps_exiting_fails_after_a_retry(tmp_path: Path)
     backend = _ExitingBackend(settings)
     rt = await Runtime.build(settings, clock=FakeClock(), backend=backend)
     try:
-        created = await rt.service.create(owner=OWNER, body=_body("exits"))
+        created = await rt.service.create(principal=PRINCIPAL, body=_body("exits"))
         await rt.reconciler.settle()
         failed = await rt.instances.load(created.id)
         assert failed is not None and failed.status is InstanceStatus.CREATE_FAILED

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from demanager import errors
-from demanager.api.auth import HEADER, Caller, authenticate
+from demanager.api.auth import HEADER
 from demanager.engine.runtime import Runtime
+from demanager.identity.principal import Principal
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -24,11 +25,11 @@ async def get_caller(
     project_id: str,
     runtime: RuntimeDep,
     token: Annotated[str | None, Header(alias=HEADER, include_in_schema=False)] = None,
-) -> Caller:
-    return await authenticate(runtime, token, project_id)
+) -> Principal:
+    return await runtime.identity.authenticate(token, project_id)
 
 
-CallerDep = Annotated[Caller, Depends(get_caller)]
+CallerDep = Annotated[Principal, Depends(get_caller)]
 
 
 def _reject_constant(name: str) -> Any:

@@ -61,6 +61,7 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     e.TokenInvalid: (401, "ModelArts.6620"),
     e.TokenWithoutProject: (401, "ModelArts.0212"),
     e.UserUnavailable: (401, "ModelArts.6608"),
+    e.LoginFailed: (401, "ModelArts.6620"),
     e.ProjectMismatch: (403, "ModelArts.0210"),
     e.Busy: (429, "ModelArts.6101"),
 }

@@ -87,7 +87,12 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-async def _with_store(data_dir: Path | None, work):  # type: ignore[no-untyped-def]
+async def _with_identity(data_dir: Path | None, work):  # type: ignore[no-untyped-def]
+    import time
+
+    from demanager.engine.runtime import operator_token
+    from demanager.identity.secrets import load_server_key
+    from demanager.identity.service import OPERATOR_NAME, IdentityService
     from demanager.settings import load_settings
     from demanager.store.database import make_engine, make_sessionmaker, upgrade
     from demanager.store.identity import IdentityRepository
@@ -97,42 +102,171 @@ async def _with_store(data_dir: Path | None, work):  # type: ignore[no-untyped-d
     await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
     engine = make_engine(settings.sqlalchemy_url)
     try:
-        return await work(IdentityRepository(make_sessionmaker(engine)))
+        repository = IdentityRepository(make_sessionmaker(engine))
+
+        def now_ms() -> int:
+            return time.time_ns() // 1_000_000
+
+        identity = IdentityService(
+            repository=repository,
+            key=load_server_key(settings.data_dir, settings.secret_key),
+            now_ms=now_ms,
+            operator=await repository.ensure_user(OPERATOR_NAME, now_ms=now_ms()),
+            operator_token=operator_token(settings),
+        )
+        return await work(identity)
     finally:
         await engine.dispose()
+
+
+def _run(data_dir: Path | None, work):  # type: ignore[no-untyped-def]
+    """Run ``work(identity)``; an identity error is a one-line message and exit code 1."""
+    from demanager.errors import IdentityError
+
+    try:
+        return asyncio.run(_with_identity(data_dir, work))
+    except IdentityError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "never"
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+RoleOption = Annotated[
+    str, typer.Option("--role", help="admin (every instance of the project) or member (own).")
+]
+Project = Annotated[str, typer.Option("--project", help="Project the user belongs to.")]
+
+
+def _role(value: str):  # type: ignore[no-untyped-def]
+    from demanager.identity.principal import Role
+
+    try:
+        return Role(value)
+    except ValueError:
+        raise typer.BadParameter("must be admin or member", param_hint="--role") from None
+
+
+@users_app.command("create")
+def users_create(
+    name: str,
+    project: Project,
+    role: RoleOption = "member",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create user NAME in PROJECT. Without --password-stdin the user signs in with
+    tokens only (see `tokens create`)."""
+    chosen = _role(role)
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            typer.echo("error: the password read from standard input is empty", err=True)
+            raise typer.Exit(1)
+
+    async def work(identity):  # type: ignore[no-untyped-def]
+        return await identity.create_user(name, project_id=project, role=chosen,
+                                          password=password)
+
+    _run(data_dir, work)
+    kind = "password" if password is not None else "token-only"
+    typer.echo(f"created {kind} user {name}: {chosen.value} of project {project}")
+
+
+@users_app.command("add")
+def users_add(name: str, project: Project, role: RoleOption = "member",
+              data_dir: DataDir = None) -> None:
+    """Give user NAME a role in another PROJECT (or change their role there)."""
+    chosen = _role(role)
+
+    async def work(identity):  # type: ignore[no-untyped-def]
+        await identity.add_to_project(name, project_id=project, role=chosen)
+
+    _run(data_dir, work)
+    typer.echo(f"{name} is {chosen.value} of project {project}")
+
+
+@users_app.command("list")
+def users_list(data_dir: DataDir = None) -> None:
+    """List users, how they sign in and their role in each project."""
+
+    async def work(identity):  # type: ignore[no-untyped-def]
+        return await identity.accounts()
+
+    for account in _run(data_dir, work):
+        roles = ", ".join(f"{p}:{r}" for p, r in account.roles.items()) or "-"
+        state = "enabled" if account.user.enabled else "disabled"
+        sign_in = "password" if account.has_password else "token-only"
+        typer.echo(f"{account.user.name}\t{state}\t{sign_in}\t{roles}")
+
+
+@users_app.command("delete")
+def users_delete(name: str, data_dir: DataDir = None) -> None:
+    """Delete user NAME and revoke all their tokens (their instances are kept)."""
+
+    async def work(identity):  # type: ignore[no-untyped-def]
+        return await identity.delete_user(name)
+
+    if not _run(data_dir, work):
+        typer.echo(f"error: no user named {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted {name}")
 
 
 @tokens_app.command("create")
 def tokens_create(
     project: Annotated[str, typer.Option(help="Project the token is bound to.")],
-    user: Annotated[str, typer.Option(help="User name (created if new).")],
+    user: Annotated[str, typer.Option(help="User name (a new name becomes a member).")],
     data_dir: DataDir = None,
     expires_in: Annotated[
-        int | None, typer.Option(help="Lifetime in seconds (default: none).")
+        int | None, typer.Option(help="Lifetime in seconds (default: none).", min=1)
     ] = None,
 ) -> None:
     """Issue a token bound to PROJECT and USER; prints it as the last line."""
-    import time
 
     async def work(identity):  # type: ignore[no-untyped-def]
-        now = time.time_ns() // 1_000_000
-        account = await identity.ensure_user(user, now_ms=now)
-        expires = now + expires_in * 1000 if expires_in else None
-        return await identity.issue_token(account, project, now_ms=now, expires_at=expires)
+        return await identity.issue_for(user, project, ttl_seconds=expires_in)
 
-    token = asyncio.run(_with_store(data_dir, work))
-    typer.echo(f"token for user {user} in project {project}:", err=True)
-    typer.echo(token)
+    issued = _run(data_dir, work)
+    typer.echo(f"token for user {user} in project {project}, expires {_when(issued.expires_at)}:",
+               err=True)
+    typer.echo(issued.token)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    user: Annotated[str | None, typer.Option(help="Only this user's tokens.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """List tokens (never their secret): id, user, project, created, expires, state."""
+
+    async def work(identity):  # type: ignore[no-untyped-def]
+        return await identity.tokens(user)
+
+    for t in _run(data_dir, work):
+        state = "revoked" if t.revoked else "active"
+        typer.echo(f"{t.id}\t{t.user_name}\t{t.project_id or '-'}\t{_when(t.created_at)}"
+                   f"\t{_when(t.expires_at)}\t{state}")
 
 
 @tokens_app.command("revoke")
 def tokens_revoke(token: str, data_dir: DataDir = None) -> None:
-    """Revoke TOKEN: it answers ModelArts.6620 from now on."""
+    """Revoke TOKEN (the token itself or its id from `tokens list`): it answers
+    ModelArts.6620 from now on."""
 
     async def work(identity):  # type: ignore[no-untyped-def]
         return await identity.revoke(token)
 
-    if not asyncio.run(_with_store(data_dir, work)):
+    if not _run(data_dir, work):
         typer.echo("error: no such token", err=True)
         raise typer.Exit(1)
     typer.echo("revoked")
@@ -143,9 +277,11 @@ def users_disable(name: str, data_dir: DataDir = None) -> None:
     """Disable user NAME: their tokens answer ModelArts.6608."""
 
     async def work(identity):  # type: ignore[no-untyped-def]
-        await identity.set_enabled(name, False)
+        return await identity.set_enabled(name, False)
 
-    asyncio.run(_with_store(data_dir, work))
+    if not _run(data_dir, work):
+        typer.echo(f"error: no user named {name!r}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"disabled {name}")
 
 
@@ -154,9 +290,11 @@ def users_enable(name: str, data_dir: DataDir = None) -> None:
     """Enable user NAME again."""
 
     async def work(identity):  # type: ignore[no-untyped-def]
-        await identity.set_enabled(name, True)
+        return await identity.set_enabled(name, True)
 
-    asyncio.run(_with_store(data_dir, work))
+    if not _run(data_dir, work):
+        typer.echo(f"error: no user named {name!r}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"enabled {name}")
 
 

@@ -6,7 +6,6 @@ at import time.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import secrets
@@ -22,16 +21,15 @@ from demanager.domain.catalog import Catalog
 from demanager.engine.clock import Clock, SystemClock
 from demanager.engine.reconciler import Reconciler
 from demanager.engine.service import InstanceService
+from demanager.identity.secrets import load_server_key
+from demanager.identity.service import OPERATOR_NAME, IdentityService
 from demanager.settings import Settings
 from demanager.store.database import make_engine, make_sessionmaker
-from demanager.store.identity import IdentityRepository, User, hash_token
+from demanager.store.identity import IdentityRepository
 from demanager.store.instances import InstanceRepository
 from demanager.store.leases import LeaseRepository
 
 log = logging.getLogger(__name__)
-
-OPERATOR_NAME = "admin"
-
 
 class UnknownBackend(ValueError):
     pass
@@ -68,14 +66,12 @@ class Runtime:
     db: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     instances: InstanceRepository
-    identity: IdentityRepository
+    identity: IdentityService
     catalog: Catalog
     backend: Backend
     clock: Clock
     reconciler: Reconciler
     service: InstanceService
-    operator: User
-    operator_token_hash: str
 
     @classmethod
     async def build(
@@ -88,8 +84,14 @@ class Runtime:
         db = make_engine(settings.sqlalchemy_url)
         sessions = make_sessionmaker(db)
         instances = InstanceRepository(sessions)
-        identity = IdentityRepository(sessions)
-        operator = await identity.ensure_user(OPERATOR_NAME, now_ms=clock.now_ms())
+        users = IdentityRepository(sessions)
+        identity = IdentityService(
+            repository=users,
+            key=load_server_key(settings.data_dir, settings.secret_key),
+            now_ms=clock.now_ms,
+            operator=await users.ensure_user(OPERATOR_NAME, now_ms=clock.now_ms()),
+            operator_token=operator_token(settings),
+        )
         reconciler = Reconciler(
             repository=instances,
             leases=LeaseRepository(sessions),
@@ -121,12 +123,7 @@ class Runtime:
             clock=clock,
             reconciler=reconciler,
             service=service,
-            operator=operator,
-            operator_token_hash=hash_token(operator_token(settings)),
         )
-
-    def is_operator_token(self, token: str) -> bool:
-        return hmac.compare_digest(hash_token(token), self.operator_token_hash)
 
     async def close(self) -> None:
         await self.reconciler.stop()

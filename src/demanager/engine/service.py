@@ -7,9 +7,8 @@ reconciler is told to act.
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from demanager import errors
@@ -18,7 +17,6 @@ from demanager.domain.instance import (
     Desired,
     Instance,
     InstanceId,
-    Owner,
     new_instance_id,
 )
 from demanager.domain.lifecycle import HOLDS_RESOURCES, TRANSITIONS, Operation, decide
@@ -32,6 +30,7 @@ from demanager.domain.validation import (
     validate_update,
 )
 from demanager.engine.clock import Clock
+from demanager.identity.principal import Principal
 from demanager.store.instances import InstanceRepository
 
 _DESIRED_AFTER = {
@@ -63,14 +62,13 @@ class InstanceService:
         self._quota = instance_quota
         self._min_auto_stop = min_auto_stop
         self._object_storage = object_storage
-        # Creates of one project are serialised so quota checks cannot race each other.
-        self._project_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @property
     def catalog(self) -> Catalog:
         return self._catalog
 
-    async def create(self, *, owner: Owner, body: Any) -> Instance:
+    async def create(self, *, principal: Principal, body: Any) -> Instance:
+        owner = principal.owner()
         request = validate_create(
             body,
             CreateContext(
@@ -82,66 +80,79 @@ class InstanceService:
             ),
         )
         flavor = self._catalog.flavors[request.flavor]
-        async with self._project_locks[owner.project_id]:
-            if await self._repo.name_in_use(owner.project_id, request.name):
-                raise errors.NameTaken(request.name)
-            if await self._repo.count_live(owner.project_id) >= self._quota:
-                raise errors.InstanceQuotaReached(self._quota)
-            if flavor.per_project_quota is not None and (
-                await self._repo.count_live(owner.project_id, flavor.name)
-                >= flavor.per_project_quota
-            ):
-                raise errors.FlavorQuotaReached(flavor.name, flavor.per_project_quota)
-            full = await self.sold_out(flavor.name)
-            if full and not flavor.free:
-                raise errors.FlavorSoldOut(flavor.name)
-            now = self._clock.now_ms()
-            instance = Instance(
-                id=new_instance_id(),
-                project_id=owner.project_id,
-                name=request.name,
-                description=request.description,
-                profile_id=request.profile_id,
-                flavor=request.flavor,
-                storage=request.storage,
-                extend_storage=request.extend_storage,
-                auto_stop=request.auto_stop,
-                annotations=request.annotations,
-                workspace_id=request.workspace_id,
-                pool_id=request.pool_id,
-                ai_project_id=request.ai_project_id,
-                user_id=owner.user_id,
-                user_name=owner.user_name,
-                # A full free flavor queues the create (contract §4.5); the engine admits it.
-                status=S.CREATE_QUEUING if full else S.CREATING,
-                desired=Desired.RUNNING,
-                created_at=now,
-                updated_at=now,
-                requested_at=now,
-            )
-            await self._repo.add(instance)
+        # Reads first, so that the errors come in the contract's order (name, quota, flavor
+        # quota, capacity); the atomic guards are the store's unique index and counters.
+        if await self._repo.name_in_use(owner.project_id, request.name):
+            raise errors.NameTaken(request.name)
+        if await self._repo.count_live(owner.project_id) >= self._quota:
+            raise errors.InstanceQuotaReached(self._quota)
+        if flavor.per_project_quota is not None and (
+            await self._repo.count_live(owner.project_id, flavor.name) >= flavor.per_project_quota
+        ):
+            raise errors.FlavorQuotaReached(flavor.name, flavor.per_project_quota)
+        full = await self.sold_out(flavor.name)
+        now = self._clock.now_ms()
+        instance = Instance(
+            id=new_instance_id(),
+            project_id=owner.project_id,
+            name=request.name,
+            description=request.description,
+            profile_id=request.profile_id,
+            flavor=request.flavor,
+            storage=request.storage,
+            extend_storage=request.extend_storage,
+            auto_stop=request.auto_stop,
+            annotations=request.annotations,
+            workspace_id=request.workspace_id,
+            pool_id=request.pool_id,
+            ai_project_id=request.ai_project_id,
+            user_id=owner.user_id,
+            user_name=owner.user_name,
+            # A full free flavor queues the create (contract §4.5); the engine admits it.
+            status=S.CREATE_QUEUING if full else S.CREATING,
+            desired=Desired.RUNNING,
+            created_at=now,
+            updated_at=now,
+            requested_at=now,
+        )
+        if full and not flavor.free:
+            raise errors.FlavorSoldOut(flavor.name)
+        await self._repo.add(
+            instance, project_quota=self._quota, flavor_quota=flavor.per_project_quota
+        )
         self._notify(instance.id)
         return instance
 
     async def list(
-        self, *, project_id: str, user_id: str, params: Mapping[str, str]
+        self, *, principal: Principal, params: Mapping[str, str]
     ) -> tuple[int, list[Instance], dict[str, int]]:
-        """(total matches, the page, the caller's instance count per flavor)."""
-        query: ListQuery = validate_list(params, self._catalog)
-        return await self._repo.list(project_id, query, user_id)
+        """(total matches, the page, the caller's instance count per flavor).
 
-    async def get(self, *, project_id: str, instance_id: str) -> Instance:
-        return await self._repo.get_live(project_id, instance_id)
+        ``show_self=false`` widens the list to the whole project for an admin only; a
+        member always sees their own instances.
+        """
+        query: ListQuery = validate_list(params, self._catalog)
+        if not principal.sees_project and not query.show_self:
+            query = replace(query, show_self=True)
+        return await self._repo.list(principal.project_id, query, principal.user_id)
+
+    async def get(self, *, principal: Principal, instance_id: str) -> Instance:
+        return await self._repo.get_live(
+            principal.project_id, instance_id, principal.owner_filter()
+        )
 
     async def view(
-        self, *, project_id: str, instance_id: str, user_id: str
+        self, *, principal: Principal, instance_id: str
     ) -> tuple[Instance, dict[str, int]]:
         """The instance and the caller's instance count per flavor (for ``flavor_details``)."""
-        return await self._repo.view(project_id, instance_id, user_id)
+        return await self._repo.view(
+            principal.project_id, instance_id, principal.user_id, principal.owner_filter()
+        )
 
-    async def update(self, *, project_id: str, instance_id: str, body: Any) -> Instance:
+    async def update(self, *, principal: Principal, instance_id: str, body: Any) -> Instance:
+        await self.get(principal=principal, instance_id=instance_id)
         for _ in range(_RETRIES):
-            instance = await self._repo.get_live(project_id, instance_id)
+            instance = await self.get(principal=principal, instance_id=instance_id)
             request = validate_update(
                 body,
                 current=instance.auto_stop,
@@ -163,9 +174,9 @@ class InstanceService:
                 continue
         raise errors.Busy()
 
-    async def delete(self, *, project_id: str, instance_id: str) -> InstanceId:
+    async def delete(self, *, principal: Principal, instance_id: str) -> InstanceId:
         for _ in range(_RETRIES):
-            instance = await self._repo.get_live(project_id, instance_id)
+            instance = await self.get(principal=principal, instance_id=instance_id)
             flavor = self._catalog.flavors.get(instance.flavor)
             decide(instance.status, Operation.DELETE, free_flavor=bool(flavor and flavor.free))
             try:
@@ -183,12 +194,12 @@ class InstanceService:
             return instance.id
         raise errors.Busy()
 
-    async def act(self, *, project_id: str, instance_id: str, body: Any) -> tuple[S, S]:
+    async def act(self, *, principal: Principal, instance_id: str, body: Any) -> tuple[S, S]:
         """Apply an action; returns (current_status, previous_state)."""
-        await self._repo.get_live(project_id, instance_id)
+        await self.get(principal=principal, instance_id=instance_id)
         operation = validate_action(body)
         for _ in range(_RETRIES):
-            instance = await self._repo.get_live(project_id, instance_id)
+            instance = await self.get(principal=principal, instance_id=instance_id)
             flavor = self._catalog.flavors.get(instance.flavor)
             free = bool(flavor and flavor.free)
             if instance.frozen and operation in (

@@ -29,7 +29,7 @@ from demanager.domain.instance import (
 )
 from demanager.domain.lifecycle import HOLDS_RESOURCES, QUEUED, InstanceStatus, ensure_transition
 from demanager.domain.validation import ListQuery
-from demanager.store.tables import InstanceRow
+from demanager.store.tables import InstanceRow, QuotaUsageRow
 
 _LIVE_ACTIVE = InstanceRow.status != InstanceStatus.DELETED.value
 
@@ -84,12 +84,16 @@ class InstanceRepository:
         async with self._engine.connect() as conn:
             return await _load(conn, instance_id)
 
-    async def get_live(self, project_id: str, instance_id: str) -> Instance:
+    async def get_live(
+        self, project_id: str, instance_id: str, owner: str | None = None
+    ) -> Instance:
+        """A live instance of the project; with ``owner``, only if that user owns it (any
+        other instance answers exactly as a missing one, so ids cannot be probed)."""
         async with self._engine.connect() as conn:
-            return await _get_live(conn, project_id, instance_id)
+            return await _get_live(conn, project_id, instance_id, owner)
 
     async def view(
-        self, project_id: str, instance_id: str, user_id: str
+        self, project_id: str, instance_id: str, user_id: str, owner: str | None = None
     ) -> tuple[Instance, dict[str, int]]:
         """A live instance and how many live instances of its flavor the caller has.
 
@@ -99,7 +103,7 @@ class InstanceRepository:
         async with self._engine.connect() as conn:
             row = (await conn.execute(_VIEW, params)).first()
         instance = _to_domain(row) if row is not None else None
-        if instance is None or not _is_live_in(instance, project_id):
+        if instance is None or not _is_live_in(instance, project_id, owner):
             raise errors.InstanceNotFound(instance_id)
         assert row is not None
         return instance, {instance.flavor: int(row.caller_flavor_count)}
@@ -216,8 +220,22 @@ class InstanceRepository:
 
     # --- writes -------------------------------------------------------------------
 
-    async def add(self, instance: Instance) -> Instance:
+    async def add(
+        self, instance: Instance, *, project_quota: int, flavor_quota: int | None
+    ) -> Instance:
+        """Insert ``instance`` if its project is under both quotas and its name is free.
+
+        Each quota is one conditional UPDATE of a counter row, in the same transaction
+        as the insert: the row lock makes two creates racing on two API replicas queue
+        behind each other on PostgreSQL, and SQLite runs one writer at a time.
+        """
         async with self._sessions() as session:
+            if not await _take(session, _project_scope(instance), project_quota):
+                raise errors.InstanceQuotaReached(project_quota)
+            if flavor_quota is not None and not await _take(
+                session, _flavor_scope(instance), flavor_quota
+            ):
+                raise errors.FlavorQuotaReached(instance.flavor, flavor_quota)
             session.add(_to_row(instance))
             try:
                 await session.commit()
@@ -236,15 +254,23 @@ class InstanceRepository:
         """Write ``changes`` if nobody wrote the row since ``instance`` was read."""
         new = instance.evolve(version=instance.version + 1, updated_at=now_ms, **changes)
         values = _row_values(new)
+        released = (
+            instance.status is not InstanceStatus.DELETED
+            and new.status is InstanceStatus.DELETED
+        )
         async with self._sessions() as session:
             result = await session.execute(
                 update(InstanceRow)
                 .where(InstanceRow.id == instance.id, InstanceRow.version == instance.version)
                 .values(**values)
             )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                await session.rollback()
+                raise errors.ConcurrentUpdate(f"instance {instance.id} changed meanwhile")
+            if released:  # a deleted instance no longer counts against its quotas
+                for scope in (_project_scope(instance), _flavor_scope(instance)):
+                    await session.execute(_RELEASE, {"quota_scope": scope})
             await session.commit()
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise errors.ConcurrentUpdate(f"instance {instance.id} changed meanwhile")
         return new
 
 
@@ -253,15 +279,57 @@ async def _load(conn: AsyncConnection, instance_id: str) -> Instance | None:
     return _to_domain(row) if row is not None else None
 
 
-async def _get_live(conn: AsyncConnection, project_id: str, instance_id: str) -> Instance:
+async def _get_live(
+    conn: AsyncConnection, project_id: str, instance_id: str, owner: str | None
+) -> Instance:
     instance = await _load(conn, instance_id)
-    if instance is None or not _is_live_in(instance, project_id):
+    if instance is None or not _is_live_in(instance, project_id, owner):
         raise errors.InstanceNotFound(instance_id)
     return instance
 
 
-def _is_live_in(instance: Instance, project_id: str) -> bool:
-    return instance.project_id == project_id and instance.status is not InstanceStatus.DELETED
+def _is_live_in(instance: Instance, project_id: str, owner: str | None = None) -> bool:
+    return (
+        instance.project_id == project_id
+        and instance.status is not InstanceStatus.DELETED
+        and (owner is None or instance.user_id == owner)
+    )
+
+
+_TAKE = (
+    update(QuotaUsageRow)
+    .where(QuotaUsageRow.scope == bindparam("quota_scope"), QuotaUsageRow.used < bindparam("limit"))
+    .values(used=QuotaUsageRow.used + 1)
+)
+_RELEASE = (
+    update(QuotaUsageRow)
+    .where(QuotaUsageRow.scope == bindparam("quota_scope"), QuotaUsageRow.used > 0)
+    .values(used=QuotaUsageRow.used - 1)
+)
+
+
+def _project_scope(instance: Instance) -> str:
+    return f"project:{instance.project_id}"
+
+
+def _flavor_scope(instance: Instance) -> str:
+    return f"flavor:{instance.project_id}:{instance.flavor}"
+
+
+async def _take(session: AsyncSession, scope: str, limit: int) -> bool:
+    """Count one more live instance in ``scope`` unless that would pass ``limit``."""
+    result = await session.execute(_TAKE, {"quota_scope": scope, "limit": limit})
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    # No counter yet (a new scope): create it; a concurrent creator may win the race,
+    # which the savepoint absorbs. Then try once more under the row lock.
+    try:
+        async with session.begin_nested():
+            session.add(QuotaUsageRow(scope=scope, used=0))
+    except IntegrityError:
+        pass
+    result = await session.execute(_TAKE, {"quota_scope": scope, "limit": limit})
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def _count_by_flavor(conn: AsyncConnection, project_id: str, user_id: str) -> dict[str, int]:

@@ -32,6 +32,31 @@ class UserRow(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    """argon2id; NULL for a token-only user, who cannot sign in with a password."""
+
+
+class MembershipRow(Base):
+    """A user's role in a project: ``admin`` (every instance) or ``member`` (their own)."""
+
+    __tablename__ = "memberships"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class QuotaUsageRow(Base):
+    """Live instances per scope (``project:{id}``, ``flavor:{id}:{flavor}``), kept in step
+    with the instances table so a quota check is one conditional UPDATE: the row lock
+    makes it hold across API replicas on PostgreSQL."""
+
+    __tablename__ = "quota_usage"
+
+    scope: Mapped[str] = mapped_column(String(256), primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class TokenRow(Base):
@@ -39,7 +64,7 @@ class TokenRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    """SHA-256 of the token; the token itself is never stored."""
+    """HMAC-SHA256 of the token under the server key; the token itself is never stored."""
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     project_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -7,13 +7,13 @@ from collections.abc import Mapping, Sequence
 from fastapi import APIRouter, Request
 
 from demanager import errors
-from demanager.api.auth import Caller
 from demanager.api.dependencies import CallerDep, RuntimeDep, first_query_values, read_json
 from demanager.api.presenters import FlavorView, Presenter
 from demanager.api.responses import WireJSON
 from demanager.domain.instance import Instance
 from demanager.domain.lifecycle import QUEUED, InstanceStatus
 from demanager.engine.runtime import Runtime
+from demanager.identity.principal import Principal
 from demanager.schemas import instances as w
 
 router = APIRouter(prefix="/v1/{project_id}/demanager/instances", tags=["instances"])
@@ -35,7 +35,7 @@ def _body(model: type[w.Wire]) -> dict[str, object]:
 
 async def _flavor_view(
     runtime: Runtime,
-    caller: Caller,
+    caller: Principal,
     instances: Sequence[Instance],
     counts: Mapping[str, int] | None,
 ) -> FlavorView:
@@ -53,7 +53,7 @@ async def _flavor_view(
 
 async def present(
     runtime: Runtime,
-    caller: Caller,
+    caller: Principal,
     instances: list[Instance],
     counts: Mapping[str, int] | None = None,
 ) -> list[dict[str, object]]:
@@ -73,7 +73,7 @@ async def present(
              summary="Create an instance (asynchronous: answers CREATING)")
 async def create_instance(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
     body = await read_json(request, runtime)
-    instance = await runtime.service.create(owner=caller.owner(), body=body)
+    instance = await runtime.service.create(principal=caller, body=body)
     return WireJSON((await present(runtime, caller, [instance]))[0])
 
 
@@ -112,7 +112,7 @@ _LIST_PARAMETERS = {
             openapi_extra=_LIST_PARAMETERS)
 async def list_instances(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
     total, page, counts = await runtime.service.list(
-        project_id=caller.project_id, user_id=caller.user_id, params=first_query_values(request)
+        principal=caller, params=first_query_values(request)
     )
     instances = await present(runtime, caller, page, counts)
     return WireJSON({"total_count": total, "instances": instances})
@@ -121,9 +121,7 @@ async def list_instances(request: Request, runtime: RuntimeDep, caller: CallerDe
 @router.get("/{instance_id}", response_model=w.Instance, responses=_ERRORS,
             summary="Get an instance")
 async def get_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    instance, counts = await runtime.service.view(
-        project_id=caller.project_id, instance_id=instance_id, user_id=caller.user_id
-    )
+    instance, counts = await runtime.service.view(principal=caller, instance_id=instance_id)
     return WireJSON((await present(runtime, caller, [instance], counts))[0])
 
 
@@ -132,18 +130,16 @@ async def get_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep)
 async def update_instance(
     instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
 ) -> WireJSON:
-    await runtime.service.get(project_id=caller.project_id, instance_id=instance_id)
+    await runtime.service.get(principal=caller, instance_id=instance_id)
     body = await read_json(request, runtime)
-    instance = await runtime.service.update(
-        project_id=caller.project_id, instance_id=instance_id, body=body
-    )
+    instance = await runtime.service.update(principal=caller, instance_id=instance_id, body=body)
     return WireJSON((await present(runtime, caller, [instance]))[0])
 
 
 @router.delete("/{instance_id}", response_model=w.DeleteResponse, responses=_ERRORS,
                summary="Delete an instance and its EVS volume")
 async def delete_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    await runtime.service.delete(project_id=caller.project_id, instance_id=instance_id)
+    await runtime.service.delete(principal=caller, instance_id=instance_id)
     return WireJSON({"instance_id": instance_id})
 
 
@@ -152,10 +148,10 @@ async def delete_instance(instance_id: str, runtime: RuntimeDep, caller: CallerD
 async def act_on_instance(
     instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
 ) -> WireJSON:
-    await runtime.service.get(project_id=caller.project_id, instance_id=instance_id)
+    await runtime.service.get(principal=caller, instance_id=instance_id)
     body = await read_json(request, runtime)
     current, previous = await runtime.service.act(
-        project_id=caller.project_id, instance_id=instance_id, body=body
+        principal=caller, instance_id=instance_id, body=body
     )
     return WireJSON({"current_status": current.value, "previous_state": previous.value})
 
@@ -163,7 +159,7 @@ async def act_on_instance(
 @router.get("/{instance_id}/token", response_model=w.TokenResponse, responses=_ERRORS,
             summary="The notebook access token of a running instance (historical route)")
 async def instance_token(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    instance = await runtime.service.get(project_id=caller.project_id, instance_id=instance_id)
+    instance = await runtime.service.get(principal=caller, instance_id=instance_id)
     token = runtime.backend.access_token(instance.handle) if instance.handle else None
     if instance.status is not InstanceStatus.RUNNING or not token:
         raise errors.NotRunning(instance.status, "get the token of")

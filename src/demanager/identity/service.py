@@ -1,0 +1,169 @@
+"""Credentials to principals, and the operator's management of users and tokens.
+
+The checks follow the contract's order (§1.3): a token present, known and not
+revoked, not expired, bound to a project whose member its user still is, and
+that project the one in the path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from demanager import errors
+from demanager.identity import secrets
+from demanager.identity.principal import Principal, Role
+from demanager.store.identity import Account, IdentityRepository, TokenInfo, User
+
+log = logging.getLogger(__name__)
+
+MAX_PROJECT_ID = 64
+"""The store keeps project IDs of up to 64 characters (upstream: 32 hex), so no token is
+bound to a longer one; the operator's token, valid for any project, is held to it too."""
+OPERATOR_NAME = "admin"
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_at: int | None
+
+
+class IdentityService:
+    def __init__(
+        self,
+        *,
+        repository: IdentityRepository,
+        key: bytes,
+        now_ms: Callable[[], int],
+        operator: User,
+        operator_token: str,
+    ) -> None:
+        self._repo = repository
+        self._key = key
+        self._now_ms = now_ms
+        self.operator = operator
+        self._operator_digest = secrets.token_digest(key, operator_token)
+
+    @property
+    def key(self) -> bytes:
+        """The server key, for other signed credentials (links, session cookies)."""
+        return self._key
+
+    def digest(self, token: str) -> str:
+        return secrets.token_digest(self._key, token)
+
+    # --- authentication ---------------------------------------------------------------
+
+    async def authenticate(self, token: str | None, project_id: str) -> Principal:
+        """The principal a request to ``/v1/{project_id}/…`` carrying ``token`` acts as."""
+        principal = await self.resolve(token, project_id)
+        if principal.project_id != project_id:
+            raise errors.ProjectMismatch()
+        return principal
+
+    async def resolve(self, token: str | None, project_id: str | None = None) -> Principal:
+        """The principal of ``token`` in its own project. The operator's token, bound to
+        no project, acts in ``project_id`` (and is refused where none is given)."""
+        if not token:
+            raise errors.TokenMissing()
+        digest = self.digest(token)
+        if secrets.same_digest(digest, self._operator_digest):
+            if project_id is None or len(project_id) > MAX_PROJECT_ID:
+                raise errors.ProjectMismatch()
+            op = self.operator
+            return Principal(op.id, op.name, project_id, Role.ADMIN, operator=True)
+        record = await self._repo.lookup(digest)
+        if record is None or record.revoked:
+            raise errors.TokenInvalid()
+        if record.expires_at is not None and record.expires_at <= self._now_ms():
+            raise errors.TokenExpired()
+        if not record.project_id:
+            raise errors.TokenWithoutProject()
+        if record.user is None or not record.user.enabled or record.role is None:
+            raise errors.UserUnavailable()
+        return Principal(
+            record.user.id, record.user.name, record.project_id, Role(record.role)
+        )
+
+    async def check_password(
+        self, password: str, *, user_name: str | None = None, user_id: str | None = None
+    ) -> User:
+        """The enabled user whose password this is; ``LoginFailed`` otherwise, the same
+        way whether the user is unknown, disabled or the password wrong."""
+        found = await self._repo.find_user(name=user_name, user_id=user_id)
+        user, stored = found if found is not None else (None, None)
+        ok = secrets.verify_password(stored, password)
+        if user is None or not ok or not user.enabled:
+            raise errors.LoginFailed()
+        return user
+
+    async def role_in(self, user: User, project_id: str) -> Role | None:
+        role = (await self._repo.roles(user.id)).get(project_id)
+        return Role(role) if role is not None else None
+
+    async def issue(
+        self, user: User, project_id: str | None, *, ttl_seconds: int | None
+    ) -> IssuedToken:
+        now = self._now_ms()
+        expires_at = now + ttl_seconds * 1000 if ttl_seconds else None
+        token = secrets.new_token()
+        await self._repo.add_token(
+            digest=self.digest(token), user_id=user.id, project_id=project_id, now_ms=now,
+            expires_at=expires_at,
+        )
+        return IssuedToken(token, expires_at)
+
+    # --- the operator's commands ------------------------------------------------------
+
+    async def create_user(
+        self, name: str, *, project_id: str, role: Role, password: str | None
+    ) -> User:
+        hashed = secrets.hash_password(password) if password is not None else None
+        user = await self._repo.create_user(name, now_ms=self._now_ms(), password_hash=hashed)
+        if user is None:
+            raise errors.UserExists(name)
+        await self._repo.set_role(user.id, project_id, role.value)
+        return user
+
+    async def add_to_project(self, name: str, *, project_id: str, role: Role) -> None:
+        found = await self._repo.find_user(name=name)
+        if found is None:
+            raise errors.UnknownUser(name)
+        await self._repo.set_role(found[0].id, project_id, role.value)
+
+    async def issue_for(
+        self, name: str, project_id: str, *, ttl_seconds: int | None, create: bool = True
+    ) -> IssuedToken:
+        """A token for user ``name`` in ``project_id``; a new name becomes a token-only
+        member of the project."""
+        if create:
+            user = await self._repo.ensure_user(name, now_ms=self._now_ms())
+            await self._repo.ensure_member(user.id, project_id, Role.MEMBER.value)
+        else:
+            found = await self._repo.find_user(name=name)
+            if found is None:
+                raise errors.UnknownUser(name)
+            user = found[0]
+            if await self.role_in(user, project_id) is None:
+                raise errors.UnknownUser(name)
+        return await self.issue(user, project_id, ttl_seconds=ttl_seconds)
+
+    async def revoke(self, token_or_id: str) -> bool:
+        """Revoke by the token itself or by its id (as ``tokens list`` shows it)."""
+        if await self._repo.revoke(digest=self.digest(token_or_id)):
+            return True
+        return await self._repo.revoke(token_id=token_or_id)
+
+    async def tokens(self, user_name: str | None = None) -> list[TokenInfo]:
+        return await self._repo.tokens(user_name)
+
+    async def accounts(self) -> list[Account]:
+        return await self._repo.accounts()
+
+    async def delete_user(self, name: str) -> bool:
+        return await self._repo.delete_user(name)
+
+    async def set_enabled(self, name: str, enabled: bool) -> bool:
+        return await self._repo.set_enabled(name, enabled)
