@@ -18,7 +18,7 @@ from tests.conftest import client_for
 from tests.server import ServerProcess, wait_for_status
 
 QUOTA = 4
-ATTEMPTS = 24
+ATTEMPTS = 48
 
 
 def test_two_replicas_never_pass_the_project_quota(
@@ -35,7 +35,7 @@ def test_two_replicas_never_pass_the_project_quota(
         return clients[n % 2].post("", json=build(name=f"race-{n}"))
 
     try:
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(24) as pool:
             answers = list(pool.map(attempt, range(ATTEMPTS)))
         codes = sorted(
             "ok" if r.status_code == 200 else r.json()["error_code"] for r in answers
