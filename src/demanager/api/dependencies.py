@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
@@ -32,23 +31,13 @@ async def get_caller(
 CallerDep = Annotated[Principal, Depends(get_caller)]
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-async def read_json(request: Request, runtime: Runtime) -> Any:
-    """The body as parsed JSON, whatever the Content-Type says (contract §1.2)."""
+async def read_body(request: Request, runtime: Runtime) -> bytes:
+    """The raw body, refused when larger than the configured limit; parsed later, as part
+    of validation (``domain/payload.py``)."""
     body = await request.body()
     if len(body) > runtime.settings.max_body_bytes:
         raise errors.InvalidPayload("The request payload is too large.")
-    try:
-        parsed = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-        # A "\ud800" escape decodes to a lone surrogate: no valid UTF-8 text holds one,
-        # and neither the store nor a response could carry it.
-        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
-    except (UnicodeError, ValueError, RecursionError) as exc:
-        raise errors.InvalidPayload("The request payload is not valid UTF-8 JSON.") from exc
-    return parsed
+    return body
 
 
 def first_query_values(request: Request) -> dict[str, str]:

@@ -21,6 +21,7 @@ from demanager.domain.catalog import Catalog
 from demanager.engine.clock import Clock, SystemClock
 from demanager.engine.reconciler import Reconciler
 from demanager.engine.service import InstanceService
+from demanager.engine.views import InstanceViews
 from demanager.identity.secrets import load_server_key
 from demanager.identity.service import OPERATOR_NAME, IdentityService
 from demanager.settings import Settings
@@ -72,6 +73,7 @@ class Runtime:
     clock: Clock
     reconciler: Reconciler
     service: InstanceService
+    views: InstanceViews
 
     @classmethod
     async def build(
@@ -123,6 +125,14 @@ class Runtime:
             clock=clock,
             reconciler=reconciler,
             service=service,
+            views=InstanceViews(
+                service=service,
+                repository=instances,
+                catalog=catalog,
+                backend=backend,
+                clock=clock,
+                target_domain=settings.target_domain,
+            ),
         )
 
     async def close(self) -> None:

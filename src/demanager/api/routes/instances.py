@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 from fastapi import APIRouter, Request
 
-from demanager import errors
-from demanager.api.dependencies import CallerDep, RuntimeDep, first_query_values, read_json
-from demanager.api.presenters import FlavorView, Presenter
+from demanager.api.dependencies import CallerDep, RuntimeDep, first_query_values, read_body
 from demanager.api.responses import WireJSON
-from demanager.domain.instance import Instance
-from demanager.domain.lifecycle import QUEUED, InstanceStatus
-from demanager.engine.runtime import Runtime
-from demanager.identity.principal import Principal
+from demanager.domain.lifecycle import InstanceStatus
 from demanager.schemas import instances as w
 
 router = APIRouter(prefix="/v1/{project_id}/demanager/instances", tags=["instances"])
@@ -33,48 +26,12 @@ def _body(model: type[w.Wire]) -> dict[str, object]:
     }
 
 
-async def _flavor_view(
-    runtime: Runtime,
-    caller: Principal,
-    instances: Sequence[Instance],
-    counts: Mapping[str, int] | None,
-) -> FlavorView:
-    names = {i.flavor for i in instances}
-    sold_out = frozenset([n for n in names if await runtime.service.sold_out(n)])
-    if counts is None:
-        counts = await runtime.instances.count_by_flavor(caller.project_id, caller.user_id)
-    queued = {i.flavor for i in instances if i.status in QUEUED} | {
-        n for n in sold_out if (f := runtime.catalog.flavors.get(n)) is not None and f.free
-    }
-    queues = {n: await runtime.instances.queued(n) for n in queued}
-    return FlavorView(sold_out=sold_out, counts=counts, user_name=caller.user_name,
-                      queues=queues)
-
-
-async def present(
-    runtime: Runtime,
-    caller: Principal,
-    instances: list[Instance],
-    counts: Mapping[str, int] | None = None,
-) -> list[dict[str, object]]:
-    """Wire dicts of ``instances``; ``counts`` (the caller's instances per flavor) is
-    queried when not already at hand."""
-    view = await _flavor_view(runtime, caller, instances, counts)
-    presenter = Presenter(runtime.catalog, runtime.backend, runtime.settings.target_domain)
-    now = runtime.clock.now_ms()
-    return [
-        presenter.instance(i, now_ms=now, flavors=view).model_dump(mode="json", exclude_unset=True)
-        for i in instances
-    ]
-
-
 @router.post("", response_model=w.Instance, responses=_ERRORS,
              openapi_extra=_body(w.InstanceCreate),
              summary="Create an instance (asynchronous: answers CREATING)")
 async def create_instance(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    body = await read_json(request, runtime)
-    instance = await runtime.service.create(principal=caller, body=body)
-    return WireJSON((await present(runtime, caller, [instance]))[0])
+    raw = await read_body(request, runtime)
+    return WireJSON(await runtime.views.create(principal=caller, raw=raw))
 
 
 def _query(name: str, description: str, kind: str = "string", *, required: bool = False,
@@ -111,18 +68,15 @@ _LIST_PARAMETERS = {
 @router.get("", response_model=w.InstanceList, responses=_ERRORS, summary="List instances",
             openapi_extra=_LIST_PARAMETERS)
 async def list_instances(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    total, page, counts = await runtime.service.list(
-        principal=caller, params=first_query_values(request)
+    return WireJSON(
+        await runtime.views.list(principal=caller, params=first_query_values(request))
     )
-    instances = await present(runtime, caller, page, counts)
-    return WireJSON({"total_count": total, "instances": instances})
 
 
 @router.get("/{instance_id}", response_model=w.Instance, responses=_ERRORS,
             summary="Get an instance")
 async def get_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    instance, counts = await runtime.service.view(principal=caller, instance_id=instance_id)
-    return WireJSON((await present(runtime, caller, [instance], counts))[0])
+    return WireJSON(await runtime.views.get(principal=caller, instance_id=instance_id))
 
 
 @router.put("/{instance_id}", response_model=w.Instance, responses=_ERRORS,
@@ -130,17 +84,14 @@ async def get_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep)
 async def update_instance(
     instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
 ) -> WireJSON:
-    await runtime.service.get(principal=caller, instance_id=instance_id)
-    body = await read_json(request, runtime)
-    instance = await runtime.service.update(principal=caller, instance_id=instance_id, body=body)
-    return WireJSON((await present(runtime, caller, [instance]))[0])
+    raw = await read_body(request, runtime)
+    return WireJSON(await runtime.views.update(principal=caller, instance_id=instance_id, raw=raw))
 
 
 @router.delete("/{instance_id}", response_model=w.DeleteResponse, responses=_ERRORS,
                summary="Delete an instance and its EVS volume")
 async def delete_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    await runtime.service.delete(principal=caller, instance_id=instance_id)
-    return WireJSON({"instance_id": instance_id})
+    return WireJSON(await runtime.views.delete(principal=caller, instance_id=instance_id))
 
 
 @router.post("/{instance_id}/action", response_model=w.ActionResponse, responses=_ERRORS,
@@ -148,19 +99,11 @@ async def delete_instance(instance_id: str, runtime: RuntimeDep, caller: CallerD
 async def act_on_instance(
     instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
 ) -> WireJSON:
-    await runtime.service.get(principal=caller, instance_id=instance_id)
-    body = await read_json(request, runtime)
-    current, previous = await runtime.service.act(
-        principal=caller, instance_id=instance_id, body=body
-    )
-    return WireJSON({"current_status": current.value, "previous_state": previous.value})
+    raw = await read_body(request, runtime)
+    return WireJSON(await runtime.views.act(principal=caller, instance_id=instance_id, raw=raw))
 
 
 @router.get("/{instance_id}/token", response_model=w.TokenResponse, responses=_ERRORS,
             summary="The notebook access token of a running instance (historical route)")
 async def instance_token(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    instance = await runtime.service.get(principal=caller, instance_id=instance_id)
-    token = runtime.backend.access_token(instance.handle) if instance.handle else None
-    if instance.status is not InstanceStatus.RUNNING or not token:
-        raise errors.NotRunning(instance.status, "get the token of")
-    return WireJSON({"token": token})
+    return WireJSON(await runtime.views.token(principal=caller, instance_id=instance_id))

@@ -1,0 +1,136 @@
+"""Read models: each use case of the API answered as its wire body, in one call.
+
+Routes stay thin (parse, one call here, return); everything a response needs
+besides the instance — the flavors' sale state, the caller's counts per flavor,
+the queues — is gathered here, from the store, never from a backend.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from demanager import errors
+from demanager.backends.base import Backend
+from demanager.domain.catalog import Catalog
+from demanager.domain.instance import Instance
+from demanager.domain.lifecycle import QUEUED, InstanceStatus
+from demanager.domain.payload import parse_json
+from demanager.engine.clock import Clock
+from demanager.engine.presenters import FlavorView, Presenter, flavor_details, profile
+from demanager.engine.service import InstanceService
+from demanager.identity.principal import Principal
+from demanager.store.instances import InstanceRepository
+
+Body = dict[str, Any]
+
+
+class InstanceViews:
+    def __init__(
+        self,
+        *,
+        service: InstanceService,
+        repository: InstanceRepository,
+        catalog: Catalog,
+        backend: Backend,
+        clock: Clock,
+        target_domain: str,
+    ) -> None:
+        self._service = service
+        self._repo = repository
+        self._catalog = catalog
+        self._backend = backend
+        self._clock = clock
+        self._target_domain = target_domain
+
+    # --- the contract's routes --------------------------------------------------------
+
+    async def create(self, *, principal: Principal, raw: bytes) -> Body:
+        instance = await self._service.create(principal=principal, body=parse_json(raw))
+        return (await self._present(principal, [instance]))[0]
+
+    async def list(self, *, principal: Principal, params: Mapping[str, str]) -> Body:
+        total, page, counts = await self._service.list(principal=principal, params=params)
+        return {"total_count": total,
+                "instances": await self._present(principal, page, counts)}
+
+    async def get(self, *, principal: Principal, instance_id: str) -> Body:
+        instance, counts = await self._service.view(principal=principal, instance_id=instance_id)
+        return (await self._present(principal, [instance], counts))[0]
+
+    async def update(self, *, principal: Principal, instance_id: str, raw: bytes) -> Body:
+        await self._service.get(principal=principal, instance_id=instance_id)
+        instance = await self._service.update(
+            principal=principal, instance_id=instance_id, body=parse_json(raw)
+        )
+        return (await self._present(principal, [instance]))[0]
+
+    async def delete(self, *, principal: Principal, instance_id: str) -> Body:
+        deleted = await self._service.delete(principal=principal, instance_id=instance_id)
+        return {"instance_id": deleted}
+
+    async def act(self, *, principal: Principal, instance_id: str, raw: bytes) -> Body:
+        await self._service.get(principal=principal, instance_id=instance_id)
+        current, previous = await self._service.act(
+            principal=principal, instance_id=instance_id, body=parse_json(raw)
+        )
+        return {"current_status": current.value, "previous_state": previous.value}
+
+    async def token(self, *, principal: Principal, instance_id: str) -> Body:
+        instance = await self._service.get(principal=principal, instance_id=instance_id)
+        token = self._backend.access_token(instance.handle) if instance.handle else None
+        if instance.status is not InstanceStatus.RUNNING or not token:
+            raise errors.NotRunning(instance.status, "get the token of")
+        return {"token": token}
+
+    # --- extensions -------------------------------------------------------------------
+
+    def profiles(self) -> Body:
+        return {"profiles": [profile(p).model_dump(mode="json", exclude_unset=True)
+                             for p in self._catalog.profiles.values()]}
+
+    async def flavors(self, *, principal: Principal) -> Body:
+        sold_out = frozenset(
+            [name for name in self._catalog.flavors if await self._service.sold_out(name)]
+        )
+        counts = await self._repo.count_by_flavor(principal.project_id, principal.user_id)
+        view = FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name)
+        return {"flavors": [flavor_details(f, view).model_dump(mode="json", exclude_unset=True)
+                            for f in self._catalog.flavors.values()]}
+
+    # --- presentation -----------------------------------------------------------------
+
+    async def _flavor_view(
+        self,
+        principal: Principal,
+        instances: Sequence[Instance],
+        counts: Mapping[str, int] | None,
+    ) -> FlavorView:
+        names = {i.flavor for i in instances}
+        sold_out = frozenset([n for n in names if await self._service.sold_out(n)])
+        if counts is None:
+            counts = await self._repo.count_by_flavor(principal.project_id, principal.user_id)
+        queued = {i.flavor for i in instances if i.status in QUEUED} | {
+            n for n in sold_out if (f := self._catalog.flavors.get(n)) is not None and f.free
+        }
+        queues = {n: await self._repo.queued(n) for n in queued}
+        return FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name,
+                          queues=queues)
+
+    async def _present(
+        self,
+        principal: Principal,
+        instances: Sequence[Instance],
+        counts: Mapping[str, int] | None = None,
+    ) -> builtins.list[Body]:
+        """Wire dicts of ``instances``; ``counts`` (the caller's instances per flavor) is
+        queried when not already at hand."""
+        view = await self._flavor_view(principal, instances, counts)
+        presenter = Presenter(self._catalog, self._backend, self._target_domain)
+        now = self._clock.now_ms()
+        return [
+            presenter.instance(i, now_ms=now, flavors=view).model_dump(
+                mode="json", exclude_unset=True)
+            for i in instances
+        ]
