@@ -271,3 +271,18 @@ def test_failed_sign_ins_are_rate_limited(server_factory: Callable[..., ServerPr
         assert_keystone_error(httpx.post(url, json=by_name("dave", project, "bad")), 401)
     # the address has now failed 5 times: every user is held back
     assert_keystone_error(httpx.post(url, json=by_name("dave", project)), 429)
+
+
+def test_the_openapi_document_describes_the_routes(world: World) -> None:
+    document = httpx.get(f"{world.server.url}/openapi.json").json()
+    post = document["paths"]["/v3/auth/tokens"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    user = body["properties"]["auth"]["properties"]["identity"]["properties"]["password"]
+    assert "user" in str(user) and "password" in str(user)
+    assert post["security"] == []
+    assert "X-Subject-Token" in post["responses"]["201"]["headers"]
+    assert {"201", "400", "401", "429"} <= set(post["responses"])
+    assert "422" not in post["responses"]
+    for method in ("get", "head", "delete"):
+        responses = document["paths"]["/v3/auth/tokens"][method]["responses"]
+        assert "404" in responses and "422" not in responses

@@ -27,7 +27,8 @@ _AUTH = "X-Auth-Token"
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": k.ErrorBody} for code in codes}
+    # "4XX" also keeps FastAPI from describing a 422 these routes never send.
+    return {code: {"model": k.ErrorBody} for code in (*codes, "4XX")}
 
 
 def _inline(schema: Any, defs: dict[str, Any]) -> Any:
@@ -46,7 +47,12 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
 def _request_body(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
     return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": _inline(schema, schema.get("$defs", {}))}}}}
+        "application/json": {"schema": _inline(schema, schema.get("$defs", {}))}}},
+        "security": []}
+
+
+_SUBJECT_HEADER = {"headers": {SUBJECT: {"description": "The token itself.",
+                                         "schema": {"type": "string"}}}}
 
 
 def get_keystone(request: Request, runtime: RuntimeDep) -> Keystone:
@@ -82,7 +88,8 @@ SubjectToken = Annotated[
 
 @router.post(
     "/auth/tokens", status_code=201, response_model=k.TokenResponse,
-    openapi_extra=_request_body(k.AuthRequest), responses=_errors(400, 401, 429, 500),
+    openapi_extra=_request_body(k.AuthRequest),
+    responses={201: _SUBJECT_HEADER, **_errors(400, 401, 429, 500)},
     summary="Sign in with a password: a project-scoped token in X-Subject-Token",
 )
 async def issue_token(request: Request, runtime: RuntimeDep, keystone: KeystoneDep
@@ -121,7 +128,8 @@ async def revoke_token(keystone: KeystoneDep, caller: CallerToken = None,
     return Response(status_code=204)
 
 
-@router.get("", response_model=k.VersionDocument, summary="Identity API v3 version document")
+@router.get("", response_model=k.VersionDocument, openapi_extra={"security": []},
+            summary="Identity API v3 version document")
 async def version(runtime: RuntimeDep) -> WireJSON:
     document = k.VersionDocument(version=k.Version(
         id="v3.14", status="stable", updated="2020-04-07T00:00:00Z",
