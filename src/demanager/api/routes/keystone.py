@@ -28,7 +28,8 @@ _AUTH = "X-Auth-Token"
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     # "4XX" also keeps FastAPI from describing a 422 these routes never send.
-    return {code: {"model": k.ErrorBody} for code in (*codes, "4XX")}
+    keys: list[int | str] = [*codes, "4XX"]
+    return {key: {"model": k.ErrorBody} for key in keys}
 
 
 def _inline(schema: Any, defs: dict[str, Any]) -> Any:
