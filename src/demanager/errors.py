@@ -37,6 +37,9 @@ is the single table that maps each class to an HTTP status and a
     ├── AuthError: TokenMissing (0201) TokenExpired (0202) TokenInvalid (6620)
     │   TokenWithoutProject (0212) UserUnavailable (6608)
     │   LoginFailed: a password sign-in failed, whatever the reason      (6620)
+    │   SignInRefused: the password was right, the scope cannot be granted
+    │   LoginThrottled: too many failed sign-ins, retry after ``retry_after`` s
+    │   TokenNotFound: a token named for inspection is not valid (Keystone: 404)
     ├── ProjectMismatch                                                (0210)
     ├── IdentityError                operator commands: UserExists, UnknownUser
     ├── Busy                         store contention, retry           (6101)
@@ -286,6 +289,26 @@ class UserUnavailable(AuthError):
 class LoginFailed(AuthError):
     def __init__(self) -> None:
         super().__init__("The user name or password is wrong.")
+
+
+class SignInRefused(AuthError):
+    """Keystone sign-in: the request is well formed and the credentials may be right,
+    but no project-bound token can be issued for it (unsupported method, domain or
+    system scope, a project the user is not a member of)."""
+
+
+class LoginThrottled(AuthError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("Too many failed sign-in attempts; retry later.")
+        self.retry_after = retry_after
+
+
+class TokenNotFound(AuthError):
+    """The token a caller asked about (Keystone's ``X-Subject-Token``) is unknown,
+    expired, revoked, or not one the caller may see."""
+
+    def __init__(self) -> None:
+        super().__init__("Could not find token.")
 
 
 class IdentityError(DemanagerError):

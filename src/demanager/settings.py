@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     log_level: str = "info"
     fake_start_delay_seconds: float = 0.0
     """Fake backend only: how long a workload takes to become ready."""
+    keystone_token_ttl_seconds: int = Field(default=86_400, ge=60)
+    """Lifetime of the tokens ``POST /v3/auth/tokens`` issues."""
+    keystone_domain_name: str = "Default"
+    """The one Keystone domain every user and project lives in (any other is refused)."""
+    keystone_domain_id: str = "default"
+    keystone_region: str = "RegionOne"
+    """Region id of the service catalog's endpoints."""
+    login_failures_per_user: int = Field(default=5, ge=1)
+    """Failed password sign-ins per user name (or id) in a window, before 429."""
+    login_failures_per_address: int = Field(default=20, ge=1)
+    """Failed password sign-ins per client address in a window, before 429."""
+    login_failure_window_seconds: int = Field(default=300, ge=1)
 
     @field_validator("data_dir", mode="after")
     @classmethod

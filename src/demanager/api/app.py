@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demanager import __version__
 from demanager.api import errors
-from demanager.api.routes import catalog, instances
+from demanager.api.routes import catalog, instances, keystone
 from demanager.engine.runtime import Runtime
 from demanager.schemas import instances as w
 from demanager.settings import Settings
@@ -80,6 +80,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(instances.router)
     app.include_router(catalog.router)
+    app.include_router(keystone.router)
     console.mount(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

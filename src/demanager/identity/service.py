@@ -30,6 +30,15 @@ class IssuedToken:
     expires_at: int | None
 
 
+@dataclass(frozen=True)
+class ValidToken:
+    """A valid user token, as Keystone's token validation shows it."""
+
+    principal: Principal
+    issued_at: int
+    expires_at: int | None
+
+
 class IdentityService:
     def __init__(
         self,
@@ -74,6 +83,25 @@ class IdentityService:
                 raise errors.ProjectMismatch()
             op = self.operator
             return Principal(op.id, op.name, project_id, Role.ADMIN, operator=True)
+        return (await self._check(digest)).principal
+
+    async def caller(self, token: str | None) -> Principal:
+        """Who presents ``token`` outside any project path: a user in the token's own
+        project, or the operator (whose ``project_id`` is then empty)."""
+        if token and secrets.same_digest(self.digest(token), self._operator_digest):
+            op = self.operator
+            return Principal(op.id, op.name, "", Role.ADMIN, operator=True)
+        return await self.resolve(token)
+
+    async def validate(self, token: str) -> ValidToken:
+        """A user token's principal and times; the operator's token is no user token and
+        fails as ``ProjectMismatch``."""
+        digest = self.digest(token)
+        if secrets.same_digest(digest, self._operator_digest):
+            raise errors.ProjectMismatch()
+        return await self._check(digest)
+
+    async def _check(self, digest: str) -> ValidToken:
         record = await self._repo.lookup(digest)
         if record is None or record.revoked:
             raise errors.TokenInvalid()
@@ -83,9 +111,10 @@ class IdentityService:
             raise errors.TokenWithoutProject()
         if record.user is None or not record.user.enabled or record.role is None:
             raise errors.UserUnavailable()
-        return Principal(
+        principal = Principal(
             record.user.id, record.user.name, record.project_id, Role(record.role)
         )
+        return ValidToken(principal, record.issued_at, record.expires_at)
 
     async def check_password(
         self, password: str, *, user_name: str | None = None, user_id: str | None = None
@@ -102,6 +131,10 @@ class IdentityService:
     async def role_in(self, user: User, project_id: str) -> Role | None:
         role = (await self._repo.roles(user.id)).get(project_id)
         return Role(role) if role is not None else None
+
+    async def memberships(self, user: User) -> dict[str, Role]:
+        """Project id -> the user's role there."""
+        return {p: Role(r) for p, r in (await self._repo.roles(user.id)).items()}
 
     async def issue(
         self, user: User, project_id: str | None, *, ttl_seconds: int | None

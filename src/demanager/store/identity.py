@@ -32,6 +32,7 @@ class TokenRecord:
     """The user's role in the token's project; ``None`` once they left it."""
     expires_at: int | None
     revoked: bool
+    issued_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ _LOOKUP = (
         TokenRow.project_id,
         TokenRow.expires_at,
         TokenRow.revoked,
+        TokenRow.created_at,
         UserRow.id,
         UserRow.name,
         UserRow.enabled,
@@ -234,4 +236,6 @@ class IdentityRepository:
         if row is None:
             return None
         user = None if row.id is None else User(row.id, row.name, bool(row.enabled))
-        return TokenRecord(user, row.project_id, row.role, row.expires_at, bool(row.revoked))
+        return TokenRecord(
+            user, row.project_id, row.role, row.expires_at, bool(row.revoked), row.created_at
+        )
