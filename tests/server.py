@@ -157,6 +157,9 @@ class ServerProcess:
                 for pid in processes_of(entry.name):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 10
+                while processes_of(entry.name) and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 _forget_instance(entry.name)
         self.database.drop()
 

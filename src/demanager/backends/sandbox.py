@@ -4,7 +4,7 @@ Notebook code is hostile. It must not see the control plane's secrets (the
 operator token, the database URL, other instances' tokens), so its environment
 is built from an allow-list rather than copied from the server's. When the
 server runs as root, each instance also gets an unprivileged system user of its
-own (``dm-`` plus 24 hex digits of its id, the id in the GECOS field), created
+own (``dm-`` plus 24 hex digits of a digest of its id, the id in the GECOS field), created
 on first start and removed on delete: files of the data dir and of other
 instances are then out of its reach by plain Unix permissions.
 """
@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import os
 import pwd
-import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,11 +67,9 @@ def notebook_env(
 
 
 def user_name(instance_id: str) -> str:
-    """A system user name of at most 27 characters, fixed for the instance."""
-    digits = re.sub(r"[^0-9a-f]", "", instance_id.lower())
-    if len(digits) < 24:
-        digits = hashlib.sha256(instance_id.encode()).hexdigest()
-    return USER_PREFIX + digits[:24]
+    """A system user name of 27 characters, fixed for the instance: a digest of the whole
+    id (user names stop at 32 characters; an id's uuid alone has 32 hex digits)."""
+    return USER_PREFIX + hashlib.sha256(instance_id.encode()).hexdigest()[:24]
 
 
 def comment(instance_id: str) -> str:
