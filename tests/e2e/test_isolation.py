@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from tests.e2e.jupyter import Notebook
-from tests.server import ServerProcess, processes_of, wait_for_status
+from tests.server import ServerProcess, processes_of, traversable_dir, wait_for_status
 
 pytestmark = [
     pytest.mark.slow,
@@ -153,6 +154,40 @@ def test_stop_kills_a_process_that_dropped_its_tags_and_double_forked(
         _wait(lambda: not _alive(pid), f"pid {pid} is gone after stop")
         assert processes_of(instance_id) == []
         _delete(api, instance_id)
+
+
+def test_instances_share_an_object_storage_folder_and_nothing_else(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """Buckets are shared storage: two instances (two uids) both read and write one."""
+    object_root = traversable_dir("demanager-obs-")
+    try:
+        server = server_factory(
+            backend="process", env={"DEMANAGER_OBJECT_STORAGE_ROOT": str(object_root)}
+        )
+        storage = {"type": "obs", "location": {"path": "/bucket-a/shared/"}}
+        body = {**BODY, "spec": {"storage": storage}}
+        with server.client() as api:
+            first, second = (api.post("", json={**body, "name": n}).json()["id"] for n in "ab")
+            urls = {
+                i: wait_for_status(api, i, "RUNNING")["spec"]["annotations"]["url"]
+                for i in (first, second)
+            }
+            with Notebook(urls[first]) as a, Notebook(urls[second]) as b:
+                a.write("from-a.txt", "written by a")
+                assert b.read("from-a.txt") == "written by a"
+                b.write("from-a.txt", "changed by b")
+                assert a.read("from-a.txt") == "changed by b"
+                assert _run(a, "import os; os.getuid()") != _run(b, "import os; os.getuid()")
+            folder = object_root / "bucket-a" / "shared"
+            assert folder.stat().st_mode & 0o7777 == 0o2770
+            for instance_id in (first, second):
+                api.post(f"/{instance_id}/action", json={"action": "stop"})
+                wait_for_status(api, instance_id, "STOPPED")
+                _delete(api, instance_id)
+            assert (folder / "from-a.txt").read_text() == "changed by b", "delete keeps buckets"
+    finally:
+        shutil.rmtree(object_root, ignore_errors=True)
 
 
 def _run(notebook: Notebook, code: str) -> Any:
