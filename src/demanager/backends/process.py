@@ -256,6 +256,8 @@ class ProcessBackend:
                 os.killpg(main.pid, signal.SIGTERM)  # Jupyter shuts its kernels down on TERM
         if self._cgroups is not None:
             await self._stop_group(self._cgroups, instance_id)
+            # A workload launched before this host had cgroups (or an upgrade) is outside.
+            _signal_all(self._tree(main), signal.SIGKILL)
         else:
             await self._stop_tagged(instance_id, main)
         self._reap()

@@ -31,6 +31,7 @@ USER_PREFIX = "dm-"
 OBJECT_STORAGE_GROUP = "demanager-obs"
 """Group of the object-storage folders: every instance that mounts a bucket is in it."""
 NOLOGIN = "/usr/sbin/nologin"
+RETRIED_EXIT_CODES = (1, 8, 10)
 PROBE_UID = 65534
 """``nobody``: the startup probe checks what an unprivileged uid can reach."""
 
@@ -150,7 +151,9 @@ def _group_id(name: str) -> int | None:
 
 
 async def _run(*argv: str) -> None:
-    # useradd and friends exit 10 when another writer holds the lock (another server).
+    # useradd and friends exit 1 or 10 when another writer (another server) holds the
+    # lock on /etc/passwd or /etc/group, and userdel 8 while the user's last processes
+    # are still being reaped: all worth a retry.
     delay = 0.05
     for _ in range(8):
         proc = await asyncio.create_subprocess_exec(
@@ -159,7 +162,7 @@ async def _run(*argv: str) -> None:
         _, err = await proc.communicate()
         if proc.returncode == 0:
             return
-        if proc.returncode != 10:
+        if proc.returncode not in RETRIED_EXIT_CODES:
             break
         await asyncio.sleep(delay)
         delay *= 2
