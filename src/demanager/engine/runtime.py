@@ -6,6 +6,7 @@ at import time.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
@@ -60,8 +61,11 @@ def prepare_data_dir(settings: Settings) -> None:
     if settings.data_dir.stat().st_uid == os.geteuid():
         settings.data_dir.chmod(DATA_DIR_MODE)
     for secret in (settings.data_dir / "operator-token", *_sqlite_files(settings)):
-        if secret.exists():
-            secret.chmod(0o600)
+        # SQLite's journals come and go with each transaction of a concurrent CLI call.
+        with contextlib.suppress(FileNotFoundError):
+            info = secret.stat()
+            if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+                secret.chmod(0o600)
 
 
 def _sqlite_files(settings: Settings) -> list[Path]:
