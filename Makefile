@@ -5,8 +5,17 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./demanager-data
+# Where notebooks' Jupyter comes from when the server runs as root: instances run
+# under their own unprivileged uid, which cannot reach a venv under /root.
+NOTEBOOK_ENV ?= /opt/demanager/notebook-env
+NOTEBOOK_PYTHON_BASE ?= /usr/bin/python3
+IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+ifeq ($(IS_ROOT),yes)
+export DEMANAGER_NOTEBOOK_PYTHON ?= $(NOTEBOOK_ENV)/bin/python
+NOTEBOOK_DEPS := notebook-env
+endif
 
-.PHONY: run test test-suite test-fast lint typecheck bench install install-test browser clean
+.PHONY: notebook-env run test test-suite test-fast lint typecheck bench install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,19 +38,27 @@ browser:
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "note: /usr/bin/chromium is missing; the browser tests will be skipped"; }
 
-run: install  ## serve on 127.0.0.1:8080 with SQLite and the process backend
+# A world-readable environment with JupyterLab, built from the system Python, that
+# every instance uid can execute (umask 022: files 0644, directories 0755).
+notebook-env: $(NOTEBOOK_ENV)/.installed
+$(NOTEBOOK_ENV)/.installed:
+	umask 022 && $(NOTEBOOK_PYTHON_BASE) -m venv $(NOTEBOOK_ENV)
+	umask 022 && $(NOTEBOOK_ENV)/bin/pip install --quiet 'jupyterlab>=4.2' 'ipykernel>=6.29'
+	touch $@
+
+run: install $(NOTEBOOK_DEPS)  ## serve on 127.0.0.1:8080 with SQLite and the process backend
 	$(BIN)/demanager serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: install-test  ## lint, type-check and run the whole suite, with coverage
+test: install-test $(NOTEBOOK_DEPS)  ## lint, type-check and run the whole suite, with coverage
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 --cov --cov-report=term
 
-test-suite: install-test  ## only the suite (CI runs it again on PostgreSQL)
+test-suite: install-test $(NOTEBOOK_DEPS)  ## only the suite (CI runs it again on PostgreSQL)
 	$(BIN)/pytest -n 2
 
-test-fast: install-test  ## the suite without the slow (real Jupyter) tests
+test-fast: install-test $(NOTEBOOK_DEPS)  ## the suite without the slow (real Jupyter) tests
 	$(BIN)/pytest -m "not slow and not browser"
 
 lint: install-test

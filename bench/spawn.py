@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.server import ServerProcess, free_port, processes_of
+from tests.server import ServerProcess, free_port, notebook_python_env, processes_of
 
 from demanager.catalog import load_catalog
 
@@ -39,7 +39,7 @@ def bare_start(workdir: Path) -> float:
     port, token = free_port(), secrets.token_hex(16)
     base_url = "/notebooks/bare/"
     values = {
-        "python": sys.executable,
+        "python": notebook_python_env().get("DEMANAGER_NOTEBOOK_PYTHON", sys.executable),
         "port": str(port),
         "root_dir": str(workdir),
         "base_url": base_url,
@@ -109,6 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dm-bench-") as tmp:
         root = Path(tmp)
+        root.chmod(0o711)  # as root, instance uids must reach their volumes below it
         server = ServerProcess(root / "server", backend="process").start()
         try:
             with server.client() as api:

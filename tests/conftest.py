@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import ssl
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server import ServerProcess
+from tests.server import ServerProcess, traversable_dir
 
 MINIMAL_BODY: dict[str, Any] = {
     "name": "nb",
@@ -69,18 +70,21 @@ def api(server: ServerProcess, project: str) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Start servers with custom settings; each is stopped (and its database dropped) after."""
+def server_factory() -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers with custom settings; each is stopped (and its database dropped) after.
+    Their data dirs are traversable by other uids, as the process backend needs as root."""
+    base = traversable_dir("demanager-test-")
     started: list[ServerProcess] = []
 
     def start(**kwargs: Any) -> ServerProcess:
-        proc = ServerProcess(tmp_path / f"server{len(started)}", **kwargs)
+        proc = ServerProcess(base / f"server{len(started)}", **kwargs)
         started.append(proc)
         return proc.start()
 
     yield start
     for proc in started:
         proc.close()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

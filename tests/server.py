@@ -25,6 +25,19 @@ import httpx
 
 DEMANAGER = str(Path(sys.executable).with_name("demanager"))
 OPERATOR_TOKEN = "dmo_test-operator-token"
+NOTEBOOK_ENV_PYTHON = Path("/opt/demanager/notebook-env/bin/python")
+"""What ``make notebook-env`` builds: as root, instances' uids cannot run this venv."""
+FALLBACK_TAG = "NOTEBOOK_INSTANCE_TAG"
+"""The process backend's environment tag when the host has no writable cgroup."""
+
+
+def notebook_python_env() -> dict[str, str]:
+    """As root, point the process backend at the world-readable notebook environment."""
+    if "DEMANAGER_NOTEBOOK_PYTHON" in os.environ or os.geteuid() != 0:
+        return {}
+    if NOTEBOOK_ENV_PYTHON.exists():
+        return {"DEMANAGER_NOTEBOOK_PYTHON": str(NOTEBOOK_ENV_PYTHON)}
+    return {}
 
 
 def _die_with_parent() -> None:
@@ -84,6 +97,7 @@ class ServerProcess:
             "DEMANAGER_BACKEND": backend,
             "DEMANAGER_DATA_DIR": str(data_dir),
             "DEMANAGER_RECONCILE_INTERVAL_SECONDS": "0.5",
+            **notebook_python_env(),
             **({"DEMANAGER_DATABASE_URL": self.database.url} if self.database.url else {}),
             **(env or {}),
         }
@@ -143,6 +157,10 @@ class ServerProcess:
                 for pid in processes_of(entry.name):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 10
+                while processes_of(entry.name) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                _forget_instance(entry.name)
         self.database.drop()
 
     def log(self) -> str:
@@ -198,15 +216,44 @@ def wait_for_status(
 
 
 def processes_of(instance_id: str) -> list[int]:
-    """PIDs of every process tagged with the instance (the process backend's tag)."""
+    """PIDs of every process of the instance: those in its cgroup (``…/demanager/{id}``),
+    or, on a host without cgroups, those carrying the backend's environment tag."""
+    group = f"/demanager/{instance_id}\n".encode()
+    tag = f"{FALLBACK_TAG}={instance_id}\0".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            if f"DEMANAGER_INSTANCE_ID={instance_id}".encode() in (entry / "environ").read_bytes():
+            if group in (entry / "cgroup").read_bytes() or tag in (
+                (entry / "environ").read_bytes() + b"\0"
+            ):
                 found.append(int(entry.name))
     return found
+
+
+def _forget_instance(instance_id: str) -> None:
+    """Best effort after a failed test: remove the instance's cgroups and its user."""
+    root = Path("/sys/fs/cgroup")
+    for group in [root / "demanager" / instance_id, *root.glob(f"*/demanager/{instance_id}")]:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+    if os.geteuid() == 0:
+        import pwd
+
+        for entry in pwd.getpwall():
+            if entry.pw_gecos == f"demanager instance {instance_id}":
+                subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
+
+
+def traversable_dir(prefix: str) -> Path:
+    """A fresh directory every user may traverse (not list): instance uids must reach
+    their volumes in data dirs below it, which pytest's 0700 tmp dirs forbid."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    return path
 
 
 @contextlib.contextmanager

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     """Instances the engine drives at the same time."""
     max_body_bytes: int = 1_048_576
     log_level: str = "info"
+    notebook_python: Path | None = None
+    """Process backend: the interpreter (with JupyterLab) notebooks run with, the catalog's
+    ``{python}``; default the server's own. As root it must be executable by any uid."""
     fake_start_delay_seconds: float = 0.0
     """Fake backend only: how long a workload takes to become ready."""
     keystone_token_ttl_seconds: int = Field(default=86_400, ge=60)

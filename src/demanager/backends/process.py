@@ -2,17 +2,23 @@
 
 Each instance gets:
 
-* a work directory (its EVS volume ``{data_dir}/volumes/{id}``, or its OBS
-  directory under ``object_storage_root``) that Jupyter serves as its root;
-* a runtime directory ``{data_dir}/runtime/{id}`` with Jupyter's runtime files,
-  the server log and ``server.json`` (pid, port, token), so that a restarted
-  demanager finds and adopts the server, or kills it before launching anew;
-* its own session and process group, a free port on 127.0.0.1 and a random token,
-  passed in the environment, never on the command line.
+* a private directory, its EVS volume ``{data_dir}/volumes/{id}`` (mode 0700),
+  which is also the work directory Jupyter serves unless the instance works in
+  object storage (a folder under ``object_storage_root``);
+* a runtime directory ``{data_dir}/runtime/{id}`` (root-only) with the server
+  log and ``server.json`` (pid, port, token), so that a restarted demanager
+  finds and adopts the server, or kills it before launching anew;
+* its own session, a free port on 127.0.0.1 and a random token, never on the
+  command line;
+* when the server runs as root, a uid of its own (``sandbox.py``), and on hosts
+  with a writable cgroup hierarchy, a cgroup of its own (``cgroups.py``) that
+  ``launch.py`` joins before Jupyter runs.
 
-Kernels start their own sessions (jupyter_client does that), so stopping kills
-the whole process tree and then anything still tagged with the instance's
-``DEMANAGER_INSTANCE_ID`` environment variable: nothing is left behind.
+Stopping sends SIGTERM (Jupyter shuts its kernels down), then kills the whole
+cgroup: nothing is left behind, whatever a notebook did to its environment or
+its process tree. Without cgroups it falls back to killing the process tree and
+everything carrying the instance's environment tag. docs/security.md says what
+each mode isolates.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -27,12 +34,15 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
+from demanager.backends import cgroups, sandbox
 from demanager.backends.base import Handle, LaunchSpec
 from demanager.domain.instance import WORK_DIR, Storage
 from demanager.domain.planning import Observation, Workload
@@ -40,8 +50,12 @@ from demanager.domain.validation import bucket_dirs
 from demanager.errors import PermanentBackendError, TransientBackendError
 from demanager.settings import Settings
 
-TAG = "DEMANAGER_INSTANCE_ID"
+log = logging.getLogger(__name__)
+
 STOP_GRACE_SECONDS = 5.0
+LAUNCHER = str(Path(__file__).with_name("launch.py"))
+STATE_DIR = ".demanager"
+"""Inside the private volume, owned by the instance: Jupyter's runtime and config dirs."""
 
 
 class ProcessBackend:
@@ -51,8 +65,37 @@ class ProcessBackend:
         self._volumes = settings.data_dir / "volumes"
         self._runtime = settings.data_dir / "runtime"
         self._object_root = settings.object_storage_root
+        self._python = str(settings.notebook_python or sys.executable)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=0.5))
+        self._users = sandbox.Users() if sandbox.is_root() else None
+        _private_dir(self._volumes, 0o711)  # traversable by instance uids, not listable
+        _private_dir(self._runtime, 0o700)
+        if self._users is not None:
+            problem = sandbox.probe(self._python, self._volumes)
+            if problem:
+                raise sandbox.SandboxError(
+                    f"{problem}. As root, every instance runs under an unprivileged uid of "
+                    "its own: set DEMANAGER_NOTEBOOK_PYTHON to a Python with JupyterLab that "
+                    "any user can execute (`make notebook-env` builds "
+                    "/opt/demanager/notebook-env), and make every parent of the data dir "
+                    "traversable (o+x). See docs/security.md."
+                )
+        else:
+            log.warning(
+                "demanager is not running as root: notebooks run as its own user (uid %d) "
+                "and can read everything it can, the database and other instances' "
+                "volumes included; see docs/security.md",
+                os.geteuid(),
+            )
+        self._cgroups = cgroups.detect()
+        if self._cgroups is None:
+            log.warning(
+                "no writable cgroup hierarchy: stop finds an instance's processes by an "
+                "environment tag, which a notebook can remove; see docs/security.md"
+            )
+        else:
+            log.info("instances get their own cgroup (%r)", self._cgroups)
 
     # --- paths ------------------------------------------------------------------------
 
@@ -69,28 +112,45 @@ class ProcessBackend:
             return self._object_root / storage.location.path.strip("/")
         return self._object_root.joinpath(*bucket_dirs(storage.location.path))
 
-    def _root_dir(self, spec: LaunchSpec) -> Path:
+    def _root_dir(
+        self, spec: LaunchSpec, owner: sandbox.Account | None, obs_gid: int | None
+    ) -> Path:
         storage = spec.storage
+        private = self.volume_dir(spec.instance_id)
         if storage.type == "evs":
-            root = self.volume_dir(spec.instance_id)
+            root = private
         elif storage.type == "obs" or storage.location.mount_path in (None, WORK_DIR):
             root = self._object_dir(storage)
+            _object_folder(self._object_root, root, obs_gid)
         else:
-            root = self.volume_dir(spec.instance_id)
-            _link(root, storage.location.mount_path, self._object_dir(storage))
-        root.mkdir(parents=True, exist_ok=True)
+            root = private
+            target = self._object_dir(storage)
+            _object_folder(self._object_root, target, obs_gid)
+            _link(root, storage.location.mount_path, target, owner)
         for extra in spec.extend_storage:
-            _link(root, extra.location.mount_path, self._object_dir(extra))
+            target = self._object_dir(extra)
+            _object_folder(self._object_root, target, obs_gid)
+            _link(root, extra.location.mount_path, target, owner)
         return root
+
+    def _uses_object_storage(self, spec: LaunchSpec) -> bool:
+        return spec.storage.type != "evs" or bool(spec.extend_storage)
 
     # --- contract ---------------------------------------------------------------------
 
     async def start(self, spec: LaunchSpec) -> Handle:
-        await self.stop(spec.instance_id, self._read_server_file(spec.instance_id))
+        instance_id = spec.instance_id
+        await self.stop(instance_id, self._read_server_file(instance_id))
         try:
-            root = self._root_dir(spec)
-            runtime = self.runtime_dir(spec.instance_id)
-            runtime.mkdir(parents=True, exist_ok=True)
+            account, obs_gid = await self._identity(spec)
+            private = self.volume_dir(instance_id)
+            await asyncio.to_thread(_owned_dir, private, account)
+            root = self._root_dir(spec, account, obs_gid)
+            runtime = self.runtime_dir(instance_id)
+            runtime.mkdir(mode=0o700, exist_ok=True)
+            procs = self._cgroups.create(instance_id) if self._cgroups else None
+        except sandbox.SandboxError as exc:
+            raise TransientBackendError(str(exc), 5.0) from exc
         except OSError as exc:
             raise PermanentBackendError(
                 f"cannot prepare the volume: {exc}", "ModelArts.6528"
@@ -98,9 +158,9 @@ class ProcessBackend:
         used = await asyncio.to_thread(_disk_usage, root)
         port = _free_port()
         token = secrets.token_hex(16)
-        base_url = f"/notebooks/{spec.instance_id}/"
+        base_url = f"/notebooks/{instance_id}/"
         values = {
-            "python": sys.executable,
+            "python": self._python,
             "port": str(port),
             "root_dir": str(root),
             "base_url": base_url,
@@ -111,30 +171,43 @@ class ProcessBackend:
             extra_env = {k: v.format(**values) for k, v in spec.profile.launch.env.items()}
         except (KeyError, IndexError, ValueError) as exc:
             raise PermanentBackendError(f"bad launch template in the catalog: {exc}") from exc
-        env = {
-            **os.environ,
-            **extra_env,
-            TAG: spec.instance_id,
+        state = private / STATE_DIR / "jupyter"
+        own = {
+            # launch.py moves the token into a config file only the instance can read.
             "JUPYTER_TOKEN": token,
-            "JUPYTER_RUNTIME_DIR": str(runtime / "jupyter"),
-            "HOME": str(root),
+            "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+            "JUPYTER_CONFIG_DIR": str(state / "config"),
         }
-        env.pop("JUPYTER_CONFIG_DIR", None)
-        log = (runtime / "server.log").open("ab")
+        if account is not None:
+            own.update(USER=account.name, LOGNAME=account.name)
+        if procs is None:
+            own[sandbox.FALLBACK_TAG] = instance_id
+        env = sandbox.notebook_env(
+            os.environ, python=self._python, home=root, extra=extra_env, backend_vars=own
+        )
+        launcher = [sys.executable, "-I", "-S", LAUNCHER, "--cwd", str(root)]
+        launcher += ["--token-file", str(state / "config" / "jupyter_server_config.json")]
+        if procs is not None:
+            launcher += ["--cgroup", str(procs)]
+        if account is not None:
+            launcher += ["--uid", str(account.uid), "--gid", str(account.gid)]
+            if obs_gid is not None:
+                launcher += ["--group", str(obs_gid)]
+        server_log = _open_private(runtime / "server.log", os.O_WRONLY | os.O_APPEND)
         try:
             proc = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; we never wait on it
-                argv,
-                cwd=root,
+                [*launcher, "--", *argv],
+                cwd="/",
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=server_log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as exc:
             raise PermanentBackendError(f"cannot launch {argv[0]}: {exc}") from exc
         finally:
-            log.close()
+            os.close(server_log)
         self._children[proc.pid] = proc
         handle = {
             "pid": proc.pid,
@@ -145,8 +218,19 @@ class ProcessBackend:
             "created": _create_time(proc.pid),
             "volume_bytes": used,
         }
-        (runtime / "server.json").write_text(json.dumps(handle), encoding="utf-8")
+        fd = _open_private(runtime / "server.json", os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "w", encoding="utf-8") as record:
+            record.write(json.dumps(handle))
         return handle
+
+    async def _identity(self, spec: LaunchSpec) -> tuple[sandbox.Account | None, int | None]:
+        """The instance's own user, and the object-storage group if it mounts a bucket."""
+        if self._users is None:
+            return None, None
+        account = await self._users.ensure(spec.instance_id)
+        if not self._uses_object_storage(spec):
+            return account, None
+        return account, await self._users.ensure_group(sandbox.OBJECT_STORAGE_GROUP)
 
     async def observe(self, instance_id: str, handle: Handle | None) -> Observation:
         found = None if handle else self._read_server_file(instance_id)
@@ -167,24 +251,46 @@ class ProcessBackend:
     async def stop(self, instance_id: str, handle: Handle | None) -> None:
         handle = handle or self._read_server_file(instance_id)
         main = self._process(handle) if handle else None
-        victims = self._tree(main) + await asyncio.to_thread(_tagged, instance_id)
         if main is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(main.pid, signal.SIGTERM)  # Jupyter shuts its kernels down on TERM
+        if self._cgroups is not None:
+            await self._stop_group(self._cgroups, instance_id)
+            # A workload launched before this host had cgroups (or an upgrade) is outside.
+            _signal_all(self._tree(main), signal.SIGKILL)
+        else:
+            await self._stop_tagged(instance_id, main)
+        self._reap()
+        with contextlib.suppress(FileNotFoundError):
+            (self.runtime_dir(instance_id) / "server.json").unlink()
+
+    async def _stop_group(self, groups: cgroups.Cgroups, instance_id: str) -> None:
+        def empty() -> bool:
+            self._reap()
+            return not groups.pids(instance_id)
+
+        if not await _until(empty, STOP_GRACE_SECONDS):
+            await asyncio.to_thread(groups.kill, instance_id)
+            if not await _until(empty, 5.0):
+                raise TransientBackendError(f"processes of {instance_id} survive SIGKILL", 1.0)
+        if not groups.remove(instance_id):
+            raise TransientBackendError(f"cannot remove the cgroup of {instance_id}", 1.0)
+
+    async def _stop_tagged(self, instance_id: str, main: psutil.Process | None) -> None:
+        victims = self._tree(main) + await asyncio.to_thread(_tagged, instance_id)
         _signal_all(victims, signal.SIGTERM)
         _gone, alive = await asyncio.to_thread(psutil.wait_procs, victims, STOP_GRACE_SECONDS)
         _signal_all(alive, signal.SIGKILL)
         await asyncio.to_thread(psutil.wait_procs, alive, 2.0)
         leftovers = await asyncio.to_thread(_tagged, instance_id)
         _signal_all(leftovers, signal.SIGKILL)
-        for proc in victims:
-            child = self._children.pop(proc.pid, None)
-            if child is not None:
-                child.poll()
-        with contextlib.suppress(FileNotFoundError):
-            (self.runtime_dir(instance_id) / "server.json").unlink()
         if leftovers and await asyncio.to_thread(_tagged, instance_id):
             raise TransientBackendError(f"processes of {instance_id} survive SIGKILL", 1.0)
+
+    def _reap(self) -> None:
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                self._children.pop(pid, None)
 
     async def delete(self, instance_id: str, handle: Handle | None, storage: Storage) -> None:
         await self.stop(instance_id, handle)
@@ -193,6 +299,11 @@ class ProcessBackend:
             await asyncio.to_thread(shutil.rmtree, self.runtime_dir(instance_id), True)
         except OSError as exc:
             raise TransientBackendError(f"cannot remove the volume: {exc}", 5.0) from exc
+        if self._users is not None:
+            try:
+                await self._users.remove(instance_id)
+            except sandbox.SandboxError as exc:
+                raise TransientBackendError(str(exc), 5.0) from exc
 
     def access_url(self, instance_id: str, handle: Handle) -> str | None:
         return f"http://127.0.0.1:{handle['port']}{handle['base_url']}lab?token={handle['token']}"
@@ -272,18 +383,87 @@ def _create_time(pid: int) -> float:
         return 0.0
 
 
-def _link(root: Path, mount_path: str | None, target: Path) -> None:
-    """Make ``target`` appear at ``mount_path`` (below the work dir) inside ``root``."""
+def _link(root: Path, mount_path: str | None, target: Path, owner: sandbox.Account | None) -> None:
+    """Make ``target`` appear at ``mount_path`` (below the work dir) inside ``root``.
+
+    ``root`` belongs to the notebook, which may have planted symlinks in it: the
+    link's folder must resolve inside ``root``, or this (root-run) code would
+    write wherever they point.
+    """
     relative = os.path.relpath(mount_path or WORK_DIR, WORK_DIR)
     if relative == ".":
         return
-    target.mkdir(parents=True, exist_ok=True)
     link = root / relative
-    link.parent.mkdir(parents=True, exist_ok=True)
+    folder = root
+    for part in Path(relative).parent.parts:
+        folder = folder / part
+        if folder.is_symlink():
+            raise PermanentBackendError(f"{mount_path} crosses a symbolic link of the volume")
+        if not folder.exists():
+            folder.mkdir(mode=0o700)
+            if owner is not None:
+                os.chown(folder, owner.uid, owner.gid)
     if link.is_symlink() or not link.exists():
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
         link.symlink_to(target, target_is_directory=True)
+        if owner is not None:
+            os.lchown(link, owner.uid, owner.gid)
+
+
+def _private_dir(path: Path, mode: int) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(mode)
+
+
+def _owned_dir(path: Path, owner: sandbox.Account | None) -> None:
+    """The instance's volume: 0700 and, as root, owned by its uid (all of it, if the
+    uid changed since the files were written, as when a user was recreated)."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)
+    if owner is None or path.stat().st_uid == owner.uid:
+        return
+    os.chown(path, owner.uid, owner.gid)
+    for folder, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            with contextlib.suppress(FileNotFoundError):
+                os.lchown(os.path.join(folder, name), owner.uid, owner.gid)
+
+
+def _object_folder(object_root: Path | None, target: Path, gid: int | None) -> None:
+    """Create an object-storage folder; as root, shared through the object-storage group
+    (setgid, 2770) since buckets are shared between instances by design."""
+    if object_root is None:
+        return
+    missing = [p for p in [target, *target.parents] if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700 if gid is None else 0o2770)
+        if gid is not None:
+            os.chown(folder, -1, gid)
+            folder.chmod(0o2770)
+    if gid is not None and target.stat().st_gid != gid:
+        os.chown(target, -1, gid)
+        target.chmod(0o2770)
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """Open (creating 0600) a file of the root-only runtime dir."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+async def _until(predicate: Callable[[], bool], seconds: float) -> bool:
+    """Poll ``predicate`` (cheap, sync) with backoff until true or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    delay = 0.02
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
 
 
 def _tagged(instance_id: str) -> list[psutil.Process]:
@@ -294,7 +474,7 @@ def _tagged(instance_id: str) -> list[psutil.Process]:
         if proc.pid == me:
             continue
         try:
-            if proc.environ().get(TAG) == instance_id:
+            if proc.environ().get(sandbox.FALLBACK_TAG) == instance_id:
                 found.append(proc)
         except psutil.Error:
             continue

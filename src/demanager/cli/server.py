@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -59,6 +60,9 @@ def serve(
         log_level=log_level,
     )
     _configure_logging(settings.log_level)
+    # Whatever the server writes is private unless it says otherwise (the data dir,
+    # volumes and shared object-storage folders set their modes explicitly).
+    os.umask(0o077)
     token = operator_token(settings)
     url = settings.target_domain
     database = settings.sqlalchemy_url.split("@")[-1]
@@ -90,7 +94,7 @@ def _configure_logging(level: str) -> None:
 async def _with_identity(data_dir: Path | None, work):  # type: ignore[no-untyped-def]
     import time
 
-    from demanager.engine.runtime import operator_token
+    from demanager.engine.runtime import operator_token, prepare_data_dir
     from demanager.identity.secrets import load_server_key
     from demanager.identity.service import OPERATOR_NAME, IdentityService
     from demanager.settings import load_settings
@@ -98,7 +102,7 @@ async def _with_identity(data_dir: Path | None, work):  # type: ignore[no-untype
     from demanager.store.identity import IdentityRepository
 
     settings = load_settings(data_dir=data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
     engine = make_engine(settings.sqlalchemy_url)
     try:
@@ -301,10 +305,11 @@ def users_enable(name: str, data_dir: DataDir = None) -> None:
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None) -> None:
     """Apply database migrations (the server also does this at start)."""
+    from demanager.engine.runtime import prepare_data_dir
     from demanager.settings import load_settings
     from demanager.store.database import upgrade
 
     settings = load_settings(data_dir=data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     upgrade(settings.sqlalchemy_url)
     typer.echo("database is up to date")

@@ -6,13 +6,16 @@ at import time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import socket
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from demanager.backends.base import Backend
@@ -46,6 +49,37 @@ def load_backend(settings: Settings) -> Backend:
     return backend
 
 
+DATA_DIR_MODE = 0o711
+"""Traversable, not listable: instance uids must reach their volumes below it, while
+everything else in it (the database, the token, runtime/) is closed by its own mode."""
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create the data dir with its modes, and close the secrets in it (0600)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=DATA_DIR_MODE)
+    if settings.data_dir.stat().st_uid == os.geteuid():
+        settings.data_dir.chmod(DATA_DIR_MODE)
+    for secret in (settings.data_dir / "operator-token", *_sqlite_files(settings)):
+        # SQLite's journals come and go with each transaction of a concurrent CLI call.
+        with contextlib.suppress(FileNotFoundError):
+            info = secret.stat()
+            if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+                secret.chmod(0o600)
+
+
+def _sqlite_files(settings: Settings) -> list[Path]:
+    """The SQLite database (created empty 0600 now: SQLite gives its journals the same mode)."""
+    url = make_url(settings.sqlalchemy_url)
+    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+        return []
+    database = Path(url.database)
+    if not database.exists():
+        database.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+    suffixes = ("-wal", "-shm", "-journal")
+    return [database, *(database.with_name(database.name + suffix) for suffix in suffixes)]
+
+
 def operator_token(settings: Settings) -> str:
     """The bootstrap token: from the settings, else kept (0600) in the data dir."""
     if settings.bootstrap_token:
@@ -54,7 +88,7 @@ def operator_token(settings: Settings) -> str:
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
     token = "dmo_" + secrets.token_urlsafe(32)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(token + "\n")
@@ -80,7 +114,7 @@ class Runtime:
         cls, settings: Settings, *, clock: Clock | None = None, backend: Backend | None = None
     ) -> Runtime:
         clock = clock or SystemClock()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings)
         catalog = load_catalog(settings.catalog_file)
         backend = backend or load_backend(settings)
         db = make_engine(settings.sqlalchemy_url)

@@ -1,0 +1,216 @@
+"""What a hostile notebook of the process backend can reach, tried from inside real kernels.
+
+The server runs as root (as in CI), so every instance runs under its own uid;
+each check below is code a notebook could run, over the kernel WebSocket.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.jupyter import Notebook
+from tests.server import ServerProcess, processes_of, traversable_dir, wait_for_status
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="per-instance uids need the server to run as root"
+    ),
+]
+
+BODY = {
+    "name": "isolated",
+    "profile_id": "Multi-Engine 1.0 (python3)-cpu",
+    "flavor": "modelarts.vm.cpu.2u",
+    "spec": {"storage": {"type": "evs"}},
+}
+
+PROBE = """
+import json, os
+def attempt(path, listing=False):
+    try:
+        os.listdir(path) if listing else open(path, "rb").read(1)
+        return "allowed"
+    except PermissionError:
+        return "PermissionError"
+    except OSError as exc:
+        return type(exc).__name__
+json.dumps({
+    "demanager_vars": sorted(k for k in os.environ if k.upper().startswith("DEMANAGER_")),
+    "jupyter_token_in_env": "JUPYTER_TOKEN" in os.environ,
+    "uid": os.getuid(),
+    "database": attempt(%(database)r),
+    "own_server_json": attempt(%(own_server_json)r),
+    "other_server_json": attempt(%(other_server_json)r),
+    "runtime_dir": attempt(%(runtime)r, listing=True),
+    "other_volume": attempt(%(other_volume)r, listing=True),
+    "other_volume_file": attempt(%(other_volume)r + "/secret.txt"),
+    "own_volume": attempt(os.getcwd(), listing=True),
+})
+"""
+
+# Unset every tag, leave the session, fork twice: the grandchild belongs to no
+# process tree of the instance and carries no environment at all.
+ESCAPE = """
+import os, subprocess, sys, time
+pidfile = os.path.join(os.getcwd(), "escaped.pid")
+script = (
+    "import os, sys, time\\n"
+    "if os.fork():\\n"
+    "    os._exit(0)\\n"
+    "os.setsid()\\n"
+    "if os.fork():\\n"
+    "    os._exit(0)\\n"
+    "open(sys.argv[1], 'w').write(str(os.getpid()))\\n"
+    "time.sleep(3600)\\n"
+)
+subprocess.Popen([sys.executable, "-c", script, pidfile], env={}, start_new_session=True,
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+deadline = time.monotonic() + 30
+while not os.path.exists(pidfile) and time.monotonic() < deadline:
+    time.sleep(0.05)
+int(open(pidfile).read())
+"""
+
+
+def test_a_notebook_reaches_nothing_of_the_server_or_other_instances(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory(backend="process")
+    with server.client() as api:
+        first, second = (api.post("", json={**BODY, "name": n}).json()["id"] for n in "ab")
+        urls = {
+            i: wait_for_status(api, i, "RUNNING")["spec"]["annotations"]["url"]
+            for i in (first, second)
+        }
+        with Notebook(urls[second]) as other:
+            other.write("secret.txt", "only for the second instance")
+            other_uid = _run(other, "import os; os.getuid()")
+
+        runtime = server.data_dir / "runtime"
+        with Notebook(urls[first]) as notebook:
+            seen = json.loads(
+                ast.literal_eval(
+                    notebook.execute(
+                        PROBE
+                        % {
+                            "database": str(server.data_dir / "demanager.db"),
+                            "own_server_json": str(runtime / first / "server.json"),
+                            "other_server_json": str(runtime / second / "server.json"),
+                            "runtime": str(runtime),
+                            "other_volume": str(server.data_dir / "volumes" / second),
+                        }
+                    )
+                )
+            )
+        assert seen["demanager_vars"] == [], "no DEMANAGER_ variable reaches a kernel"
+        assert seen["jupyter_token_in_env"] is False, "the Jupyter token is not in the kernel env"
+        assert seen["uid"] != 0 and other_uid != 0, "kernels do not run as root"
+        assert seen["uid"] != other_uid, "instances do not share a uid"
+        for what in (
+            "database",
+            "own_server_json",
+            "other_server_json",
+            "runtime_dir",
+            "other_volume",
+            "other_volume_file",
+        ):
+            assert seen[what] == "PermissionError", f"{what}: {seen[what]}"
+        assert seen["own_volume"] == "allowed"
+        assert (server.data_dir / "demanager.db").stat().st_mode & 0o777 == 0o600
+        assert (runtime / first / "server.json").stat().st_mode & 0o777 == 0o600
+        assert (server.data_dir / "volumes" / first).stat().st_uid == seen["uid"]
+
+        for instance_id in (first, second):
+            api.post(f"/{instance_id}/action", json={"action": "stop"})
+            wait_for_status(api, instance_id, "STOPPED")
+            api.delete(f"/{instance_id}")
+
+
+def test_stop_kills_a_process_that_dropped_its_tags_and_double_forked(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory(backend="process")
+    with server.client() as api:
+        instance_id = api.post("", json=BODY).json()["id"]
+        url = wait_for_status(api, instance_id, "RUNNING")["spec"]["annotations"]["url"]
+        with Notebook(url) as notebook:
+            pid = _run(notebook, ESCAPE)
+        assert _alive(pid), "the escaped process runs before the stop"
+        assert pid in processes_of(instance_id), "it is still counted as the instance's"
+
+        api.post(f"/{instance_id}/action", json={"action": "stop"})
+        wait_for_status(api, instance_id, "STOPPED")
+        _wait(lambda: not _alive(pid), f"pid {pid} is gone after stop")
+        assert processes_of(instance_id) == []
+        _delete(api, instance_id)
+
+
+def test_instances_share_an_object_storage_folder_and_nothing_else(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """Buckets are shared storage: two instances (two uids) both read and write one."""
+    object_root = traversable_dir("demanager-obs-")
+    try:
+        server = server_factory(
+            backend="process", env={"DEMANAGER_OBJECT_STORAGE_ROOT": str(object_root)}
+        )
+        storage = {"type": "obs", "location": {"path": "/bucket-a/shared/"}}
+        body = {**BODY, "spec": {"storage": storage}}
+        with server.client() as api:
+            first, second = (api.post("", json={**body, "name": n}).json()["id"] for n in "ab")
+            urls = {
+                i: wait_for_status(api, i, "RUNNING")["spec"]["annotations"]["url"]
+                for i in (first, second)
+            }
+            with Notebook(urls[first]) as a, Notebook(urls[second]) as b:
+                a.write("from-a.txt", "written by a")
+                assert b.read("from-a.txt") == "written by a"
+                b.write("from-a.txt", "changed by b")
+                assert a.read("from-a.txt") == "changed by b"
+                assert _run(a, "import os; os.getuid()") != _run(b, "import os; os.getuid()")
+            folder = object_root / "bucket-a" / "shared"
+            assert folder.stat().st_mode & 0o7777 == 0o2770
+            for instance_id in (first, second):
+                api.post(f"/{instance_id}/action", json={"action": "stop"})
+                wait_for_status(api, instance_id, "STOPPED")
+                _delete(api, instance_id)
+            assert (folder / "from-a.txt").read_text() == "changed by b", "delete keeps buckets"
+    finally:
+        shutil.rmtree(object_root, ignore_errors=True)
+
+
+def _run(notebook: Notebook, code: str) -> Any:
+    return ast.literal_eval(notebook.execute(code))
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper is dead already)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _delete(api: httpx.Client, instance_id: str) -> None:
+    assert api.delete(f"/{instance_id}").status_code == 200
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting until {what}")
