@@ -159,7 +159,9 @@ def test_stop_kills_a_process_that_dropped_its_tags_and_double_forked(
 def test_instances_share_an_object_storage_folder_and_nothing_else(
     server_factory: Callable[..., ServerProcess],
 ) -> None:
-    """Buckets are shared storage: two instances (two uids) both read and write one."""
+    """Buckets are shared storage within a project: two instances (two uids) both read and
+    write one. Another project naming the same bucket gets a folder of its own and cannot
+    reach the first project's."""
     object_root = traversable_dir("demanager-obs-")
     try:
         server = server_factory(
@@ -167,27 +169,46 @@ def test_instances_share_an_object_storage_folder_and_nothing_else(
         )
         storage = {"type": "obs", "location": {"path": "/bucket-a/shared/"}}
         body = {**BODY, "spec": {"storage": storage}}
-        with server.client() as api:
+        other_project = f"other-{server.project[:8]}"
+        with server.client() as api, server.client(project=other_project) as other_api:
             first, second = (api.post("", json={**body, "name": n}).json()["id"] for n in "ab")
+            third = other_api.post("", json={**body, "name": "c"}).json()["id"]
             urls = {
                 i: wait_for_status(api, i, "RUNNING")["spec"]["annotations"]["url"]
                 for i in (first, second)
             }
-            with Notebook(urls[first]) as a, Notebook(urls[second]) as b:
+            urls[third] = wait_for_status(other_api, third, "RUNNING")["spec"]["annotations"][
+                "url"]
+            folder = object_root / server.project / "bucket-a" / "shared"
+            with Notebook(urls[first]) as a, Notebook(urls[second]) as b, \
+                    Notebook(urls[third]) as c:
                 a.write("from-a.txt", "written by a")
                 assert b.read("from-a.txt") == "written by a"
                 b.write("from-a.txt", "changed by b")
                 assert a.read("from-a.txt") == "changed by b"
                 assert _run(a, "import os; os.getuid()") != _run(b, "import os; os.getuid()")
-            folder = object_root / "bucket-a" / "shared"
+                # The other project's "bucket-a" is another folder, and this one is shut.
+                assert c.http.get("api/contents/from-a.txt").status_code == 404
+                assert _run(c, _TRY_READ.format(path=str(folder / "from-a.txt"))) == "PermissionError"
             assert folder.stat().st_mode & 0o7777 == 0o2770
-            for instance_id in (first, second):
-                api.post(f"/{instance_id}/action", json={"action": "stop"})
-                wait_for_status(api, instance_id, "STOPPED")
-                _delete(api, instance_id)
+            assert (object_root / other_project / "bucket-a" / "shared").is_dir()
+            for client, instance_id in ((api, first), (api, second), (other_api, third)):
+                client.post(f"/{instance_id}/action", json={"action": "stop"})
+                wait_for_status(client, instance_id, "STOPPED")
+                _delete(client, instance_id)
             assert (folder / "from-a.txt").read_text() == "changed by b", "delete keeps buckets"
     finally:
         shutil.rmtree(object_root, ignore_errors=True)
+
+
+_TRY_READ = """
+try:
+    open({path!r}).read()
+    result = "read"
+except Exception as exc:
+    result = type(exc).__name__
+result
+"""
 
 
 def _run(notebook: Notebook, code: str) -> Any:

@@ -30,6 +30,8 @@ Handle = Mapping[str, Any]
 @dataclass(frozen=True)
 class LaunchSpec:
     instance_id: str
+    project_id: str
+    """Object storage is scoped to it: two projects naming one bucket never meet."""
     profile: Profile
     flavor: Flavor
     storage: Storage

@@ -105,12 +105,14 @@ class ProcessBackend:
     def runtime_dir(self, instance_id: str) -> Path:
         return self._runtime / instance_id
 
-    def _object_dir(self, storage: Storage) -> Path:
+    def _object_dir(self, storage: Storage, project_id: str) -> Path:
+        """Buckets are the project's own: ``{root}/{project}/{bucket}/…``."""
         if self._object_root is None or storage.location.path is None:
             raise PermanentBackendError("object storage is not configured", code="ModelArts.6324")
+        project = self._object_root / sandbox.project_dir_name(project_id)
         if storage.type == "obsfs":
-            return self._object_root / storage.location.path.strip("/")
-        return self._object_root.joinpath(*bucket_dirs(storage.location.path))
+            return project / storage.location.path.strip("/")
+        return project.joinpath(*bucket_dirs(storage.location.path))
 
     def _root_dir(
         self, spec: LaunchSpec, owner: sandbox.Account | None, obs_gid: int | None
@@ -120,15 +122,15 @@ class ProcessBackend:
         if storage.type == "evs":
             root = private
         elif storage.type == "obs" or storage.location.mount_path in (None, WORK_DIR):
-            root = self._object_dir(storage)
+            root = self._object_dir(storage, spec.project_id)
             _object_folder(self._object_root, root, obs_gid)
         else:
             root = private
-            target = self._object_dir(storage)
+            target = self._object_dir(storage, spec.project_id)
             _object_folder(self._object_root, target, obs_gid)
             _link(root, storage.location.mount_path, target, owner)
         for extra in spec.extend_storage:
-            target = self._object_dir(extra)
+            target = self._object_dir(extra, spec.project_id)
             _object_folder(self._object_root, target, obs_gid)
             _link(root, extra.location.mount_path, target, owner)
         return root
@@ -224,13 +226,14 @@ class ProcessBackend:
         return handle
 
     async def _identity(self, spec: LaunchSpec) -> tuple[sandbox.Account | None, int | None]:
-        """The instance's own user, and the object-storage group if it mounts a bucket."""
+        """The instance's own user, and its project's object-storage group if it mounts a
+        bucket."""
         if self._users is None:
             return None, None
         account = await self._users.ensure(spec.instance_id)
         if not self._uses_object_storage(spec):
             return account, None
-        return account, await self._users.ensure_group(sandbox.OBJECT_STORAGE_GROUP)
+        return account, await self._users.ensure_group(sandbox.project_group(spec.project_id))
 
     async def observe(self, instance_id: str, handle: Handle | None) -> Observation:
         found = None if handle else self._read_server_file(instance_id)
@@ -431,8 +434,9 @@ def _owned_dir(path: Path, owner: sandbox.Account | None) -> None:
 
 
 def _object_folder(object_root: Path | None, target: Path, gid: int | None) -> None:
-    """Create an object-storage folder; as root, shared through the object-storage group
-    (setgid, 2770) since buckets are shared between instances by design."""
+    """Create an object-storage folder; as root, shared through the project's group
+    (setgid, 2770) since a project's buckets are shared between its instances by design,
+    and closed to every other project's."""
     if object_root is None:
         return
     missing = [p for p in [target, *target.parents] if not p.exists()]

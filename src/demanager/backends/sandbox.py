@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import os
 import pwd
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ FALLBACK_TAG = "NOTEBOOK_INSTANCE_TAG"
 """Marks an instance's processes when no cgroup is available (deliberately no ``DEMANAGER_``)."""
 FORBIDDEN_PREFIX = "DEMANAGER_"
 USER_PREFIX = "dm-"
-OBJECT_STORAGE_GROUP = "demanager-obs"
-"""Group of the object-storage folders: every instance that mounts a bucket is in it."""
+PROJECT_GROUP_PREFIX = "dmp-"
+"""Group of a project's object-storage folders: its instances that mount a bucket are in it."""
 NOLOGIN = "/usr/sbin/nologin"
 RETRIED_EXIT_CODES = (1, 8, 10)
 PROBE_UID = 65534
@@ -71,6 +72,19 @@ def user_name(instance_id: str) -> str:
     """A system user name of 27 characters, fixed for the instance: a digest of the whole
     id (user names stop at 32 characters; an id's uuid alone has 32 hex digits)."""
     return USER_PREFIX + hashlib.sha256(instance_id.encode()).hexdigest()[:24]
+
+
+def project_group(project_id: str) -> str:
+    """The group of one project's object storage (27 characters, fixed for the project)."""
+    return PROJECT_GROUP_PREFIX + hashlib.sha256(project_id.encode()).hexdigest()[:24]
+
+
+def project_dir_name(project_id: str) -> str:
+    """The project's folder under the object storage root: its id when that is a plain
+    name, else a digest (an id is opaque and could hold ``..`` or a slash)."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", project_id):
+        return project_id
+    return "_" + hashlib.sha256(project_id.encode()).hexdigest()[:32]
 
 
 def comment(instance_id: str) -> str:

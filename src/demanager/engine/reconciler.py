@@ -325,6 +325,7 @@ class Reconciler:
             )
         return LaunchSpec(
             instance_id=instance.id,
+            project_id=instance.project_id,
             profile=profile,
             flavor=flavor,
             storage=instance.storage,
