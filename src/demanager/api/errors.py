@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from demanager import errors as e
 from demanager.api.responses import WireJSON
@@ -68,6 +69,10 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
 INTERNAL = (500, "ModelArts.6102")
 NOT_FOUND = (404, "ModelArts.2836")
 METHOD_NOT_ALLOWED = (405, "ModelArts.2803")
+#: The contract has no 413 code; 6400 is its code for a body that is "too large" (§7.2),
+#: answered with the status HTTP has for it so that clients and proxies can tell.
+PAYLOAD_TOO_LARGE = (413, "ModelArts.6400")
+RATE_LIMITED = (429, "ModelArts.6101")
 
 
 def lookup(exc: Exception) -> tuple[int, str]:
@@ -77,8 +82,21 @@ def lookup(exc: Exception) -> tuple[int, str]:
     return INTERNAL
 
 
-def error_response(status: int, code: str, message: str) -> WireJSON:
-    return WireJSON({"error_code": code, "error_message": message}, status_code=status)
+def error_response(status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> WireJSON:
+    return WireJSON({"error_code": code, "error_message": message}, status_code=status,
+                    headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the app routes for the request's path (RFC 9110 ``Allow``): Starlette's
+    own 405 names only the first route that matched the path, one method of several."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route_methods
+    return ", ".join(sorted(methods))
 
 
 async def _domain_error(request: Request, exc: Exception) -> WireJSON:
@@ -94,14 +112,16 @@ async def _domain_error(request: Request, exc: Exception) -> WireJSON:
 
 async def _http_error(request: Request, exc: Exception) -> WireJSON:
     assert isinstance(exc, StarletteHTTPException)
+    headers = None
     if exc.status_code == 405:
         status, code, message = *METHOD_NOT_ALLOWED, "The method is not allowed on this path."
+        headers = {"Allow": allowed_methods(request)}
     elif exc.status_code == 404:
         status, code, message = *NOT_FOUND, "The path is not found."
     else:
         status, code, message = *INTERNAL, "The server could not process the request."
     log.info("%s %s -> %s %s", request.method, request.url.path, status, code)
-    return error_response(status, code, message)
+    return error_response(status, code, message, headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> WireJSON:

@@ -10,7 +10,7 @@ from demanager import errors
 from demanager.api.auth import Caller
 from demanager.api.dependencies import CallerDep, RuntimeDep, first_query_values, read_json
 from demanager.api.presenters import FlavorView, Presenter
-from demanager.api.responses import WireJSON
+from demanager.api.responses import WireJSON, error_responses
 from demanager.domain.instance import Instance
 from demanager.domain.lifecycle import QUEUED, InstanceStatus
 from demanager.engine.runtime import Runtime
@@ -18,9 +18,7 @@ from demanager.schemas import instances as w
 
 router = APIRouter(prefix="/v1/{project_id}/demanager/instances", tags=["instances"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": w.ErrorBody} for code in (400, 401, 403, 404, 405, 429, 500)
-}
+_ERRORS = error_responses(413)
 
 
 def _body(model: type[w.Wire]) -> dict[str, object]:
@@ -72,16 +70,19 @@ async def present(
              openapi_extra=_body(w.InstanceCreate),
              summary="Create an instance (asynchronous: answers CREATING)")
 async def create_instance(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    body = await read_json(request, runtime)
+    body = await read_json(request)
     instance = await runtime.service.create(owner=caller.owner(), body=body)
     return WireJSON((await present(runtime, caller, [instance]))[0])
 
 
 def _query(name: str, description: str, kind: str = "string", *, required: bool = False,
-           enum: list[str] | None = None, default: object = None) -> dict[str, object]:
+           enum: list[str] | None = None, default: object = None,
+           minimum: int | None = None) -> dict[str, object]:
     schema: dict[str, object] = {"type": kind}
     if enum is not None:
         schema["enum"] = enum
+    if minimum is not None:
+        schema["minimum"] = minimum
     if default is not None:
         schema["default"] = default
     return {"name": name, "in": "query", "required": required, "description": description,
@@ -97,8 +98,10 @@ _LIST_PARAMETERS = {
                enum=[s.value for s in InstanceStatus]),
         _query("sortby", "Sort key.", enum=["name", "creation_timestamp"], default="name"),
         _query("order", "Sort order.", enum=["asc", "desc"], default="asc"),
-        _query("offset", "Index of the first returned instance.", "integer", default=0),
-        _query("limit", "Page size; 0 returns everything from offset on.", "integer", default=0),
+        _query("offset", "Index of the first returned instance.", "integer", default=0,
+               minimum=0),
+        _query("limit", "Page size; 0 returns everything from offset on.", "integer", default=0,
+               minimum=0),
         _query("workspace_id", "Workspace of the instances.", default="0"),
         _query("show_self", "true: only the caller's instances (case-insensitive).",
                default="true"),
@@ -133,7 +136,7 @@ async def update_instance(
     instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
 ) -> WireJSON:
     await runtime.service.get(project_id=caller.project_id, instance_id=instance_id)
-    body = await read_json(request, runtime)
+    body = await read_json(request)
     instance = await runtime.service.update(
         project_id=caller.project_id, instance_id=instance_id, body=body
     )
@@ -153,7 +156,7 @@ async def act_on_instance(
     instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
 ) -> WireJSON:
     await runtime.service.get(project_id=caller.project_id, instance_id=instance_id)
-    body = await read_json(request, runtime)
+    body = await read_json(request)
     current, previous = await runtime.service.act(
         project_id=caller.project_id, instance_id=instance_id, body=body
     )
