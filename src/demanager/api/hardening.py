@@ -9,18 +9,12 @@ all of them, so every answer, refusals included, has an ``X-Request-Id``.
 from __future__ import annotations
 
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from demanager.api.body_limit import BodyLimit
+from demanager.api.cors import ContractCORS
 from demanager.api.headers import SecurityHeaders
 from demanager.api.rate_limit import RateLimit, TokenBuckets
 from demanager.settings import Settings
-
-#: What a cross-origin browser client may send and read (the token travels in a header,
-#: never in a cookie, so credentials stay off).
-CORS_METHODS = ["GET", "POST", "PUT", "DELETE"]
-CORS_REQUEST_HEADERS = ["X-Auth-Token", "Content-Type"]
-CORS_EXPOSED_HEADERS = ["X-Request-Id", "Retry-After"]
 
 
 def harden(app: FastAPI, settings: Settings) -> None:
@@ -30,11 +24,5 @@ def harden(app: FastAPI, settings: Settings) -> None:
         buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
         app.add_middleware(RateLimit, buckets=buckets)
     if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=CORS_METHODS,
-            allow_headers=CORS_REQUEST_HEADERS,
-            expose_headers=CORS_EXPOSED_HEADERS,
-        )
+        app.add_middleware(ContractCORS, origins=settings.cors_origins)
     app.add_middleware(SecurityHeaders)
