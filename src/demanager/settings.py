@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     workers: int = 8
     """Instances the engine drives at the same time."""
     max_body_bytes: int = 1_048_576
+    """Largest API request body; larger ones answer 413 (the notebook proxy is not limited)."""
+    rate_limit_per_second: float = Field(default=100.0, ge=0)
+    """Requests per second each token (or tokenless client address) may make; 0: no limit."""
+    rate_limit_burst: int = Field(default=1000, ge=1)
+    """Requests a caller may make at once before the per-second rate applies."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Browser origins allowed to call the API cross-origin; empty: no CORS headers at all."""
     log_level: str = "info"
     notebook_python: Path | None = None
     """Process backend: the interpreter (with JupyterLab) notebooks run with, the catalog's
@@ -68,6 +75,14 @@ class Settings(BaseSettings):
     login_failures_per_address: int = Field(default=20, ge=1)
     """Failed password sign-ins per client address in a window, before 429."""
     login_failure_window_seconds: int = Field(default=300, ge=1)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # The environment gives one string: "https://a.example, https://b.example".
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     @field_validator("data_dir", mode="after")
     @classmethod

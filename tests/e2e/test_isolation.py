@@ -189,7 +189,8 @@ def test_instances_share_an_object_storage_folder_and_nothing_else(
                 assert _run(a, "import os; os.getuid()") != _run(b, "import os; os.getuid()")
                 # The other project's "bucket-a" is another folder, and this one is shut.
                 assert c.http.get("api/contents/from-a.txt").status_code == 404
-                assert _run(c, _TRY_READ.format(path=str(folder / "from-a.txt"))) == "PermissionError"
+                probe = _TRY_READ.format(path=str(folder / "from-a.txt"))
+                assert _run(c, probe) == "PermissionError"
             assert folder.stat().st_mode & 0o7777 == 0o2770
             assert (object_root / other_project / "bucket-a" / "shared").is_dir()
             for client, instance_id in ((api, first), (api, second), (other_api, third)):

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demanager import __version__
 from demanager.api import errors
+from demanager.api.hardening import harden
 from demanager.api.routes import catalog, instances, keystone
 from demanager.engine.runtime import Runtime
 from demanager.schemas import instances as w
@@ -76,6 +77,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
         redirect_slashes=False,
     )
+    harden(app, settings)
     app.add_middleware(ContractPaths)
     errors.install(app)
     app.include_router(instances.router)
@@ -97,9 +99,21 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         body = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(body.pop("$defs", {}))
         components[model.__name__] = body
+    _drop_validation_responses(schema)
     schema["components"]["securitySchemes"] = {
         "token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}
     }
     schema["security"] = [{"token": []}]
     app.openapi_schema = schema
     return schema
+
+
+def _drop_validation_responses(schema: dict[str, Any]) -> None:
+    """FastAPI documents a 422 for every route with parameters; this server answers
+    parameter errors with 400 in the contract's error shape instead (§1.9)."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from demanager import errors
 from demanager.api.auth import HEADER
 from demanager.engine.runtime import Runtime
 from demanager.identity.principal import Principal
@@ -31,13 +30,11 @@ async def get_caller(
 CallerDep = Annotated[Principal, Depends(get_caller)]
 
 
-async def read_body(request: Request, runtime: Runtime) -> bytes:
-    """The raw body, refused when larger than the configured limit; parsed later, as part
-    of validation (``domain/payload.py``)."""
-    body = await request.body()
-    if len(body) > runtime.settings.max_body_bytes:
-        raise errors.InvalidPayload("The request payload is too large.")
-    return body
+async def read_body(request: Request) -> bytes:
+    """The raw body; parsed later, as part of validation (``domain/payload.py``).
+
+    Its size is already bounded: ``api.body_limit`` answers 413 past ``max_body_bytes``."""
+    return await request.body()
 
 
 def first_query_values(request: Request) -> dict[str, str]:

@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from demanager import errors as e
 from demanager.api.responses import WireJSON
@@ -69,6 +70,10 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
 INTERNAL = (500, "ModelArts.6102")
 NOT_FOUND = (404, "ModelArts.2836")
 METHOD_NOT_ALLOWED = (405, "ModelArts.2803")
+#: The contract has no 413 code; 6400 is its code for a body that is "too large" (§7.2),
+#: answered with the status HTTP has for it so that clients and proxies can tell.
+PAYLOAD_TOO_LARGE = (413, "ModelArts.6400")
+RATE_LIMITED = (429, "ModelArts.6101")
 
 
 def lookup(exc: Exception) -> tuple[int, str]:
@@ -78,8 +83,29 @@ def lookup(exc: Exception) -> tuple[int, str]:
     return INTERNAL
 
 
-def error_response(status: int, code: str, message: str) -> WireJSON:
-    return WireJSON({"error_code": code, "error_message": message}, status_code=status)
+def error_response(status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> WireJSON:
+    return WireJSON({"error_code": code, "error_message": message}, status_code=status,
+                    headers=headers)
+
+
+#: The methods a 405's ``Allow`` may name.
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the app routes for the request's path (RFC 9110 ``Allow``).
+
+    Starlette's own 405 names the methods of the first route that matched the path
+    only, one of several; so each method is tried against the routing table instead
+    (through ``matches``, the one question every kind of route answers)."""
+    routes = request.app.router.routes
+    allowed = [
+        method for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+               for route in routes)
+    ]
+    return ", ".join(allowed)
 
 
 async def _domain_error(request: Request, exc: Exception) -> WireJSON:
@@ -95,14 +121,16 @@ async def _domain_error(request: Request, exc: Exception) -> WireJSON:
 
 async def _http_error(request: Request, exc: Exception) -> WireJSON:
     assert isinstance(exc, StarletteHTTPException)
+    headers = None
     if exc.status_code == 405:
         status, code, message = *METHOD_NOT_ALLOWED, "The method is not allowed on this path."
+        headers = {"Allow": allowed_methods(request)}
     elif exc.status_code == 404:
         status, code, message = *NOT_FOUND, "The path is not found."
     else:
         status, code, message = *INTERNAL, "The server could not process the request."
     log.info("%s %s -> %s %s", request.method, request.url.path, status, code)
-    return error_response(status, code, message)
+    return error_response(status, code, message, headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> WireJSON:

@@ -1,9 +1,21 @@
-"""JSON responses in the contract's exact media type."""
+"""JSON responses in the contract's exact media type, and how routes document their errors."""
 
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
+from demanager.schemas.instances import ErrorBody
+
+#: What any API route may answer besides 200 (contract §1.9): the auth, routing, rate
+#: limit and fault statuses, all in the error shape.
+COMMON_ERROR_STATUSES = (400, 401, 403, 404, 405, 429, 500)
+
 
 class WireJSON(JSONResponse):
     media_type = "application/json; charset=UTF-8"
+
+
+def error_responses(*extra: int) -> dict[int | str, dict[str, object]]:
+    """The ``responses=`` of a route: every status it may answer in the error shape
+    (``extra``: 413 for routes that read a body)."""
+    return {code: {"model": ErrorBody} for code in sorted({*COMMON_ERROR_STATUSES, *extra})}

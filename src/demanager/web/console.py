@@ -19,18 +19,15 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from demanager.api.headers import page_headers
+
 STATIC_DIR = Path(__file__).parent / "static"
 PREFIX = "/console"
 
-#: The page holds a bearer token in session storage, so it loads script from
-#: its own origin only and may not be framed (clickjacking of the action buttons).
+#: The page holds a bearer token in session storage, so it loads script from its
+#: own origin only and may not be framed (clickjacking of the action buttons).
 PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    **page_headers(),
     # Revalidate on every visit so an upgraded server never runs a stale page.
     "Cache-Control": "no-cache",
 }

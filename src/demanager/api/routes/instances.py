@@ -5,15 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from demanager.api.dependencies import CallerDep, RuntimeDep, first_query_values, read_body
-from demanager.api.responses import WireJSON
+from demanager.api.responses import WireJSON, error_responses
 from demanager.domain.lifecycle import InstanceStatus
 from demanager.schemas import instances as w
 
 router = APIRouter(prefix="/v1/{project_id}/demanager/instances", tags=["instances"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": w.ErrorBody} for code in (400, 401, 403, 404, 405, 429, 500)
-}
+_ERRORS = error_responses(413)
 
 
 def _body(model: type[w.Wire]) -> dict[str, object]:
@@ -30,15 +28,18 @@ def _body(model: type[w.Wire]) -> dict[str, object]:
              openapi_extra=_body(w.InstanceCreate),
              summary="Create an instance (asynchronous: answers CREATING)")
 async def create_instance(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    raw = await read_body(request, runtime)
+    raw = await read_body(request)
     return WireJSON(await runtime.views.create(principal=caller, raw=raw))
 
 
 def _query(name: str, description: str, kind: str = "string", *, required: bool = False,
-           enum: list[str] | None = None, default: object = None) -> dict[str, object]:
+           enum: list[str] | None = None, default: object = None,
+           minimum: int | None = None) -> dict[str, object]:
     schema: dict[str, object] = {"type": kind}
     if enum is not None:
         schema["enum"] = enum
+    if minimum is not None:
+        schema["minimum"] = minimum
     if default is not None:
         schema["default"] = default
     return {"name": name, "in": "query", "required": required, "description": description,
@@ -54,8 +55,10 @@ _LIST_PARAMETERS = {
                enum=[s.value for s in InstanceStatus]),
         _query("sortby", "Sort key.", enum=["name", "creation_timestamp"], default="name"),
         _query("order", "Sort order.", enum=["asc", "desc"], default="asc"),
-        _query("offset", "Index of the first returned instance.", "integer", default=0),
-        _query("limit", "Page size; 0 returns everything from offset on.", "integer", default=0),
+        _query("offset", "Index of the first returned instance.", "integer", default=0,
+               minimum=0),
+        _query("limit", "Page size; 0 returns everything from offset on.", "integer", default=0,
+               minimum=0),
         _query("workspace_id", "Workspace of the instances.", default="0"),
         _query("show_self", "true: only the caller's instances (case-insensitive).",
                default="true"),
@@ -84,7 +87,7 @@ async def get_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep)
 async def update_instance(
     instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
 ) -> WireJSON:
-    raw = await read_body(request, runtime)
+    raw = await read_body(request)
     return WireJSON(await runtime.views.update(principal=caller, instance_id=instance_id, raw=raw))
 
 
@@ -99,7 +102,7 @@ async def delete_instance(instance_id: str, runtime: RuntimeDep, caller: CallerD
 async def act_on_instance(
     instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
 ) -> WireJSON:
-    raw = await read_body(request, runtime)
+    raw = await read_body(request)
     return WireJSON(await runtime.views.act(principal=caller, instance_id=instance_id, raw=raw))
 
 

@@ -141,13 +141,18 @@ async def version(runtime: RuntimeDep) -> WireJSON:
     return WireJSON(document.model_dump(mode="json", by_alias=True))
 
 
+TOKEN_METHODS = "DELETE, GET, HEAD, POST"
+"""What ``/v3/auth/tokens`` answers (its 405 names them, RFC 9110)."""
+
 router.add_api_route("/", version, methods=["GET"], include_in_schema=False)
 
 
-@router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+@router.api_route("/{path:path}",
+                  methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                   include_in_schema=False)
 async def elsewhere(path: str) -> Response:
     """Unknown paths and methods under ``/v3`` answer in Keystone's shape too."""
     if path.rstrip("/") == "auth/tokens":
-        return keystone_error(405, "The method is not allowed on this resource.")
+        return keystone_error(405, "The method is not allowed on this resource.",
+                              headers={"Allow": TOKEN_METHODS})
     return keystone_error(404, "The resource could not be found.")
