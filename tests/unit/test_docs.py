@@ -1,10 +1,14 @@
 """The docs state facts the code owns; these tests keep them from drifting apart.
 
-Regenerate the lifecycle tables with ``.venv/bin/python -m tests.unit.test_docs``.
+Regenerate the lifecycle tables and the CLI reference with
+``.venv/bin/python -m tests.unit.test_docs``.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 from demanager.domain.lifecycle import CALLER_TABLE, TRANSITIONS, InstanceStatus, Operation
@@ -12,6 +16,9 @@ from demanager.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 LIFECYCLE = DOCS / "explanation" / "lifecycle.md"
+CLI = DOCS / "reference" / "cli.md"
+CLI_GENERATED = "### `demanager`\n"
+"""Where the generated part of the CLI reference begins."""
 BEGIN, END = "<!-- generated:begin -->", "<!-- generated:end -->"
 
 
@@ -54,7 +61,27 @@ def test_every_setting_is_documented() -> None:
     assert missing == []
 
 
+def render_cli(tmp: Path) -> str:
+    """typer's docs of the command, headings shifted two levels down."""
+    out = tmp / "commands.md"
+    typer = Path(sys.executable).with_name("typer")
+    subprocess.run([str(typer), "demanager.cli.main", "utils", "docs", "--name", "demanager",
+                    "--output", str(out)], check=True, capture_output=True, timeout=120)
+    text = out.read_text(encoding="utf-8")
+    return re.sub(r"^(#+) ", lambda m: f"##{m.group(1)} ", text, flags=re.M).lstrip()
+
+
+def test_cli_reference_matches_the_commands(tmp_path: Path) -> None:
+    text = CLI.read_text(encoding="utf-8")
+    assert text.split(CLI_GENERATED, 1)[1] == render_cli(tmp_path).split(CLI_GENERATED, 1)[1]
+
+
 if __name__ == "__main__":
+    import tempfile
+
+    cli_text = CLI.read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as scratch:
+        CLI.write_text(cli_text.split(CLI_GENERATED, 1)[0] + render_cli(Path(scratch)), "utf-8")
     text = LIFECYCLE.read_text(encoding="utf-8")
     head, rest = text.split(BEGIN, 1)
     LIFECYCLE.write_text(f"{head}{BEGIN}\n{render()}\n{END}{rest.split(END, 1)[1]}", "utf-8")

@@ -23,9 +23,11 @@ DataDir = Annotated[
 ]
 
 tokens_app = typer.Typer(
-    help="Issue and revoke API tokens (run where the server runs).", no_args_is_help=True
+    help="Issue, list and revoke API tokens (run where the server runs).", no_args_is_help=True
 )
-users_app = typer.Typer(help="Manage users (run where the server runs).", no_args_is_help=True)
+users_app = typer.Typer(
+    help="Users, their projects and roles (run where the server runs).", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
 
