@@ -31,7 +31,7 @@ is the single table that maps each class to an HTTP status and a
     │   ├── FlavorSoldOut (6329)  NotEnoughResources (6360)
     │   └── StateError: StopBeforeDelete (6304) AlreadyRunning (6305)
     │       InstanceStarting (6306) AlreadyStopped (6307) InstanceStopping (6308)
-    │       NotRunning (6327) BeingRestored (6333) OperationNotAllowed (6357)
+    │       NotRunning (6327) NotAnswering (6327) BeingRestored (6333) OperationNotAllowed (6357)
     │       InstanceFrozen (6326)
     ├── InstanceNotFound                                               (6309)
     ├── AuthError: TokenMissing (0201) TokenExpired (0202) TokenInvalid (6620)
@@ -232,6 +232,13 @@ class InstanceStopping(StateError):
 
 class NotRunning(StateError):
     template = "The instance is not running (status {status}); cannot {operation} it."
+
+
+class NotAnswering(NotRunning):
+    """RUNNING in the store, but its notebook server refuses connections (the engine
+    notices and restarts it)."""
+
+    template = "The notebook is not answering right now (status {status}); retry in a moment."
 
 
 class BeingRestored(StateError):

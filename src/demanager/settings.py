@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     workers: int = 8
     """Instances the engine drives at the same time."""
     max_body_bytes: int = 1_048_576
+    link_ttl_seconds: int = Field(default=300, ge=1, le=86400)
+    """Lifetime of a signed link to a notebook (``…/signed-url``)."""
+    session_ttl_seconds: int = Field(default=43200, ge=60, le=604800)
+    """Lifetime of the proxy's session cookie and of the token route's value."""
     log_level: str = "info"
     fake_start_delay_seconds: float = 0.0
     """Fake backend only: how long a workload takes to become ready."""

@@ -24,12 +24,17 @@ from demanager.engine.service import InstanceService
 from demanager.identity.secrets import load_server_key
 from demanager.identity.service import OPERATOR_NAME, IdentityService
 from demanager.settings import Settings
-from demanager.store.database import make_engine, make_sessionmaker
+from demanager.store.database import make_engine, make_sessionmaker, upgrade
 from demanager.store.identity import IdentityRepository
 from demanager.store.instances import InstanceRepository
 from demanager.store.leases import LeaseRepository
 
 log = logging.getLogger(__name__)
+
+def upgrade_database(settings: Settings) -> None:
+    """Bring the store's schema to the newest revision (blocking: run it in a thread)."""
+    upgrade(settings.sqlalchemy_url)
+
 
 class UnknownBackend(ValueError):
     pass

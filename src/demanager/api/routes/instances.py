@@ -60,7 +60,7 @@ async def present(
     """Wire dicts of ``instances``; ``counts`` (the caller's instances per flavor) is
     queried when not already at hand."""
     view = await _flavor_view(runtime, caller, instances, counts)
-    presenter = Presenter(runtime.catalog, runtime.backend, runtime.settings.target_domain)
+    presenter = Presenter(runtime.catalog, runtime.settings.target_domain)
     now = runtime.clock.now_ms()
     return [
         presenter.instance(i, now_ms=now, flavors=view).model_dump(mode="json", exclude_unset=True)
@@ -157,10 +157,24 @@ async def act_on_instance(
 
 
 @router.get("/{instance_id}/token", response_model=w.TokenResponse, responses=_ERRORS,
-            summary="The notebook access token of a running instance (historical route)")
+             summary="A credential that opens the running notebook through the proxy "
+                     "(historical route)")
 async def instance_token(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
     instance = await runtime.service.get(principal=caller, instance_id=instance_id)
-    token = runtime.backend.access_token(instance.handle) if instance.handle else None
-    if instance.status is not InstanceStatus.RUNNING or not token:
+    if instance.status is not InstanceStatus.RUNNING:
         raise errors.NotRunning(instance.status, "get the token of")
-    return WireJSON({"token": token})
+    # A signed grant, not the notebook's own token (which never leaves the server): the
+    # proxy accepts it as ``?token=`` or ``Authorization: token …``.
+    grant = runtime.identity.grant(caller, instance.id,
+                                   ttl_seconds=runtime.settings.session_ttl_seconds)
+    return WireJSON({"token": grant.value})
+
+
+@router.post("/{instance_id}/signed-url", response_model=w.SignedUrlResponse,
+             responses=_ERRORS, summary="A short-lived link that opens the notebook (extension)")
+async def signed_url(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
+    instance = await runtime.service.get(principal=caller, instance_id=instance_id)
+    grant = runtime.identity.grant(caller, instance.id,
+                                   ttl_seconds=runtime.settings.link_ttl_seconds)
+    url = f"{runtime.settings.target_domain}/notebooks/{instance.id}/lab?token={grant.value}"
+    return WireJSON({"url": url, "expires_at": grant.expires_at})
