@@ -3,7 +3,7 @@
 The fake backend has no notebook server, yet the proxy in front of it must be
 testable for refusal *and* success, over HTTP and WebSocket, without Jupyter.
 This server answers every request under ``/notebooks/{id}/`` with what it
-received (method, path, query, headers, body size) and echoes WebSocket
+received (method, path as sent, query, headers, body size) and echoes WebSocket
 messages, but only when the request carries the instance's upstream credential,
 exactly as Jupyter would. ``…/bytes?n=N`` streams N bytes, for download checks.
 
@@ -93,6 +93,7 @@ class EchoUpstream:
             "instance": instance,
             "method": request.method,
             "path": request.url.path,
+            "raw_path": (request.scope.get("raw_path") or b"").decode("latin-1"),
             "query": request.url.query,
             "headers": dict(request.headers.items()),
             "body_bytes": size,

@@ -4,7 +4,8 @@ A caller proves who they are with one of (first found wins):
 
 1. ``X-Auth-Token``: an API token, as for the REST API (scripts, the SDK);
 2. ``?token=``: a signed grant (a signed link, or the token route's value);
-3. ``Authorization: token …``: the same grant, the way Jupyter clients send one;
+3. ``Authorization: token …``: the same grant, the way Jupyter clients send one
+   (values of other shapes in these two places are ignored, and never forwarded);
 4. the session cookie the proxy set after a sign-in or a signed link.
 
 Then the instance must be live, in the principal's project, and theirs to use
@@ -22,6 +23,7 @@ from demanager import errors
 from demanager.domain.instance import Instance
 from demanager.domain.lifecycle import InstanceStatus
 from demanager.engine.runtime import Runtime
+from demanager.identity import links
 from demanager.identity.principal import Principal
 from demanager.proxy import forwarding
 from demanager.proxy.forwarding import RawHeaders
@@ -49,10 +51,12 @@ def credential_of(headers: RawHeaders, query_token: str | None) -> Credential | 
     api_token = forwarding.header(headers, "x-auth-token")
     if api_token:
         return Credential(Source.API_TOKEN, api_token)
-    if query_token:
+    # Only values shaped like our grants count: JupyterLab sends back whatever token its
+    # page gave it (masked by ``scrub``), and that must not shadow the session cookie.
+    if query_token and query_token.startswith(links.PREFIX):
         return Credential(Source.QUERY, query_token)
     scheme, _, value = (forwarding.header(headers, "authorization") or "").partition(" ")
-    if scheme.lower() == "token" and value.strip():
+    if scheme.lower() == "token" and value.strip().startswith(links.PREFIX):
         return Credential(Source.AUTHORIZATION, value.strip())
     cookie = forwarding.session_cookie(headers)
     if cookie:

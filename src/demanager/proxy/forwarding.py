@@ -4,7 +4,8 @@ Hop-by-hop headers belong to one connection and never cross (RFC 9110 §7.6.1,
 including any header the ``Connection`` header names). The caller's credentials
 for demanager (``X-Auth-Token``, ``Authorization``, the session cookie and the
 ``token`` query parameter) stop here: the upstream gets the instance's own
-credential instead, from the stored endpoint. ``Host`` becomes the upstream's,
+credential instead, from the stored endpoint (and ``scrub`` keeps that out of the
+answers). ``Host`` becomes the upstream's,
 and ``Origin``/``Referer`` are dropped: the proxy has already checked the caller,
 and the notebook server would otherwise judge the public origin as foreign.
 """
@@ -19,7 +20,10 @@ HOP_BY_HOP = frozenset({
     "trailer", "trailers", "transfer-encoding", "upgrade",
 })
 CALLER_CREDENTIALS = frozenset({"x-auth-token", "authorization"})
-NOT_FORWARDED = frozenset({"host", "origin", "referer", "cookie", "forwarded"})
+NOT_FORWARDED = frozenset({
+    "host", "origin", "referer", "cookie", "forwarded",
+    "accept-encoding",  # uncompressed answers, so ``scrub`` can see them (and loopback)
+})
 WEBSOCKET_HANDSHAKE = frozenset({
     "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
     "sec-websocket-protocol", "sec-websocket-accept", "content-length",

@@ -22,6 +22,7 @@ from demanager.engine.runtime import Runtime
 from demanager.proxy import access, forwarding, pages, signin
 from demanager.proxy import http as http_proxy
 from demanager.proxy import websocket as ws_proxy
+from demanager.proxy.scrub import Scrubber, secrets_of
 
 PREFIX = b"/notebooks/"
 
@@ -111,7 +112,7 @@ class Gateway:
             await http_proxy.forward(
                 self.client, method=target.method, url=target.upstream("http", endpoint),
                 headers=headers, has_body=has_body, receive=receive, send=send,
-                extra_response_headers=[],
+                scrubber=Scrubber(secrets_of(endpoint.headers)),
             )
         except errors.NotAnswering as exc:
             await self._refuse(target, exc, receive, send)
@@ -129,7 +130,8 @@ class Gateway:
         except errors.NotAnswering as exc:
             await self._refuse(target, exc, receive, send)
             return
-        await ws_proxy.relay(WebSocket(target.scope, receive, send), upstream)
+        await ws_proxy.relay(WebSocket(target.scope, receive, send), upstream,
+                             secrets_of(endpoint.headers))
 
 
 class _Target:

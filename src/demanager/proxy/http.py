@@ -19,6 +19,7 @@ from starlette.types import Receive, Send
 
 from demanager import errors
 from demanager.proxy import forwarding
+from demanager.proxy.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ async def _request_chunks(receive: Receive) -> AsyncIterator[bytes]:
 
 async def forward(
     client: httpx.AsyncClient, *, method: str, url: str, headers: list[tuple[str, str]],
-    has_body: bool, receive: Receive, send: Send, extra_response_headers: list[tuple[bytes, bytes]]
+    has_body: bool, receive: Receive, send: Send, scrubber: Scrubber,
 ) -> None:
     """Send the request upstream, then stream the answer to ``send``.
 
@@ -67,9 +68,9 @@ async def forward(
         await send({
             "type": "http.response.start",
             "status": response.status_code,
-            "headers": forwarding.response_headers(response.headers.raw) + extra_response_headers,
+            "headers": forwarding.response_headers(response.headers.raw),
         })
-        pump = asyncio.create_task(_pump(response, send))
+        pump = asyncio.create_task(_pump(response, send, scrubber))
         gone = asyncio.create_task(_wait_disconnect(receive))
         done, _ = await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
         for task in (pump, gone):
@@ -85,10 +86,12 @@ async def forward(
         await response.aclose()
 
 
-async def _pump(response: httpx.Response, send: Send) -> None:
+async def _pump(response: httpx.Response, send: Send, scrubber: Scrubber) -> None:
     async for chunk in response.aiter_raw():
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        cleaned = scrubber.feed(chunk)
+        if cleaned:
+            await send({"type": "http.response.body", "body": cleaned, "more_body": True})
+    await send({"type": "http.response.body", "body": scrubber.flush(), "more_body": False})
 
 
 async def _wait_disconnect(receive: Receive) -> None:

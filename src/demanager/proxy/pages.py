@@ -121,7 +121,9 @@ def not_running_page(status: str, *, answering: bool = True) -> HTMLResponse:
 
 def json_error(exc: errors.DemanagerError) -> JSONResponse:
     status, code = lookup(exc)
-    return JSONResponse({"error_code": code, "error_message": exc.message}, status_code=status)
+    # The API's own content type (api/responses.py), so clients see one shape everywhere.
+    return JSONResponse({"error_code": code, "error_message": exc.message}, status_code=status,
+                        media_type="application/json; charset=UTF-8")
 
 
 def error_answer(exc: errors.DemanagerError, *, browser: bool, next_path: str) -> Response:

@@ -43,11 +43,11 @@ async def open_upstream(url: str, headers: list[tuple[str, str]],
         raise errors.NotAnswering("RUNNING", "reach") from exc
 
 
-async def relay(caller: WebSocket, upstream: ClientConnection) -> None:
+async def relay(caller: WebSocket, upstream: ClientConnection, secrets: list[bytes]) -> None:
     """Accept the caller with the upstream's subprotocol, then copy both ways."""
     await caller.accept(subprotocol=upstream.subprotocol)
     up = asyncio.create_task(_caller_to_upstream(caller, upstream))
-    down = asyncio.create_task(_upstream_to_caller(caller, upstream))
+    down = asyncio.create_task(_upstream_to_caller(caller, upstream, secrets))
     try:
         await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -74,10 +74,28 @@ async def _caller_to_upstream(caller: WebSocket, upstream: ClientConnection) -> 
                 await upstream.send(message["bytes"])
 
 
-async def _upstream_to_caller(caller: WebSocket, upstream: ClientConnection) -> None:
+async def _upstream_to_caller(
+    caller: WebSocket, upstream: ClientConnection, secrets: list[bytes]
+) -> None:
     with contextlib.suppress(ConnectionClosed):
         async for data in upstream:
+            # Each message is whole: mask the upstream credential in it (see ``scrub``).
             if isinstance(data, str):
-                await caller.send_text(data)
+                await caller.send_text(_mask_text(data, secrets))
             else:
-                await caller.send_bytes(data)
+                await caller.send_bytes(_mask_bytes(data, secrets))
+
+
+def _mask_text(data: str, secrets: list[bytes]) -> str:
+    for secret in secrets:
+        text = secret.decode("latin-1")
+        if text in data:
+            data = data.replace(text, "*" * len(text))
+    return data
+
+
+def _mask_bytes(data: bytes, secrets: list[bytes]) -> bytes:
+    for secret in secrets:
+        if secret in data:
+            data = data.replace(secret, b"*" * len(secret))
+    return data
