@@ -121,14 +121,13 @@ class IdentityService:
             if principal.user_id != grant.user_id or principal.project_id != grant.project_id:
                 raise errors.TokenInvalid()
             return principal
-        found = await self._repo.find_user(user_id=grant.user_id)
-        if found is None or not found[0].enabled:
+        found = await self._repo.standing(grant.user_id, grant.project_id)
+        if found is None:
             raise errors.UserUnavailable()
-        user = found[0]
-        role = await self.role_in(user, grant.project_id)
-        if role is None:
+        user, role = found
+        if not user.enabled or role is None:
             raise errors.UserUnavailable()
-        return Principal(user.id, user.name, grant.project_id, role)
+        return Principal(user.id, user.name, grant.project_id, Role(role))
 
     async def sign_in(
         self, *, project_id: str, token: str | None = None,

@@ -16,6 +16,7 @@ before the instance is looked at, so their errors say nothing about it either.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from enum import Enum
 
@@ -88,9 +89,37 @@ def ensure_may_use(principal: Principal, instance: Instance | None, instance_id:
     return instance
 
 
-async def admit(runtime: Runtime, credential: Credential | None,
-                instance_id: str) -> tuple[Principal, Instance]:
+class InstanceCache:
+    """Instance rows, kept for ``ttl`` seconds.
+
+    A notebook page fires dozens of requests at once; reading the row once per
+    second instead of once per request halves the proxy's cost. What may be stale
+    is harmless: owner and project never change, and a status or endpoint at most
+    ``ttl`` old only means a request reaches a workload that is stopping (and is
+    refused by it). Credentials are never cached: each request's is checked.
+    """
+
+    def __init__(self, runtime: Runtime, *, ttl: float = 1.0, size: int = 4096) -> None:
+        self._runtime = runtime
+        self._ttl = ttl
+        self._size = size
+        self._rows: dict[str, tuple[float, Instance | None]] = {}
+
+    async def get(self, instance_id: str) -> Instance | None:
+        now = time.monotonic()
+        cached = self._rows.get(instance_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        instance = await self._runtime.instances.load(instance_id)
+        if len(self._rows) >= self._size:
+            self._rows.clear()  # crude but bounded: ids are caller-chosen
+        self._rows[instance_id] = (now, instance)
+        return instance
+
+
+async def admit(runtime: Runtime, credential: Credential | None, instance_id: str,
+                cache: InstanceCache) -> tuple[Principal, Instance]:
     """The caller and the instance they may use, or the error to answer with."""
-    instance = await runtime.instances.load(instance_id)
+    instance = await cache.get(instance_id)
     principal = await principal_for(runtime, credential, instance, instance_id)
     return principal, ensure_may_use(principal, instance, instance_id)

@@ -33,6 +33,7 @@ class Gateway:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.client: httpx.AsyncClient = http_proxy.make_client()
+        self.instances = access.InstanceCache(runtime)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -71,7 +72,8 @@ class Gateway:
 
     async def _admit(self, target: _Target) -> Endpoint | Response:
         credential = access.credential_of(target.headers, target.query_token)
-        principal, instance = await access.admit(self.runtime, credential, target.instance_id)
+        principal, instance = await access.admit(self.runtime, credential, target.instance_id,
+                                                 self.instances)
         assert credential is not None
         if (
             credential.source is access.Source.COOKIE

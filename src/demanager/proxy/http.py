@@ -27,6 +27,10 @@ UPSTREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=300.0, pool=30.0
 """Long reads and writes: a notebook may take minutes to answer a big save or export."""
 
 
+SMALL_BODY = 256 * 1024
+"""Answers up to this size are relayed without watching for the caller leaving."""
+
+
 def make_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=UPSTREAM_TIMEOUT,
@@ -70,6 +74,11 @@ async def forward(
             "status": response.status_code,
             "headers": forwarding.response_headers(response.headers.raw),
         })
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) <= SMALL_BODY:
+            # Most answers (API JSON) are small: send them without a disconnect watcher.
+            await _pump(response, send, scrubber)
+            return
         pump = asyncio.create_task(_pump(response, send, scrubber))
         gone = asyncio.create_task(_wait_disconnect(receive))
         done, _ = await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
