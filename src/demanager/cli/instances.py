@@ -449,9 +449,11 @@ def open_instance(
     project: ProjectOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Open a running instance's JupyterLab in the browser, through a short-lived
-    signed link (no sign-in needed; anyone holding the link can use it until it
-    expires, so --print output is a credential)."""
+    """Open a running instance's JupyterLab through a short-lived signed link.
+
+    No sign-in is needed; anyone holding the link can use it until it expires,
+    so the --print output is a credential.
+    """
     with session(ctx, url, project, token) as client:
         target = resolve(client, instance)
         if target.status != "RUNNING":
