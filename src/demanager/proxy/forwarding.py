@@ -73,9 +73,16 @@ def request_headers(
 
 
 def response_headers(raw: RawHeaders) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers for the caller: no hop-by-hop ones, and no attempt by the
+    notebook to set (or shadow) the proxy's own session cookie."""
     raw = list(raw)
     drop = HOP_BY_HOP | _connection_named(raw)
-    return [(n, v) for n, v in raw if n.decode("latin-1").lower() not in drop]
+    own = SESSION_COOKIE.encode("latin-1") + b"="
+    return [
+        (n, v) for n, v in raw
+        if n.decode("latin-1").lower() not in drop
+        and not (n.lower() == b"set-cookie" and v.lstrip().startswith(own))
+    ]
 
 
 def cookies(raw: RawHeaders) -> list[tuple[str, str]]:
