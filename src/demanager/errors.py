@@ -40,6 +40,7 @@ is the single table that maps each class to an HTTP status and a
     ├── ProjectMismatch                                                (0210)
     ├── IdentityError                operator commands: UserExists, UnknownUser
     ├── Busy                         store contention, retry           (6101)
+    ├── InternalError                a failure the caller cannot fix   (6102, 500)
     └── BackendError                 raised by backends, never reaches a caller
         ├── TransientBackendError    retry after ``retry_after`` seconds
         └── PermanentBackendError    mark the instance failed with ``code``
@@ -312,6 +313,13 @@ class UnknownUser(IdentityError):
 class ProjectMismatch(DemanagerError):
     def __init__(self) -> None:
         super().__init__("The project ID in the URL does not match the token's project.")
+
+
+class InternalError(DemanagerError):
+    """Something failed that the caller cannot fix; details go to the log only."""
+
+    def __init__(self) -> None:
+        super().__init__("The server could not process the request.")
 
 
 class Busy(DemanagerError):

@@ -154,6 +154,14 @@ def test_websocket_passes_for_the_owner_only(server: ServerProcess, pair: Pair) 
     assert b"ModelArts.6327" in stopped.value.response.body
 
 
+def test_a_grant_in_the_query_opens_a_websocket_too(server: ServerProcess, pair: Pair) -> None:
+    with client_for(server, project=pair.project, token=pair.alice) as api:
+        token = ok(api.get(f"/{pair.mine}/token"))["token"]
+    with connect(ws_url(server, pair.mine, f"api/kernels/k/channels?token={token}")) as ws:
+        ws.send("via query")
+        assert ws.recv() == "via query"
+
+
 # --- what crosses ----------------------------------------------------------------------
 
 

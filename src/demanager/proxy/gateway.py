@@ -7,6 +7,7 @@ credential check, one row read and the upstream exchange, nothing more.
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import unquote
 
 import httpx
@@ -23,6 +24,8 @@ from demanager.proxy import access, forwarding, pages, signin
 from demanager.proxy import http as http_proxy
 from demanager.proxy import websocket as ws_proxy
 from demanager.proxy.scrub import Scrubber, secrets_of
+
+log = logging.getLogger(__name__)
 
 PREFIX = b"/notebooks/"
 
@@ -62,6 +65,11 @@ class Gateway:
         except errors.DemanagerError as exc:
             await self._refuse(target, exc, receive, send)
             return
+        except Exception:
+            # The store failed, say: the contract's internal error, never a bare 500.
+            log.exception("proxy: checking %s failed", target.instance_id)
+            await self._refuse(target, errors.InternalError(), receive, send)
+            return
         if isinstance(found, Response):
             await found(scope, receive, send)
             return
@@ -82,7 +90,11 @@ class Gateway:
         ):
             # Cross-site WebSocket hijacking: a page elsewhere riding on the cookie.
             raise errors.InstanceNotFound(target.instance_id)
-        if credential.source is access.Source.QUERY and target.method == "GET":
+        if (
+            credential.source is access.Source.QUERY
+            and not target.websocket
+            and target.method == "GET"
+        ):
             # A signed link: trade it for the session cookie, then show the clean URL.
             return signin.enter(self.runtime, principal, target.raw_id, target.instance_id,
                                 target.clean_path, target.scheme)

@@ -40,11 +40,15 @@ def make_client() -> httpx.AsyncClient:
     )
 
 
+class CallerGone(Exception):
+    """The caller disconnected while its request body was being sent upstream."""
+
+
 async def _request_chunks(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError("the caller went away")
+            raise CallerGone()
         chunk = message.get("body", b"")
         if chunk:
             yield chunk
@@ -66,7 +70,9 @@ async def forward(
     )
     try:
         response = await client.send(request, stream=True)
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+    except CallerGone:
+        return  # nobody to answer
+    except httpx.HTTPError as exc:  # refused, reset, timed out before an answer began
         raise errors.NotAnswering("RUNNING", "reach") from exc
     try:
         await send({

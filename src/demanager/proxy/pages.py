@@ -136,6 +136,10 @@ def error_answer(exc: errors.DemanagerError, *, browser: bool, next_path: str) -
         return sign_in_redirect(next_path, "expired")
     if isinstance(exc, errors.AuthError | errors.ProjectMismatch):
         return sign_in_redirect(next_path, "invalid")
+    if isinstance(exc, errors.InternalError | errors.Busy):
+        status, _ = lookup(exc)
+        body = f"<h1>Try again in a moment</h1><p>{escape(exc.message)}</p>"
+        return _page("Try again", body, status=status, refresh=5)
     if isinstance(exc, errors.NotRunning):
         return not_running_page(exc.status, answering=not isinstance(exc, errors.NotAnswering))
     return not_found_page()

@@ -55,6 +55,7 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     e.LoginFailed: (401, "ModelArts.6620"),
     e.ProjectMismatch: (403, "ModelArts.0210"),
     e.Busy: (429, "ModelArts.6101"),
+    e.InternalError: (500, "ModelArts.6102"),
 }
 
 INTERNAL = (500, "ModelArts.6102")
