@@ -71,6 +71,7 @@ typecheck: install-test
 bench: install-test  ## print the figures of bench/
 	$(BIN)/python bench/spawn.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/proxy.py
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR)

@@ -31,7 +31,7 @@ is the single table that maps each class to an HTTP status and a
     │   ├── FlavorSoldOut (6329)  NotEnoughResources (6360)
     │   └── StateError: StopBeforeDelete (6304) AlreadyRunning (6305)
     │       InstanceStarting (6306) AlreadyStopped (6307) InstanceStopping (6308)
-    │       NotRunning (6327) BeingRestored (6333) OperationNotAllowed (6357)
+    │       NotRunning (6327) NotAnswering (6327) BeingRestored (6333) OperationNotAllowed (6357)
     │       InstanceFrozen (6326)
     ├── InstanceNotFound                                               (6309)
     ├── AuthError: TokenMissing (0201) TokenExpired (0202) TokenInvalid (6620)
@@ -43,6 +43,7 @@ is the single table that maps each class to an HTTP status and a
     ├── ProjectMismatch                                                (0210)
     ├── IdentityError                operator commands: UserExists, UnknownUser
     ├── Busy                         store contention, retry           (6101)
+    ├── InternalError                a failure the caller cannot fix   (6102, 500)
     └── BackendError                 raised by backends, never reaches a caller
         ├── TransientBackendError    retry after ``retry_after`` seconds
         └── PermanentBackendError    mark the instance failed with ``code``
@@ -237,6 +238,13 @@ class NotRunning(StateError):
     template = "The instance is not running (status {status}); cannot {operation} it."
 
 
+class NotAnswering(NotRunning):
+    """RUNNING in the store, but its notebook server refuses connections (the engine
+    notices and restarts it)."""
+
+    template = "The notebook is not answering right now (status {status}); retry in a moment."
+
+
 class BeingRestored(StateError):
     template = "The notebook is being restored; wait and retry."
 
@@ -328,6 +336,13 @@ class UnknownUser(IdentityError):
 class ProjectMismatch(DemanagerError):
     def __init__(self) -> None:
         super().__init__("The project ID in the URL does not match the token's project.")
+
+
+class InternalError(DemanagerError):
+    """Something failed that the caller cannot fix; details go to the log only."""
+
+    def __init__(self) -> None:
+        super().__init__("The server could not process the request.")
 
 
 class Busy(DemanagerError):

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     """Requests a caller may make at once before the per-second rate applies."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Browser origins allowed to call the API cross-origin; empty: no CORS headers at all."""
+    link_ttl_seconds: int = Field(default=300, ge=1, le=86400)
+    """Lifetime of a signed link to a notebook (``…/signed-url``)."""
+    session_ttl_seconds: int = Field(default=43200, ge=60, le=604800)
+    """Lifetime of the proxy's session cookie and of the token route's value."""
     log_level: str = "info"
     notebook_python: Path | None = None
     """Process backend: the interpreter (with JupyterLab) notebooks run with, the catalog's

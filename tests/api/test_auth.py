@@ -68,10 +68,11 @@ def requests_of(instance_id: str) -> list[tuple[str, str, dict[str, object]]]:
         ("DELETE", f"/{instance_id}", {}),
         ("POST", f"/{instance_id}/action", {"json": {"action": "stop"}}),
         ("GET", f"/{instance_id}/token", {}),
+        ("POST", f"/{instance_id}/signed-url", {}),
     ]
 
 
-ROUTE_IDS = ["create", "list", "get", "update", "delete", "action", "token"]
+ROUTE_IDS = ["create", "list", "get", "update", "delete", "action", "token", "signed-url"]
 
 
 def call(server: ServerProcess, project: str, token: str | None, headers: dict[str, str],

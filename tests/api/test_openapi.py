@@ -24,6 +24,7 @@ ROUTES = [
     ("post", BASE), ("get", BASE), ("get", BASE + "/{instance_id}"),
     ("put", BASE + "/{instance_id}"), ("delete", BASE + "/{instance_id}"),
     ("post", BASE + "/{instance_id}/action"), ("get", BASE + "/{instance_id}/token"),
+    ("post", BASE + "/{instance_id}/signed-url"),
 ]
 
 
@@ -43,6 +44,7 @@ def test_no_extra_methods_on_contract_paths(document: dict[str, Any]) -> None:
         BASE + "/{instance_id}": {"get", "put", "delete"},
         BASE + "/{instance_id}/action": {"post"},
         BASE + "/{instance_id}/token": {"get"},
+        BASE + "/{instance_id}/signed-url": {"post"},  # extension: docs/reference/api.md
     }
 
 

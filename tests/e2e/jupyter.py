@@ -1,4 +1,5 @@
-"""Talking to an instance's real Jupyter server: contents API and a kernel over WebSocket."""
+"""Talking to an instance's real Jupyter server through demanager's proxy: contents API
+and a kernel over WebSocket, authenticated with an API token (``X-Auth-Token``)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,23 @@ import json
 import time
 import uuid
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import websocket
 
 
 class Notebook:
-    """The Jupyter server behind an instance's ``spec.annotations.url``."""
+    """The notebook behind an instance's ``spec.annotations.url`` (the proxy's address)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         parts = urlsplit(url)
-        self.token = parse_qs(parts.query)["token"][0]
-        base_path = parts.path.rsplit("lab", 1)[0]
-        self.base = f"{parts.scheme}://{parts.netloc}{base_path}"
-        self.ws_base = f"ws://{parts.netloc}{base_path}"
-        self.http = httpx.Client(
-            base_url=self.base, headers={"Authorization": f"token {self.token}"}, timeout=30.0
-        )
+        assert parts.path.endswith("/") and "token" not in parts.query, url
+        self.token = token
+        self.base = url
+        self.ws_base = f"ws://{parts.netloc}{parts.path}"
+        self.http = httpx.Client(base_url=self.base, headers={"X-Auth-Token": token},
+                                 timeout=30.0)
 
     def __enter__(self) -> Notebook:
         return self
@@ -36,6 +36,18 @@ class Notebook:
             return self.http.get("api/status").status_code
         except httpx.HTTPError:
             return 0
+
+    def started(self) -> str:
+        """When the Jupyter server behind the proxy started: tells one server from the next."""
+        response = self.http.get("api/status")
+        response.raise_for_status()
+        return str(response.json()["started"])
+
+    def refusal(self) -> str:
+        """The proxy's error code for this notebook right now (it must refuse)."""
+        response = self.http.get("api/status")
+        assert response.status_code in (400, 401), response.text
+        return str(response.json()["error_code"])
 
     def write(self, path: str, text: str) -> None:
         response = self.http.put(
@@ -54,7 +66,8 @@ class Notebook:
         kernel.raise_for_status()
         kernel_id = kernel.json()["id"]
         ws = websocket.create_connection(
-            f"{self.ws_base}api/kernels/{kernel_id}/channels?token={self.token}", timeout=timeout
+            f"{self.ws_base}api/kernels/{kernel_id}/channels", timeout=timeout,
+            header=[f"X-Auth-Token: {self.token}"],
         )
         try:
             msg_id = uuid.uuid4().hex

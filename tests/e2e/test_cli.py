@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.server import ServerProcess, free_port
@@ -102,7 +103,13 @@ def test_create_list_stop_delete(logged_in: Cli) -> None:
 
     opened = cli("instances", "open", "e2e-nb", "--print")
     assert opened.returncode == 0, opened.stderr
-    assert opened.stdout.strip() == instance["spec"]["annotations"]["url"]
+    link = opened.stdout.strip()
+    assert link.startswith(instance["spec"]["annotations"]["url"] + "lab?token=dmg_")
+    with httpx.Client() as browser:  # the link alone gets through the proxy, and sets a cookie
+        lab = browser.get(link, follow_redirects=True)
+        assert lab.status_code == 200, lab.text
+        assert lab.json()["path"] == f"/notebooks/{instance['id']}/lab"  # the fake's upstream
+        assert "token=" not in str(lab.url) and browser.cookies.get("demanager-notebook")
 
     refused = cli("instances", "delete", "e2e-nb", "--yes")
     assert refused.returncode == 1

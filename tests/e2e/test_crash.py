@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from tests.e2e.jupyter import Notebook
@@ -32,26 +33,31 @@ def test_crash_and_restart_adopts_everything(server_factory: Callable[..., Serve
         booting = api.post("", json=_body("booting")).json()["id"]
         assert api.get(f"/{booting}").json()["status"] == "CREATING"
 
+        started_before = {}
+        for instance_id in running:
+            with Notebook(before[instance_id]["spec"]["annotations"]["url"], server.token) as nb:
+                started_before[instance_id] = nb.started()
+
     server.kill()
     for instance_id in running:
-        with Notebook(before[instance_id]["spec"]["annotations"]["url"]) as nb:
-            assert nb.status() == 200, "workloads outlive the server that started them"
+        # No proxy while demanager is down: ask the workload itself.
+        assert _direct_status(server, instance_id) == 200, (
+            "workloads outlive the server that started them"
+        )
 
     server.start()
     every = [*running, booting]
     with server.client() as api:
         after = {i: wait_for_status(api, i, "RUNNING") for i in every}
         for instance_id in every:
-            with Notebook(after[instance_id]["spec"]["annotations"]["url"]) as nb:
+            with Notebook(after[instance_id]["spec"]["annotations"]["url"], server.token) as nb:
                 assert nb.status() == 200
         for instance_id in running:
-            # Adopted, not restarted: the same processes and the same address.
+            # Adopted, not restarted: the same processes, reached through the same address.
             assert _server_pid(server, instance_id) == pids_before[instance_id]
             assert pids_before[instance_id] in processes_of(instance_id)
-            assert (
-                after[instance_id]["spec"]["annotations"]["url"]
-                == (before[instance_id]["spec"]["annotations"]["url"])
-            )
+            with Notebook(after[instance_id]["spec"]["annotations"]["url"], server.token) as nb:
+                assert nb.started() == started_before[instance_id]
         assert len({tuple(processes_of(i)) for i in every}) == 3
 
         for instance_id in every:
@@ -63,6 +69,16 @@ def test_crash_and_restart_adopts_everything(server_factory: Callable[..., Serve
     while time.monotonic() < deadline and any(processes_of(i) for i in every):
         time.sleep(0.2)
     assert [p for i in every for p in processes_of(i)] == [], "no orphan process is left"
+
+
+def _direct_status(server: ServerProcess, instance_id: str) -> int:
+    """GET api/status straight from the workload, with the credential the backend keeps."""
+    record = json.loads((server.data_dir / "runtime" / instance_id / "server.json").read_text())
+    url = f"http://127.0.0.1:{record['port']}{record['base_url']}api/status"
+    try:
+        return httpx.get(url, headers={"Authorization": f"token {record['token']}"}).status_code
+    except httpx.HTTPError:
+        return 0
 
 
 def _server_pid(server: ServerProcess, instance_id: str) -> int:
@@ -86,7 +102,7 @@ def test_a_dead_workload_is_restarted(server_factory: Callable[..., ServerProces
     server.start()
     with server.client() as api:
         back = wait_for_status(api, instance_id, "RUNNING")
-        with Notebook(back["spec"]["annotations"]["url"]) as nb:
+        with Notebook(back["spec"]["annotations"]["url"], server.token) as nb:
             assert nb.status() == 200
         api.post(f"/{instance_id}/action", json={"action": "stop"})
         wait_for_status(api, instance_id, "STOPPED")

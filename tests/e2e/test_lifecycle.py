@@ -34,7 +34,8 @@ def _lifecycle(server: ServerProcess, api: httpx.Client) -> None:
     assert created["spec"]["storage"]["location"]["volume_size"] == 5
 
     running = wait_for_status(api, instance_id, "RUNNING")
-    with Notebook(running["spec"]["annotations"]["url"]) as notebook:
+    assert running["spec"]["annotations"]["url"] == f"{server.url}/notebooks/{instance_id}/"
+    with Notebook(running["spec"]["annotations"]["url"], server.token) as notebook:
         assert notebook.status() == 200
         notebook.write("kept.txt", "survives stop and start")
         assert notebook.execute("1+1") == "2"
@@ -46,12 +47,12 @@ def _lifecycle(server: ServerProcess, api: httpx.Client) -> None:
     }
     wait_for_status(api, instance_id, "STOPPED")
     assert processes_of(instance_id) == [], "stop ends the kernel and the server"
-    with Notebook(running["spec"]["annotations"]["url"]) as old:
-        assert old.status() == 0
+    with Notebook(running["spec"]["annotations"]["url"], server.token) as old:
+        assert old.refusal() == "ModelArts.6327", "the proxy says it is not running"
 
     api.post(f"/{instance_id}/action", json={"action": "start"})
     restarted = wait_for_status(api, instance_id, "RUNNING")
-    with Notebook(restarted["spec"]["annotations"]["url"]) as notebook:
+    with Notebook(restarted["spec"]["annotations"]["url"], server.token) as notebook:
         assert notebook.read("kept.txt") == "survives stop and start"
 
     api.post(f"/{instance_id}/action", json={"action": "stop"})
@@ -69,24 +70,26 @@ def test_restart_rearms_and_replaces_the_server(
 ) -> None:
     server = server_factory(backend="process")
     with server.client() as api:
-        _restart(api)
+        _restart(api, server.token)
 
 
-def _restart(api: httpx.Client) -> None:
+def _restart(api: httpx.Client, token: str) -> None:
     body = {
         **EVS_BODY,
         "spec": {**EVS_BODY["spec"], "auto_stop": {"enable": True, "duration": 3600}},
     }
     instance_id = api.post("", json=body).json()["id"]
     first = wait_for_status(api, instance_id, "RUNNING")
+    with Notebook(first["spec"]["annotations"]["url"], token) as notebook:
+        first_started = notebook.started()
     assert api.post(f"/{instance_id}/action", json={"action": "restart"}).json() == {
         "current_status": "RESTARTING",
         "previous_state": "RUNNING",
     }
     second = wait_for_status(api, instance_id, "RUNNING")
-    assert second["spec"]["annotations"]["url"] != first["spec"]["annotations"]["url"]
-    with Notebook(first["spec"]["annotations"]["url"]) as old:
-        assert old.status() == 0, "the old server is gone"
+    assert second["spec"]["annotations"]["url"] == first["spec"]["annotations"]["url"]
+    with Notebook(second["spec"]["annotations"]["url"], token) as notebook:
+        assert notebook.started() != first_started, "a new server behind the same address"
     assert (
         second["spec"]["auto_stop"]["stop_timestamp"] > first["spec"]["auto_stop"]["stop_timestamp"]
     )

@@ -211,6 +211,9 @@ class FakeApi:
             )
         if tail == ["token"]:
             return httpx.Response(200, json={"token": "3f9a0c1e"})
+        if tail == ["signed-url"] and method == "POST":
+            url = f"http://dm.test/notebooks/{instance_id}/lab?token=dmg_signed"
+            return httpx.Response(200, json={"url": url, "expires_at": 1_700_000_300_000})
         if method == "GET":
             self._advance(instance_id)
             return httpx.Response(200, json=instance)

@@ -308,7 +308,7 @@ def test_update_usage_errors(run: Run, api: FakeApi, args: list[str]) -> None:
 
 def test_open_prints_and_opens(run: Run, api: FakeApi, opened: list[str]) -> None:
     instance = api.add(name="nb")
-    url = f"http://dm.test/notebooks/{instance['id']}/"
+    url = f"http://dm.test/notebooks/{instance['id']}/lab?token=dmg_signed"
     printed = run("instances", "open", "nb", "--print")
     assert (printed.exit_code, printed.stdout.strip(), opened) == (0, url, [])
     launched = run("instances", "open", "nb")

@@ -37,6 +37,7 @@ EXPECTED = {
     "RouteNotFound",
     "ServerBusy",
     "ServerError",
+    "SignedUrlResponse",
     "SortBy",
     "StateConflict",
     "Storage",

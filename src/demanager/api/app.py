@@ -18,10 +18,10 @@ from demanager import __version__
 from demanager.api import errors
 from demanager.api.hardening import harden
 from demanager.api.routes import catalog, instances, keystone
-from demanager.engine.runtime import Runtime
+from demanager.engine.runtime import Runtime, upgrade_database
+from demanager.proxy.gateway import Gateway, NotebookProxy
 from demanager.schemas import instances as w
 from demanager.settings import Settings
-from demanager.store.database import upgrade
 from demanager.web import console
 
 log = logging.getLogger("demanager")
@@ -59,15 +59,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal runtime
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+        await asyncio.to_thread(upgrade_database, settings)
         if runtime is None:
             runtime = await Runtime.build(settings)
         app.state.runtime = runtime
+        app.state.gateway = Gateway(runtime)
         runtime.reconciler.start()
         log.info("demanager %s serving with the %s backend", __version__, runtime.backend.name)
         try:
             yield
         finally:
+            await app.state.gateway.aclose()
             await runtime.close()
 
     app = FastAPI(
@@ -77,6 +79,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
         redirect_slashes=False,
     )
+    app.add_middleware(NotebookProxy)  # inside ContractPaths: proxied answers get an id too
     harden(app, settings)
     app.add_middleware(ContractPaths)
     errors.install(app)

@@ -18,37 +18,13 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: For the server's own pages: script, style and fetches from this origin only,
-#: never framed, forms posted back here only.
-PAGE_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'"
-)
-
-#: For HTML this server did not write itself (FastAPI's ``/docs`` loads its viewer
-#: from a CDN): the anti-framing and anti-plugin part of the policy only.
-BASELINE_CSP = "frame-ancestors 'none'; object-src 'none'; base-uri 'none'"
-
-#: Every response the server answers itself.
-COMMON_HEADERS = {"X-Content-Type-Options": "nosniff"}
+from demanager.web.headers import BASELINE_CSP, COMMON_HEADERS, page_headers
 
 #: API answers: never stored by a browser or a shared cache.
 API_HEADERS = {"Cache-Control": "no-store"}
 
 API_PREFIXES = ("/v1/", "/v3/")
 PASS_THROUGH_PREFIXES = ("/notebooks/",)
-
-
-def page_headers(csp: str = PAGE_CSP) -> dict[str, str]:
-    """The headers of an HTML page the server renders; pass a stricter ``csp`` if the
-    page needs less (a page with inline style must ship it as a file instead)."""
-    return {
-        **COMMON_HEADERS,
-        "Content-Security-Policy": csp,
-        "X-Frame-Options": "DENY",
-        "Referrer-Policy": "no-referrer",
-    }
 
 
 def _missing(headers: MutableHeaders, wanted: dict[str, str]) -> None:

@@ -9,6 +9,10 @@
   the volume. Stopping what is not running is a no-op.
 * ``delete(instance_id, handle, storage)``: ``stop`` plus destroy the instance's
   own volume (never object storage). Deleting what is gone is a no-op.
+* ``endpoint(instance_id, handle)``: where the proxy reaches the workload of
+  ``handle`` and which credential it adds upstream. Pure: no I/O. The engine
+  stores the answer when it marks the instance RUNNING; the API and the proxy
+  read that, never the backend.
 
 Errors: ``TransientBackendError`` (retry later) or ``PermanentBackendError``
 (the instance fails with ``failed_reasons``); nothing else may escape.
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from demanager.domain.catalog import Flavor, Profile
-from demanager.domain.instance import Storage
+from demanager.domain.instance import Endpoint, Storage
 from demanager.domain.planning import Observation
 
 Handle = Mapping[str, Any]
@@ -50,10 +54,6 @@ class Backend(Protocol):
 
     async def delete(self, instance_id: str, handle: Handle | None, storage: Storage) -> None: ...
 
-    def access_url(self, instance_id: str, handle: Handle) -> str | None:
-        """Where a browser opens the running notebook (carrying its credentials)."""
-        ...
-
-    def access_token(self, handle: Handle) -> str | None: ...
+    def endpoint(self, instance_id: str, handle: Handle) -> Endpoint | None: ...
 
     async def close(self) -> None: ...

@@ -3,6 +3,10 @@
 Workloads are entries in a dict: they become READY ``start_delay`` seconds after
 ``start`` and vanish with the server process. Knobs (settings): start delay;
 ``fail`` in a profile id makes its start fail permanently.
+
+Each workload's endpoint is a small loopback echo server (``echo_upstream``)
+that demands the workload's own token, so the proxy can be tested end to end
+without a notebook server.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import secrets
 import time
 
 from demanager.backends.base import Handle, LaunchSpec
-from demanager.domain.instance import Storage
+from demanager.backends.echo_upstream import EchoUpstream
+from demanager.domain.instance import Endpoint, Storage
 from demanager.domain.planning import Observation, Workload
 from demanager.errors import PermanentBackendError
 from demanager.settings import Settings
@@ -23,13 +28,18 @@ class FakeBackend:
     def __init__(self, settings: Settings) -> None:
         self._delay = settings.fake_start_delay_seconds
         self._workloads: dict[str, tuple[int, float]] = {}
-        self._target = settings.target_domain
+        self._tokens: dict[str, str] = {}
+        self._upstream = EchoUpstream(self._tokens)
 
     async def start(self, spec: LaunchSpec) -> Handle:
         if "fail" in spec.profile.id.lower():
             raise PermanentBackendError("the fake backend was told to fail this profile")
+        port = await self._upstream.ensure_started()
+        token = secrets.token_hex(16)
         self._workloads[spec.instance_id] = (spec.now_ms, time.monotonic() + self._delay)
-        return {"launched_at": spec.now_ms, "token": secrets.token_hex(16)}
+        self._tokens[spec.instance_id] = token
+        return {"launched_at": spec.now_ms, "token": token, "port": port,
+                "base_url": f"/notebooks/{spec.instance_id}/"}
 
     async def observe(self, instance_id: str, handle: Handle | None) -> Observation:
         entry = self._workloads.get(instance_id)
@@ -41,16 +51,19 @@ class FakeBackend:
 
     async def stop(self, instance_id: str, handle: Handle | None) -> None:
         self._workloads.pop(instance_id, None)
+        self._tokens.pop(instance_id, None)
 
     async def delete(self, instance_id: str, handle: Handle | None, storage: Storage) -> None:
-        self._workloads.pop(instance_id, None)
+        await self.stop(instance_id, handle)
 
-    def access_url(self, instance_id: str, handle: Handle) -> str | None:
-        return f"{self._target}/notebooks/{instance_id}/lab?token={handle.get('token', '')}"
-
-    def access_token(self, handle: Handle) -> str | None:
-        token = handle.get("token")
-        return str(token) if token else None
+    def endpoint(self, instance_id: str, handle: Handle) -> Endpoint | None:
+        if "port" not in handle or "token" not in handle:
+            return None
+        return Endpoint(host="127.0.0.1", port=int(handle["port"]),
+                        base_path=str(handle.get("base_url", f"/notebooks/{instance_id}/")),
+                        headers={"Authorization": f"token {handle['token']}"})
 
     async def close(self) -> None:
         self._workloads.clear()
+        self._tokens.clear()
+        await self._upstream.close()

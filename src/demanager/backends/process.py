@@ -44,7 +44,7 @@ import psutil
 
 from demanager.backends import cgroups, sandbox
 from demanager.backends.base import Handle, LaunchSpec
-from demanager.domain.instance import WORK_DIR, Storage
+from demanager.domain.instance import WORK_DIR, Endpoint, Storage
 from demanager.domain.planning import Observation, Workload
 from demanager.domain.validation import bucket_dirs
 from demanager.errors import PermanentBackendError, TransientBackendError
@@ -308,12 +308,16 @@ class ProcessBackend:
             except sandbox.SandboxError as exc:
                 raise TransientBackendError(str(exc), 5.0) from exc
 
-    def access_url(self, instance_id: str, handle: Handle) -> str | None:
-        return f"http://127.0.0.1:{handle['port']}{handle['base_url']}lab?token={handle['token']}"
-
-    def access_token(self, handle: Handle) -> str | None:
-        token = handle.get("token")
-        return str(token) if token else None
+    def endpoint(self, instance_id: str, handle: Handle) -> Endpoint | None:
+        try:
+            return Endpoint(
+                host="127.0.0.1",
+                port=int(handle["port"]),
+                base_path=str(handle["base_url"]),
+                headers={"Authorization": f"token {handle['token']}"},
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
 
     async def close(self) -> None:
         # Workloads outlive the server on purpose: a restarted server adopts them.

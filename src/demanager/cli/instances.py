@@ -449,15 +449,19 @@ def open_instance(
     project: ProjectOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Open a running instance's JupyterLab in the browser."""
+    """Open a running instance's JupyterLab through a short-lived signed link.
+
+    No sign-in is needed; anyone holding the link can use it until it expires,
+    so the --print output is a credential.
+    """
     with session(ctx, url, project, token) as client:
         target = resolve(client, instance)
-    address = target.spec.annotations.get("url", "")
-    if not address:
-        fail(
-            ExitCode.API_ERROR,
-            f"{target.name} is {target.status}; it has a URL only while RUNNING",
-        )
+        if target.status != "RUNNING":
+            fail(
+                ExitCode.API_ERROR,
+                f"{target.name} is {target.status}; it can be opened only while RUNNING",
+            )
+        address = client.signed_url(target.id).url
     typer.echo(address)
     if not print_only:
         deps(ctx).open_browser(address)

@@ -46,6 +46,7 @@ from demanager.schemas.instances import (
     InstanceList,
     Location,
     Profile,
+    SignedUrlResponse,
     Storage,
 )
 
@@ -79,6 +80,7 @@ __all__ = [
     "RouteNotFound",
     "ServerBusy",
     "ServerError",
+    "SignedUrlResponse",
     "SortBy",
     "StateConflict",
     "Storage",

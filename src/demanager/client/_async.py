@@ -35,6 +35,7 @@ from demanager.schemas.instances import (
     Instance,
     InstanceList,
     Profile,
+    SignedUrlResponse,
     Storage,
 )
 
@@ -244,8 +245,15 @@ class AsyncClient:
         return await self._send(self._calls.action(instance_id, "dequeue"))
 
     async def token(self, instance_id: str) -> str:
-        """The secret that opens a running instance's notebook (optional route 7)."""
+        """A credential that opens a running instance's notebook through the server's
+        proxy (optional route 7): ``?token=`` on a notebook URL, or
+        ``Authorization: token …``. Never the notebook server's own token."""
         return await self._send(self._calls.token(instance_id))
+
+    async def signed_url(self, instance_id: str) -> SignedUrlResponse:
+        """A short-lived link that opens the notebook in a browser without signing in
+        (extension route)."""
+        return await self._send(self._calls.signed_url(instance_id))
 
     # -- catalog (extension routes) ----------------------------------------
 

@@ -30,6 +30,7 @@ from demanager.schemas.instances import (
     InstanceList,
     Profile,
     ProfileList,
+    SignedUrlResponse,
     Storage,
     TokenResponse,
 )
@@ -239,6 +240,10 @@ class Calls:
 
     def token(self, instance_id: str) -> Call[str]:
         return Call("GET", f"{self._instance(instance_id)}/token", _read_token)
+
+    def signed_url(self, instance_id: str) -> Call[SignedUrlResponse]:
+        return Call("POST", f"{self._instance(instance_id)}/signed-url",
+                    _model(SignedUrlResponse))
 
     def profiles(self) -> Call[builtins.list[Profile]]:
         return Call("GET", f"{self._root}/profiles", _read_profiles)

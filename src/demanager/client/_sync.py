@@ -36,6 +36,7 @@ from demanager.schemas.instances import (
     Instance,
     InstanceList,
     Profile,
+    SignedUrlResponse,
     Storage,
 )
 
@@ -245,8 +246,15 @@ class Client:
         return self._send(self._calls.action(instance_id, "dequeue"))
 
     def token(self, instance_id: str) -> str:
-        """The secret that opens a running instance's notebook (optional route 7)."""
+        """A credential that opens a running instance's notebook through the server's
+        proxy (optional route 7): ``?token=`` on a notebook URL, or
+        ``Authorization: token …``. Never the notebook server's own token."""
         return self._send(self._calls.token(instance_id))
+
+    def signed_url(self, instance_id: str) -> SignedUrlResponse:
+        """A short-lived link that opens the notebook in a browser without signing in
+        (extension route)."""
+        return self._send(self._calls.signed_url(instance_id))
 
     # -- catalog (extension routes) ----------------------------------------
 

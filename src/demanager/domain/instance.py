@@ -56,6 +56,21 @@ class FailedReason:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """Where the proxy reaches a running workload, as the backend reported it.
+
+    ``headers`` carry the upstream credential the proxy adds to every request (for
+    Jupyter, ``Authorization: token …``); callers never see them.
+    """
+
+    host: str
+    port: int
+    base_path: str
+    """The path the notebook server is rooted at, with a trailing slash."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Owner:
     user_id: UserId
     user_name: str
@@ -125,6 +140,8 @@ class Instance:
     failed: FailedReason | None = None
     handle: Mapping[str, Any] | None = None
     """The backend's small record of the workload (pid and port; container id; pod name)."""
+    endpoint: Endpoint | None = None
+    """Set by the engine while RUNNING; what the proxy connects to."""
     cleanup_pending: bool = False
     frozen: bool = False
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from demanager.backends.base import Backend
 from demanager.domain.catalog import Catalog, Flavor, Profile
 from demanager.domain.instance import Instance, Storage
 from demanager.domain.lifecycle import FAILED, QUEUED
@@ -87,7 +86,6 @@ class Presenter:
     every instance of a profile or flavor, are built once per response."""
 
     catalog: Catalog
-    backend: Backend
     target_domain: str
     _profiles: dict[str, w.Profile] = field(default_factory=dict)
     _flavors: dict[str, w.FlavorDetails] = field(default_factory=dict)
@@ -100,9 +98,8 @@ class Presenter:
         if remain is not None and i.stop_at is not None:
             auto_stop.stop_timestamp = i.stop_at
             auto_stop.remain_time = remain
-        url = ""
-        if i.status is S.RUNNING and i.handle:
-            url = self.backend.access_url(i.id, i.handle) or ""
+        # The proxy's address, never the workload's: it holds no secret (§3.9).
+        url = f"{self.target_domain}/notebooks/{i.id}/" if i.status is S.RUNNING else ""
         annotations = {**i.annotations, "target_domain": self.target_domain, "url": url}
         failed = None
         if i.failed is not None:

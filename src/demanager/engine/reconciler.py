@@ -157,7 +157,19 @@ class Reconciler:
             observed = await self._backend.observe(instance.id, instance.handle)
         except errors.BackendError:
             return True  # let the drive deal with it, with its retries
-        return await self._plan(instance, observed) is not Step.NOTHING
+        step = await self._plan(instance, observed)
+        return step is not Step.NOTHING or self._lacks_endpoint(instance, observed)
+
+    def _lacks_endpoint(self, instance: Instance, observed: Observation) -> bool:
+        """RUNNING without a stored endpoint although the backend can name one."""
+        handle = observed.handle or instance.handle
+        return (
+            instance.status is S.RUNNING
+            and instance.endpoint is None
+            and observed.workload is Workload.READY
+            and bool(handle)
+            and self._backend.endpoint(instance.id, handle or {}) is not None
+        )
 
     async def _plan(self, instance: Instance, observed: Observation) -> Step:
         admissible = instance.status in QUEUED and await self._admissible(instance)
@@ -219,6 +231,10 @@ class Reconciler:
         now = self._clock.now_ms()
         repo = self._repo
         if step is Step.NOTHING:
+            if self._lacks_endpoint(instance, observed):
+                # Running since before the endpoint was stored (an upgrade): store it now.
+                await repo.save(instance, now_ms=now, endpoint=self._backend.endpoint(
+                    instance.id, observed.handle or instance.handle or {}))
             return True
         if step is Step.WAIT:
             started = observed.launched_at or (instance.handle or {}).get("launched_at") or now
@@ -265,6 +281,7 @@ class Reconciler:
                 now_ms=now,
                 failed=volume_overuse(instance, handle),
                 handle=dict(handle) if handle else None,
+                endpoint=self._backend.endpoint(instance.id, handle) if handle else None,
                 running_since=running_since,
                 stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, now),
             )

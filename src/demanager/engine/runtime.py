@@ -28,12 +28,17 @@ from demanager.engine.views import InstanceViews
 from demanager.identity.secrets import load_server_key
 from demanager.identity.service import OPERATOR_NAME, IdentityService
 from demanager.settings import Settings
-from demanager.store.database import make_engine, make_sessionmaker
+from demanager.store.database import make_engine, make_sessionmaker, upgrade
 from demanager.store.identity import IdentityRepository
 from demanager.store.instances import InstanceRepository
 from demanager.store.leases import LeaseRepository
 
 log = logging.getLogger(__name__)
+
+def upgrade_database(settings: Settings) -> None:
+    """Bring the store's schema to the newest revision (blocking: run it in a thread)."""
+    upgrade(settings.sqlalchemy_url)
+
 
 class UnknownBackend(ValueError):
     pass
@@ -163,9 +168,11 @@ class Runtime:
                 service=service,
                 repository=instances,
                 catalog=catalog,
-                backend=backend,
+                identity=identity,
                 clock=clock,
                 target_domain=settings.target_domain,
+                link_ttl_seconds=settings.link_ttl_seconds,
+                session_ttl_seconds=settings.session_ttl_seconds,
             ),
         )
 

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from demanager import errors
-from demanager.backends.base import Backend
 from demanager.domain.catalog import Catalog
 from demanager.domain.instance import Instance
 from demanager.domain.lifecycle import QUEUED, InstanceStatus
@@ -21,6 +20,7 @@ from demanager.engine.clock import Clock
 from demanager.engine.presenters import FlavorView, Presenter, flavor_details, profile
 from demanager.engine.service import InstanceService
 from demanager.identity.principal import Principal
+from demanager.identity.service import IdentityService
 from demanager.store.instances import InstanceRepository
 
 Body = dict[str, Any]
@@ -33,16 +33,20 @@ class InstanceViews:
         service: InstanceService,
         repository: InstanceRepository,
         catalog: Catalog,
-        backend: Backend,
+        identity: IdentityService,
         clock: Clock,
         target_domain: str,
+        link_ttl_seconds: int,
+        session_ttl_seconds: int,
     ) -> None:
         self._service = service
         self._repo = repository
         self._catalog = catalog
-        self._backend = backend
+        self._identity = identity
         self._clock = clock
         self._target_domain = target_domain
+        self._link_ttl = link_ttl_seconds
+        self._session_ttl = session_ttl_seconds
 
     # --- the contract's routes --------------------------------------------------------
 
@@ -78,11 +82,21 @@ class InstanceViews:
         return {"current_status": current.value, "previous_state": previous.value}
 
     async def token(self, *, principal: Principal, instance_id: str) -> Body:
+        """The historical token route (§2.7): a signed grant the proxy accepts as
+        ``?token=`` or ``Authorization: token …``, never the notebook's own token (which
+        never leaves the server)."""
         instance = await self._service.get(principal=principal, instance_id=instance_id)
-        token = self._backend.access_token(instance.handle) if instance.handle else None
-        if instance.status is not InstanceStatus.RUNNING or not token:
+        if instance.status is not InstanceStatus.RUNNING:
             raise errors.NotRunning(instance.status, "get the token of")
-        return {"token": token}
+        grant = self._identity.grant(principal, instance.id, ttl_seconds=self._session_ttl)
+        return {"token": grant.value}
+
+    async def signed_url(self, *, principal: Principal, instance_id: str) -> Body:
+        """A short-lived link that opens the notebook directly (extension)."""
+        instance = await self._service.get(principal=principal, instance_id=instance_id)
+        grant = self._identity.grant(principal, instance.id, ttl_seconds=self._link_ttl)
+        url = f"{self._target_domain}/notebooks/{instance.id}/lab?token={grant.value}"
+        return {"url": url, "expires_at": grant.expires_at}
 
     # --- extensions -------------------------------------------------------------------
 
@@ -127,7 +141,7 @@ class InstanceViews:
         """Wire dicts of ``instances``; ``counts`` (the caller's instances per flavor) is
         queried when not already at hand."""
         view = await self._flavor_view(principal, instances, counts)
-        presenter = Presenter(self._catalog, self._backend, self._target_domain)
+        presenter = Presenter(self._catalog, self._target_domain)
         now = self._clock.now_ms()
         return [
             presenter.instance(i, now_ms=now, flavors=view).model_dump(

@@ -4,7 +4,7 @@ and nowhere else."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from demanager.domain.instance import Owner, ProjectId, UserId
@@ -25,6 +25,9 @@ class Principal:
     role: Role
     operator: bool = False
     """The bootstrap operator: an admin of every project."""
+    token_digest: str | None = field(default=None, compare=False, repr=False)
+    """The API token the principal was resolved from (keyed digest), if any: grants made
+    for this principal carry it, so revoking the token ends them too."""
 
     @property
     def sees_project(self) -> bool:

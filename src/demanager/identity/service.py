@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from demanager import errors
-from demanager.identity import secrets
+from demanager.identity import links, secrets
 from demanager.identity.principal import Principal, Role
 from demanager.store.identity import Account, IdentityRepository, TokenInfo, User
 
@@ -37,6 +37,12 @@ class ValidToken:
     principal: Principal
     issued_at: int
     expires_at: int | None
+
+
+@dataclass(frozen=True)
+class IssuedGrant:
+    value: str
+    expires_at: int
 
 
 class IdentityService:
@@ -77,13 +83,7 @@ class IdentityService:
         no project, acts in ``project_id`` (and is refused where none is given)."""
         if not token:
             raise errors.TokenMissing()
-        digest = self.digest(token)
-        if secrets.same_digest(digest, self._operator_digest):
-            if project_id is None or len(project_id) > MAX_PROJECT_ID:
-                raise errors.ProjectMismatch()
-            op = self.operator
-            return Principal(op.id, op.name, project_id, Role.ADMIN, operator=True)
-        return (await self._check(digest)).principal
+        return await self._of_digest(self.digest(token), project_id)
 
     async def caller(self, token: str | None) -> Principal:
         """Who presents ``token`` outside any project path: a user in the token's own
@@ -101,6 +101,15 @@ class IdentityService:
             raise errors.ProjectMismatch()
         return await self._check(digest)
 
+    async def _of_digest(self, digest: str, project_id: str | None) -> Principal:
+        if secrets.same_digest(digest, self._operator_digest):
+            if project_id is None or len(project_id) > MAX_PROJECT_ID:
+                raise errors.ProjectMismatch()
+            op = self.operator
+            return Principal(op.id, op.name, project_id, Role.ADMIN, operator=True,
+                             token_digest=digest)
+        return (await self._check(digest)).principal
+
     async def _check(self, digest: str) -> ValidToken:
         record = await self._repo.lookup(digest)
         if record is None or record.revoked:
@@ -112,9 +121,57 @@ class IdentityService:
         if record.user is None or not record.user.enabled or record.role is None:
             raise errors.UserUnavailable()
         principal = Principal(
-            record.user.id, record.user.name, record.project_id, Role(record.role)
+            record.user.id, record.user.name, record.project_id, Role(record.role),
+            token_digest=digest,
         )
         return ValidToken(principal, record.issued_at, record.expires_at)
+
+    # --- grants: signed links, session cookies ----------------------------------------
+
+    def grant(self, principal: Principal, instance_id: str, *, ttl_seconds: int) -> IssuedGrant:
+        """A signed value that lets ``principal`` into one instance until it expires."""
+        expires_at = self._now_ms() + ttl_seconds * 1000
+        value = links.sign(self._key, links.Grant(
+            user_id=principal.user_id, project_id=principal.project_id,
+            instance_id=instance_id, expires_at=expires_at,
+            token_digest=principal.token_digest,
+        ))
+        return IssuedGrant(value, expires_at)
+
+    async def redeem(self, value: str, instance_id: str) -> Principal:
+        """The principal a grant for ``instance_id`` stands for, checked as on first use:
+        the token it came from is still valid, the user still enabled and still in the
+        project. A grant for another instance is invalid here."""
+        grant = links.verify(self._key, value, now_ms=self._now_ms())
+        if grant.instance_id != instance_id:
+            raise errors.TokenInvalid()
+        if grant.token_digest is not None:
+            principal = await self._of_digest(grant.token_digest, grant.project_id)
+            if principal.user_id != grant.user_id or principal.project_id != grant.project_id:
+                raise errors.TokenInvalid()
+            return principal
+        found = await self._repo.standing(grant.user_id, grant.project_id)
+        if found is None:
+            raise errors.UserUnavailable()
+        user, role = found
+        if not user.enabled or role is None:
+            raise errors.UserUnavailable()
+        return Principal(user.id, user.name, grant.project_id, Role(role))
+
+    async def sign_in(
+        self, *, project_id: str, token: str | None = None,
+        user_name: str | None = None, password: str | None = None,
+    ) -> Principal:
+        """A browser's sign-in: an API token, or a user name and password, in a project."""
+        if token:
+            return await self.authenticate(token, project_id)
+        if not user_name or not password:
+            raise errors.TokenMissing()
+        user = await self.check_password(password, user_name=user_name)
+        role = await self.role_in(user, project_id)
+        if role is None:
+            raise errors.LoginFailed()  # the same answer as a wrong password
+        return Principal(user.id, user.name, project_id, role)
 
     async def check_password(
         self, password: str, *, user_name: str | None = None, user_id: str | None = None

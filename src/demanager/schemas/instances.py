@@ -205,6 +205,13 @@ class TokenResponse(Wire):
     token: str
 
 
+class SignedUrlResponse(Wire):
+    """Extension: a link that opens the notebook through the proxy, without signing in."""
+
+    url: str
+    expires_at: int = Field(description="When the link stops working (ms since the epoch).")
+
+
 class ErrorBody(Wire):
     error_code: str = Field(examples=["ModelArts.6309"])
     error_message: str

@@ -183,6 +183,22 @@ class IdentityRepository:
                 return found.role
             return role
 
+    async def standing(self, user_id: str, project_id: str) -> tuple[User, str | None] | None:
+        """The user and their role in the project (``None`` if not a member), in one
+        query: the proxy asks this on every request a signed grant carries."""
+        query = (
+            select(UserRow.id, UserRow.name, UserRow.enabled, MembershipRow.role)
+            .select_from(UserRow)
+            .outerjoin(MembershipRow, (MembershipRow.user_id == UserRow.id)
+                       & (MembershipRow.project_id == project_id))
+            .where(UserRow.id == user_id)
+        )
+        async with self._sessions.kw["bind"].connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return User(row.id, row.name, bool(row.enabled)), row.role
+
     async def roles(self, user_id: str) -> dict[str, str]:
         async with self._sessions() as session:
             rows = (

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from demanager import errors
 from demanager.domain.instance import (
     AutoStop,
+    Endpoint,
     FailedReason,
     Instance,
     InstanceId,
@@ -253,6 +254,8 @@ class InstanceRepository:
     async def save(self, instance: Instance, *, now_ms: int, **changes: Any) -> Instance:
         """Write ``changes`` if nobody wrote the row since ``instance`` was read."""
         new = instance.evolve(version=instance.version + 1, updated_at=now_ms, **changes)
+        if new.status is not InstanceStatus.RUNNING and new.endpoint is not None:
+            new = new.evolve(endpoint=None)  # only a running workload may be reached
         values = _row_values(new)
         released = (
             instance.status is not InstanceStatus.DELETED
@@ -350,6 +353,20 @@ def _storage_from_json(data: dict[str, Any]) -> Storage:
     return Storage(type=data["type"], location=Location(**data.get("location", {})))
 
 
+def _endpoint_to_json(endpoint: Endpoint | None) -> dict[str, Any] | None:
+    if endpoint is None:
+        return None
+    return {"host": endpoint.host, "port": endpoint.port, "base_path": endpoint.base_path,
+            "headers": dict(endpoint.headers)}
+
+
+def _endpoint_from_json(data: dict[str, Any] | None) -> Endpoint | None:
+    if not data:
+        return None
+    return Endpoint(host=str(data["host"]), port=int(data["port"]),
+                    base_path=str(data["base_path"]), headers=dict(data.get("headers") or {}))
+
+
 def _row_values(instance: Instance) -> dict[str, Any]:
     return {
         "id": instance.id,
@@ -383,6 +400,7 @@ def _row_values(instance: Instance) -> dict[str, Any]:
         else {"code": instance.failed.code, "message": instance.failed.message,
               "detail": dict(instance.failed.detail)},
         "handle": None if instance.handle is None else dict(instance.handle),
+        "endpoint": _endpoint_to_json(instance.endpoint),
         "cleanup_pending": instance.cleanup_pending,
         "frozen": instance.frozen,
     }
@@ -421,6 +439,7 @@ def _to_domain(row: InstanceRow | Row[Any]) -> Instance:
         requested_at=row.requested_at,
         failed=None if row.failed is None else FailedReason(**row.failed),
         handle=row.handle,
+        endpoint=_endpoint_from_json(row.endpoint),
         cleanup_pending=row.cleanup_pending,
         frozen=row.frozen,
     )

@@ -108,6 +108,8 @@ class InstanceRow(Base):
     requested_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     failed: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    endpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Host, port, base path and upstream headers of the workload; NULL unless RUNNING."""
     cleanup_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     frozen: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(96), nullable=True)

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from demanager.api.headers import page_headers
+from demanager.web.headers import page_headers
 
 STATIC_DIR = Path(__file__).parent / "static"
 PREFIX = "/console"

@@ -107,6 +107,13 @@ async def act_on_instance(
 
 
 @router.get("/{instance_id}/token", response_model=w.TokenResponse, responses=_ERRORS,
-            summary="The notebook access token of a running instance (historical route)")
+             summary="A credential that opens the running notebook through the proxy "
+                     "(historical route)")
 async def instance_token(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
     return WireJSON(await runtime.views.token(principal=caller, instance_id=instance_id))
+
+
+@router.post("/{instance_id}/signed-url", response_model=w.SignedUrlResponse,
+             responses=_ERRORS, summary="A short-lived link that opens the notebook (extension)")
+async def signed_url(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
+    return WireJSON(await runtime.views.signed_url(principal=caller, instance_id=instance_id))

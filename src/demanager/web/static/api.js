@@ -79,6 +79,11 @@ export class Api {
     return this.request("POST", `/instances/${encodeURIComponent(id)}/action`, { action });
   }
 
+  // A short-lived link that opens the notebook without a second sign-in.
+  signedUrl(id) {
+    return this.request("POST", `/instances/${encodeURIComponent(id)}/signed-url`);
+  }
+
   // Extension routes: the catalog the create form offers.
   async profiles() {
     return (await this.request("GET", "/profiles")).profiles;

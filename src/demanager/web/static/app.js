@@ -34,6 +34,7 @@ class Console {
       empty: $("empty-state"),
       onAction: (instance, action) => this.act(instance, action),
       onEditAutoStop: (instance) => this.autoStopDialog.open(instance),
+      onOpen: (instance) => this.openNotebook(instance),
     });
     this.createDialog = new CreateDialog($("create-dialog"), {
       api: () => this.api,
@@ -121,6 +122,23 @@ class Console {
     $("instances-title").setAttribute("tabindex", "-1");
     $("instances-title").focus();
     this.refresh().finally(() => this.schedule());
+  }
+
+  // The tab opens during the click (popup blockers allow that), then goes to a signed
+  // link, so the notebook opens without asking to sign in again. Should the link fail,
+  // the proxy's own address still leads there through its sign-in page.
+  async openNotebook(instance) {
+    const tab = window.open("about:blank", "_blank");
+    if (!tab) return;
+    tab.opener = null;
+    const fallback = instance.spec?.annotations?.url ?? "";
+    try {
+      const { url } = await this.api.signedUrl(instance.id);
+      tab.location.replace(url);
+    } catch {
+      if (fallback) tab.location.replace(fallback);
+      else tab.close();
+    }
   }
 
   signOut(error) {

@@ -28,12 +28,13 @@ function setHidden(element, hidden) {
 }
 
 export class InstanceTable {
-  constructor({ tbody, template, empty, onAction, onEditAutoStop }) {
+  constructor({ tbody, template, empty, onAction, onEditAutoStop, onOpen }) {
     this.tbody = tbody;
     this.template = template;
     this.empty = empty;
     this.onAction = onAction;
     this.onEditAutoStop = onEditAutoStop;
+    this.onOpen = onOpen;
     this.entries = new Map(); // id -> { row, parts, instance, deadline, stopTimestamp }
   }
 
@@ -106,6 +107,11 @@ export class InstanceTable {
       button.addEventListener("click", () => this.onAction(entry.instance, button.dataset.action));
     }
     entry.parts.editAutoStop.addEventListener("click", () => this.onEditAutoStop(entry.instance));
+    entry.parts.open.addEventListener("click", (event) => {
+      // The href (the proxy's address) stays for "copy link"; a click opens a signed link.
+      event.preventDefault();
+      this.onOpen(entry.instance);
+    });
     this.entries.set(id, entry);
     return entry;
   }

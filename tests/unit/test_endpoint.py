@@ -1,0 +1,61 @@
+"""The engine stores the backend's endpoint while an instance runs, and only then."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from demanager.backends.fake import FakeBackend
+from demanager.domain.lifecycle import InstanceStatus
+from demanager.engine.clock import FakeClock
+from demanager.engine.runtime import Runtime
+from demanager.settings import Settings
+from demanager.store.database import upgrade
+from tests.unit.test_reconciler import PRINCIPAL, _body
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
+    await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+    built = await Runtime.build(settings, clock=FakeClock(), backend=FakeBackend(settings))
+    yield built
+    await built.close()
+
+
+async def test_running_has_an_endpoint_and_stopped_has_none(runtime: Runtime) -> None:
+    created = await runtime.service.create(principal=PRINCIPAL, body=_body("e"))
+    await runtime.reconciler.settle()
+    running = await runtime.instances.load(created.id)
+    assert running is not None and running.status is InstanceStatus.RUNNING
+    assert running.endpoint is not None and running.handle is not None
+    assert running.endpoint.host == "127.0.0.1"
+    assert running.endpoint.base_path == f"/notebooks/{created.id}/"
+    assert running.endpoint.headers == {"Authorization": f"token {running.handle['token']}"}
+
+    await runtime.service.act(principal=PRINCIPAL, instance_id=created.id,
+                              body={"action": "stop"})
+    await runtime.reconciler.settle()
+    stopped = await runtime.instances.load(created.id)
+    assert stopped is not None and stopped.status is InstanceStatus.STOPPED
+    assert stopped.endpoint is None
+
+
+async def test_a_running_row_without_endpoint_gets_one(runtime: Runtime) -> None:
+    """Rows that were RUNNING when migration 0004 added the column."""
+    created = await runtime.service.create(principal=PRINCIPAL, body=_body("u"))
+    await runtime.reconciler.settle()
+    running = await runtime.instances.load(created.id)
+    assert running is not None and running.endpoint is not None
+    await runtime.instances.save(running, now_ms=running.updated_at, endpoint=None)
+    bare = await runtime.instances.load(created.id)
+    assert bare is not None and bare.endpoint is None
+    await runtime.reconciler.settle()
+    refilled = await runtime.instances.load(created.id)
+    assert refilled is not None and refilled.endpoint == running.endpoint
+    await runtime.reconciler.settle()  # and then it is at rest: no write per sweep
+    again = await runtime.instances.load(created.id)
+    assert again is not None and again.version == refilled.version
