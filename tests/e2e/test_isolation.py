@@ -93,12 +93,12 @@ def test_a_notebook_reaches_nothing_of_the_server_or_other_instances(
             i: wait_for_status(api, i, "RUNNING")["spec"]["annotations"]["url"]
             for i in (first, second)
         }
-        with Notebook(urls[second]) as other:
+        with Notebook(urls[second], server.token) as other:
             other.write("secret.txt", "only for the second instance")
             other_uid = _run(other, "import os; os.getuid()")
 
         runtime = server.data_dir / "runtime"
-        with Notebook(urls[first]) as notebook:
+        with Notebook(urls[first], server.token) as notebook:
             seen = json.loads(
                 ast.literal_eval(
                     notebook.execute(
@@ -144,7 +144,7 @@ def test_stop_kills_a_process_that_dropped_its_tags_and_double_forked(
     with server.client() as api:
         instance_id = api.post("", json=BODY).json()["id"]
         url = wait_for_status(api, instance_id, "RUNNING")["spec"]["annotations"]["url"]
-        with Notebook(url) as notebook:
+        with Notebook(url, server.token) as notebook:
             pid = _run(notebook, ESCAPE)
         assert _alive(pid), "the escaped process runs before the stop"
         assert pid in processes_of(instance_id), "it is still counted as the instance's"
@@ -180,8 +180,9 @@ def test_instances_share_an_object_storage_folder_and_nothing_else(
             urls[third] = wait_for_status(other_api, third, "RUNNING")["spec"]["annotations"][
                 "url"]
             folder = object_root / server.project / "bucket-a" / "shared"
-            with Notebook(urls[first]) as a, Notebook(urls[second]) as b, \
-                    Notebook(urls[third]) as c:
+            with Notebook(urls[first], server.token) as a, \
+                    Notebook(urls[second], server.token) as b, \
+                    Notebook(urls[third], server.token) as c:
                 a.write("from-a.txt", "written by a")
                 assert b.read("from-a.txt") == "written by a"
                 b.write("from-a.txt", "changed by b")

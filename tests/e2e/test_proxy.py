@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import random
+import shutil
 import subprocess
 import threading
 import time
@@ -26,7 +27,7 @@ import pytest
 import websocket
 
 from tests.e2e.jupyter import Notebook, _execute_request
-from tests.server import DEMANAGER, ServerProcess, wait_for_status
+from tests.server import DEMANAGER, ServerProcess, traversable_dir, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -59,10 +60,11 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world() -> Iterator[World]:
+    # Instance uids (the server runs as root in CI) must reach their volumes below it.
+    root = traversable_dir("demanager-proxy-")
     server = ServerProcess(
-        tmp_path_factory.mktemp("proxy"), backend="process",
-        env={"DEMANAGER_LINK_TTL_SECONDS": str(LINK_TTL)},
+        root / "data", backend="process", env={"DEMANAGER_LINK_TTL_SECONDS": str(LINK_TTL)},
     ).start()
     try:
         project = uuid.uuid4().hex
@@ -87,6 +89,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield World(server, project, alice, bob, carol, eve, mine, theirs)
     finally:
         server.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def jupyter_token(world: World, instance_id: str) -> str:
