@@ -4,9 +4,10 @@ their own upstream credential (``backends/echo_upstream.py``)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -16,7 +17,7 @@ from websockets.sync.client import connect
 
 from tests.api.helpers import assert_error, create, ok
 from tests.conftest import client_for
-from tests.server import ServerProcess, wait_for_status
+from tests.server import DEMANAGER, ServerProcess, wait_for_status
 
 HTML = {"Accept": "text/html"}
 
@@ -249,3 +250,33 @@ def test_sign_in_with_a_token_sets_a_scoped_cookie(server: ServerProcess, pair: 
     assert cookie.startswith("demanager-notebook=dmg_")
     for attribute in ("HttpOnly", "SameSite=Lax", f"Path=/notebooks/{pair.mine}/"):
         assert attribute in cookie
+
+
+def test_password_guesses_on_the_sign_in_page_are_limited(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """The notebook sign-in page counts failed passwords against the same per-user limit
+    as Keystone's sign-in; past it even the right password waits."""
+    target = server_factory(env={"DEMANAGER_LOGIN_FAILURES_PER_USER": "3"})
+    project = uuid.uuid4().hex
+    made = subprocess.run(
+        [DEMANAGER, "users", "create", "dana", "--project", project, "--password-stdin"],
+        env=target.env, input="the right one\n", capture_output=True, text=True, timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    form = {"next": "/notebooks/DE-x/lab", "project": project, "user_name": "dana"}
+    with httpx.Client() as client:
+        for _ in range(3):
+            wrong = client.post(f"{target.url}/console/sign-in",
+                                data={**form, "password": "guess"})
+            assert wrong.status_code == 401
+        refused = client.post(f"{target.url}/console/sign-in",
+                              data={**form, "password": "the right one"})
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "Too many failed sign-ins" in refused.text
+        # Keystone's sign-in shares the count.
+        keystone = client.post(f"{target.url}/v3/auth/tokens", json={"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": "dana", "domain": {"name": "Default"}, "password": "the right one"}}},
+            "scope": {"project": {"id": project}}}})
+        assert keystone.status_code == 429

@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -27,6 +28,7 @@ from demanager.engine.service import InstanceService
 from demanager.engine.views import InstanceViews
 from demanager.identity.secrets import load_server_key
 from demanager.identity.service import OPERATOR_NAME, IdentityService
+from demanager.identity.throttle import LoginThrottle
 from demanager.settings import Settings
 from demanager.store.database import make_engine, make_sessionmaker, upgrade
 from demanager.store.identity import IdentityRepository
@@ -113,6 +115,9 @@ class Runtime:
     reconciler: Reconciler
     service: InstanceService
     views: InstanceViews
+    login_throttle: LoginThrottle
+    """Failed password sign-ins, per user and per address: one count for every way in
+    (Keystone's ``/v3/auth/tokens`` and the notebook sign-in page)."""
 
     @classmethod
     async def build(
@@ -173,6 +178,12 @@ class Runtime:
                 target_domain=settings.target_domain,
                 link_ttl_seconds=settings.link_ttl_seconds,
                 session_ttl_seconds=settings.session_ttl_seconds,
+            ),
+            login_throttle=LoginThrottle(
+                per_user=settings.login_failures_per_user,
+                per_address=settings.login_failures_per_address,
+                window_seconds=settings.login_failure_window_seconds,
+                now=time.monotonic,
             ),
         )
 

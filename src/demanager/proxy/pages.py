@@ -30,6 +30,7 @@ REASONS = {
     "invalid": "That link or session is not valid. Sign in again.",
     "failed": "Sign-in failed. Check the project and your token or user name and password.",
     "refused": "You may not open this notebook with that account.",
+    "throttled": "Too many failed sign-ins. Wait a few minutes, then try again.",
 }
 
 _TRANSITIONAL = {

@@ -92,14 +92,29 @@ async def handle(runtime: Runtime, request: Request) -> Response:
     project = form.get("project", "").strip()
     if not same_origin(request):
         return pages.sign_in_page(next_path, reason="failed", project=project, status=401)
+    token = form.get("token", "").strip() or None
+    user_name = form.get("user_name", "").strip() or None
+    # Password guesses count against the same limits as Keystone's sign-in.
+    throttle = runtime.login_throttle if token is None and user_name else None
+    address = request.client.host if request.client else ""
+    user_key = f"name:{user_name}"  # the key Keystone's sign-in counts a name under
+    if throttle is not None:
+        wait = throttle.retry_after(user_key, address)
+        if wait:
+            page = pages.sign_in_page(next_path, reason="throttled", project=project, status=429)
+            page.headers["Retry-After"] = str(wait)
+            return page
     try:
         principal = await runtime.identity.sign_in(
-            project_id=project, token=form.get("token", "").strip() or None,
-            user_name=form.get("user_name", "").strip() or None,
+            project_id=project, token=token, user_name=user_name,
             password=form.get("password") or None,
         )
     except (errors.AuthError, errors.ProjectMismatch):
+        if throttle is not None:
+            throttle.failed(user_key, address)
         return pages.sign_in_page(next_path, reason="failed", project=project, status=401)
+    if throttle is not None:
+        throttle.succeeded(user_key)
     target = instance_of(next_path)
     try:
         if target is None:

@@ -5,7 +5,6 @@ in Keystone's error shape (``api/keystone_errors.py``)."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -17,7 +16,6 @@ from demanager.api.keystone_errors import KeystoneRoute, keystone_error
 from demanager.api.responses import WireJSON
 from demanager.engine.runtime import Runtime
 from demanager.identity.keystone import Keystone, KeystoneSettings
-from demanager.identity.throttle import LoginThrottle
 from demanager.schemas import keystone as k
 
 router = APIRouter(prefix="/v3", tags=["keystone"], route_class=KeystoneRoute)
@@ -73,10 +71,7 @@ def build(runtime: Runtime) -> Keystone:
             domain_name=s.keystone_domain_name, region=s.keystone_region,
             token_ttl_seconds=s.keystone_token_ttl_seconds,
         ),
-        throttle=LoginThrottle(
-            per_user=s.login_failures_per_user, per_address=s.login_failures_per_address,
-            window_seconds=s.login_failure_window_seconds, now=time.monotonic,
-        ),
+        throttle=runtime.login_throttle,
     )
 
 
