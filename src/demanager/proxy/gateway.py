@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from urllib.parse import unquote
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,11 +34,11 @@ class Gateway:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.client: httpx.AsyncClient = http_proxy.make_client()
+        self.upstream = http_proxy.Upstream()
         self.instances = access.InstanceCache(runtime)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.upstream.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] == pages.SIGN_IN_PATH:
@@ -124,7 +123,7 @@ class Gateway:
         )
         try:
             await http_proxy.forward(
-                self.client, method=target.method, url=target.upstream("http", endpoint),
+                self.upstream, method=target.method, url=target.upstream("http", endpoint),
                 headers=headers, has_body=has_body, receive=receive, send=send,
                 scrubber=Scrubber(secrets_of(endpoint.headers)),
             )
