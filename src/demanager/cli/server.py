@@ -96,29 +96,17 @@ def _configure_logging(level: str) -> None:
 async def _with_identity(data_dir: Path | None, work):  # type: ignore[no-untyped-def]
     import time
 
-    from demanager.engine.runtime import operator_token, prepare_data_dir
-    from demanager.identity.secrets import load_server_key
-    from demanager.identity.service import OPERATOR_NAME, IdentityService
+    from demanager.engine.runtime import build_identity, prepare_data_dir
     from demanager.settings import load_settings
     from demanager.store.database import make_engine, make_sessionmaker, upgrade
-    from demanager.store.identity import IdentityRepository
 
     settings = load_settings(data_dir=data_dir)
     prepare_data_dir(settings)
     await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
     engine = make_engine(settings.sqlalchemy_url)
     try:
-        repository = IdentityRepository(make_sessionmaker(engine))
-
-        def now_ms() -> int:
-            return time.time_ns() // 1_000_000
-
-        identity = IdentityService(
-            repository=repository,
-            key=load_server_key(settings.data_dir, settings.secret_key),
-            now_ms=now_ms,
-            operator=await repository.ensure_user(OPERATOR_NAME, now_ms=now_ms()),
-            operator_token=operator_token(settings),
+        identity = await build_identity(
+            settings, make_sessionmaker(engine), lambda: time.time_ns() // 1_000_000
         )
         return await work(identity)
     finally:

@@ -12,6 +12,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -102,6 +103,21 @@ def operator_token(settings: Settings) -> str:
     return token
 
 
+async def build_identity(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], now_ms: Callable[[], int]
+) -> IdentityService:
+    """The identity service over the store, with the server key and the operator: the
+    server and the operator commands alike."""
+    users = IdentityRepository(sessions)
+    return IdentityService(
+        repository=users,
+        key=load_server_key(settings.data_dir, settings.secret_key),
+        now_ms=now_ms,
+        operator=await users.ensure_user(OPERATOR_NAME, now_ms=now_ms()),
+        operator_token=operator_token(settings),
+    )
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -130,14 +146,7 @@ class Runtime:
         db = make_engine(settings.sqlalchemy_url)
         sessions = make_sessionmaker(db)
         instances = InstanceRepository(sessions)
-        users = IdentityRepository(sessions)
-        identity = IdentityService(
-            repository=users,
-            key=load_server_key(settings.data_dir, settings.secret_key),
-            now_ms=clock.now_ms,
-            operator=await users.ensure_user(OPERATOR_NAME, now_ms=clock.now_ms()),
-            operator_token=operator_token(settings),
-        )
+        identity = await build_identity(settings, sessions, clock.now_ms)
         reconciler = Reconciler(
             repository=instances,
             leases=LeaseRepository(sessions),
