@@ -57,16 +57,19 @@ def load_backend(settings: Settings) -> Backend:
     return backend
 
 
-DATA_DIR_MODE = 0o711
-"""Traversable, not listable: instance uids must reach their volumes below it, while
-everything else in it (the database, the token, runtime/) is closed by its own mode."""
+def data_dir_mode() -> int:
+    """0700; as root 0711, traversable but not listable, because instances then run under
+    uids of their own that must reach their volumes below it, while everything else in
+    it (the database, the token, runtime/) is closed by its own mode."""
+    return 0o711 if os.geteuid() == 0 else 0o700
 
 
 def prepare_data_dir(settings: Settings) -> None:
     """Create the data dir with its modes, and close the secrets in it (0600)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=DATA_DIR_MODE)
+    mode = data_dir_mode()
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=mode)
     if settings.data_dir.stat().st_uid == os.geteuid():
-        settings.data_dir.chmod(DATA_DIR_MODE)
+        settings.data_dir.chmod(mode)
     for secret in (settings.data_dir / "operator-token", *_sqlite_files(settings)):
         # SQLite's journals come and go with each transaction of a concurrent CLI call.
         with contextlib.suppress(FileNotFoundError):
