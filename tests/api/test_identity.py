@@ -4,6 +4,7 @@ seen through a real server: who reaches what, and what the store keeps."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import subprocess
 import uuid
@@ -130,6 +131,9 @@ def test_secrets_at_rest_are_keyed_digests_and_argon2(team: ServerProcess) -> No
     assert token not in digests
     assert hashlib.sha256(token.encode()).hexdigest() not in digests  # keyed, not plain
     assert password_hash.startswith("$argon2id$") and "correct horse" not in password_hash
-    key_file = team.data_dir / "server.key"
-    assert key_file.stat().st_mode & 0o777 == 0o600
+    for secret in ("server.key", "demanager.db"):
+        assert (team.data_dir / secret).stat().st_mode & 0o777 == 0o600, secret
+    # Not even listable by others; as root, traversable so instance uids reach volumes/.
+    expected = 0o711 if os.geteuid() == 0 else 0o700
+    assert team.data_dir.stat().st_mode & 0o777 == expected
     assert token not in team.log()
