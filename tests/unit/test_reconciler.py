@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from demanager.backends.fake import FakeBackend
-from demanager.domain.instance import Owner, ProjectId, UserId
+from demanager.domain.instance import Location, Owner, ProjectId, Storage, UserId
 from demanager.domain.lifecycle import InstanceStatus
 from demanager.engine.clock import FakeClock
 from demanager.engine.runtime import Runtime
@@ -74,11 +75,16 @@ async def test_without_auto_stop_nothing_happens(runtime: tuple[Runtime, FakeClo
 
 
 async def test_failed_start_records_reason(runtime: tuple[Runtime, FakeClock]) -> None:
-    rt, _clock = runtime
-    body = _body("c")
-    created = await rt.service.create(principal=PRINCIPAL, body=body)
-    # A profile that left the catalog cannot launch: the create fails with a reason.
-    await rt.instances.save(created, now_ms=created.created_at, profile_id="fail me")
+    rt, clock = runtime
+    # A profile that left the catalog cannot launch: the create fails with a reason. The
+    # row is stored as the API would have left it, with no engine told of it yet (a
+    # notified engine could launch it before the profile changes).
+    created = dataclasses.replace(
+        _instance_with(Storage("evs", Location(path="/home/ma-user/work", volume_size=5))),
+        profile_id="fail me", flavor="modelarts.vm.cpu.2u", status=InstanceStatus.CREATING,
+        created_at=clock.now_ms(), updated_at=clock.now_ms(),
+    )
+    await rt.instances.add(created, project_quota=10, flavor_quota=None)
     await rt.reconciler.settle()
     failed = await rt.instances.load(created.id)
     assert failed is not None and failed.status is InstanceStatus.CREATE_FAILED
