@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
-DATA_DIR ?= ./demanager-data
 # Where notebooks' Jupyter comes from when the server runs as root: instances run
 # under their own unprivileged uid, which cannot reach a venv under /root.
 NOTEBOOK_ENV ?= /opt/demanager/notebook-env
@@ -13,6 +12,11 @@ IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 ifeq ($(IS_ROOT),yes)
 export DEMANAGER_NOTEBOOK_PYTHON ?= $(NOTEBOOK_ENV)/bin/python
 NOTEBOOK_DEPS := notebook-env
+# Instances' users must pass through every parent of the data dir, which a checkout
+# under a private home (/root is 0700) does not allow.
+DATA_DIR ?= /var/lib/demanager
+else
+DATA_DIR ?= ./demanager-data
 endif
 
 .PHONY: notebook-env run test test-suite test-fast lint typecheck bench install install-test browser clean
@@ -73,5 +77,5 @@ bench: install-test  ## print the figures of bench/
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/proxy.py
 
-clean:
-	rm -rf $(VENV) $(DATA_DIR)
+clean:  ## remove the venv and the ./demanager-data of a non-root run (never /var/lib/demanager)
+	rm -rf $(VENV) ./demanager-data
