@@ -233,10 +233,11 @@ class InstanceRepository:
         async with self._sessions() as session:
             if not await _take(session, _project_scope(instance), project_quota):
                 raise errors.InstanceQuotaReached(project_quota)
-            if flavor_quota is not None and not await _take(
-                session, _flavor_scope(instance), flavor_quota
-            ):
-                raise errors.FlavorQuotaReached(instance.flavor, flavor_quota)
+            # Counted even without a quota, so that a quota the catalog adds later
+            # starts from the true number.
+            limit = flavor_quota if flavor_quota is not None else _UNLIMITED
+            if not await _take(session, _flavor_scope(instance), limit):
+                raise errors.FlavorQuotaReached(instance.flavor, limit)
             session.add(_to_row(instance))
             try:
                 await session.commit()
@@ -298,6 +299,8 @@ def _is_live_in(instance: Instance, project_id: str, owner: str | None = None) -
         and (owner is None or instance.user_id == owner)
     )
 
+
+_UNLIMITED = 2**31 - 1
 
 _TAKE = (
     update(QuotaUsageRow)
