@@ -10,6 +10,7 @@ import ast
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from demanager.backends import sandbox
 from tests.e2e.jupyter import Notebook
 from tests.server import ServerProcess, processes_of, traversable_dir, wait_for_status
 
@@ -170,13 +172,13 @@ def test_instances_share_an_object_storage_folder_and_nothing_else(
     write one. Another project naming the same bucket gets a folder of its own and cannot
     reach the first project's."""
     object_root = traversable_dir("demanager-obs-")
+    server = server_factory(
+        backend="process", env={"DEMANAGER_OBJECT_STORAGE_ROOT": str(object_root)}
+    )
+    other_project = f"other-{server.project[:8]}"
     try:
-        server = server_factory(
-            backend="process", env={"DEMANAGER_OBJECT_STORAGE_ROOT": str(object_root)}
-        )
         storage = {"type": "obs", "location": {"path": "/bucket-a/shared/"}}
         body = {**BODY, "spec": {"storage": storage}}
-        other_project = f"other-{server.project[:8]}"
         with server.client() as api, server.client(project=other_project) as other_api:
             first, second = (api.post("", json={**body, "name": n}).json()["id"] for n in "ab")
             third = other_api.post("", json={**body, "name": "c"}).json()["id"]
@@ -208,6 +210,10 @@ def test_instances_share_an_object_storage_folder_and_nothing_else(
             assert (folder / "from-a.txt").read_text() == "changed by b", "delete keeps buckets"
     finally:
         shutil.rmtree(object_root, ignore_errors=True)
+        for project in (server.project, other_project):
+            # Project groups outlive instances on purpose; these test projects are done.
+            subprocess.run(["groupdel", sandbox.project_group(project)], check=False,
+                           capture_output=True)
 
 
 _TRY_READ = """
