@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 2.0
     """Period of the full level-triggered sweep (new work wakes the engine at once)."""
     workers: int = 8
+    tombstone_retention_seconds: int = Field(default=7 * 86_400, ge=0)
+    """How long a deleted instance's row (status DELETED) is kept before the sweep purges it."""
     """Instances the engine drives at the same time."""
     max_body_bytes: int = 1_048_576
     """Largest API request body; larger ones answer 413 (the notebook proxy is not limited)."""

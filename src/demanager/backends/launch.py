@@ -9,7 +9,10 @@ as ``python -I -S launch.py OPTIONS -- COMMAND…``; it
 3. writes the Jupyter token from ``JUPYTER_TOKEN`` into a config file only
    that uid can read, and removes it from the environment, so kernels (which
    inherit the server's environment) never see it;
-4. execs COMMAND in the work directory (same pid: the handle's pid stays right).
+4. removes the ``jpserver-*`` files a previous server of the instance left in
+   ``JUPYTER_RUNTIME_DIR`` (a crashed one never does it): no server of the
+   instance runs now, so every one of them is stale;
+5. execs COMMAND in the work directory (same pid: the handle's pid stays right).
 
 It runs as root before step 2, so it imports nothing but the standard library,
 runs isolated (``-I``: no ``PYTHON*`` variables, no current directory on the
@@ -20,6 +23,7 @@ A failure exits 126 with one line on stderr (the instance's server.log).
 from __future__ import annotations
 
 import ctypes
+import glob
 import json
 import os
 import sys
@@ -97,6 +101,16 @@ def hand_over_token(token_file: str | None) -> None:
         json.dump({"IdentityProvider": {"token": token}}, handle)
 
 
+def remove_stale_server_files(runtime_dir: str | None) -> None:
+    if not runtime_dir:
+        return
+    for path in glob.glob(os.path.join(glob.escape(runtime_dir), "jpserver-*")):
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+
+
 def main(argv: list[str]) -> int:
     try:
         options = parse(argv)
@@ -105,6 +119,7 @@ def main(argv: list[str]) -> int:
         os.umask(0o002)
         os.chdir(options.cwd)
         hand_over_token(options.token_file)
+        remove_stale_server_files(os.environ.get("JUPYTER_RUNTIME_DIR"))
         os.execvp(options.command[0], options.command)
     except (OSError, ValueError) as exc:
         print(f"demanager launch: {exc}", file=sys.stderr)

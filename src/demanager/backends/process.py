@@ -53,6 +53,17 @@ from demanager.settings import Settings
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 5.0
+PORT_ATTEMPTS = 3
+"""Launches within one start when the picked port is taken before Jupyter binds it."""
+BIND_WAIT_SECONDS = 15.0
+"""How long start waits for the server to listen (or exit) before leaving it to observe."""
+SCAN_MAX_ENTRIES = 200_000
+SCAN_MAX_SECONDS = 1.0
+"""The volume scan at each start stops at either bound (about 3 us per file): past them
+``volume_bytes`` is a lower bound ("at least"), and ``volume_scan_complete`` is false."""
+LOG_MAX_BYTES = 4 * 1024 * 1024
+LOG_KEEP_BYTES = 1024 * 1024
+"""server.log grows across launches; past LOG_MAX_BYTES a start keeps only its tail."""
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 STATE_DIR = ".demanager"
 """Inside the private volume, owned by the instance: Jupyter's runtime and config dirs."""
@@ -141,6 +152,9 @@ class ProcessBackend:
     # --- contract ---------------------------------------------------------------------
 
     async def start(self, spec: LaunchSpec) -> Handle:
+        # launched_at is when the server is spawned, on the engine's clock: what comes
+        # before (stopping a leftover, preparing and measuring the volume) is not boot time.
+        began = time.monotonic()
         instance_id = spec.instance_id
         await self.stop(instance_id, self._read_server_file(instance_id))
         try:
@@ -157,22 +171,12 @@ class ProcessBackend:
             raise PermanentBackendError(
                 f"cannot prepare the volume: {exc}", "ModelArts.6528"
             ) from exc
-        used = await asyncio.to_thread(_disk_usage, root)
-        port = _free_port()
+        used, complete = await asyncio.to_thread(
+            _disk_usage, root, SCAN_MAX_ENTRIES, SCAN_MAX_SECONDS
+        )
+        await asyncio.to_thread(_cap_log, runtime / "server.log")
         token = secrets.token_hex(16)
         base_url = f"/notebooks/{instance_id}/"
-        values = {
-            "python": self._python,
-            "port": str(port),
-            "root_dir": str(root),
-            "base_url": base_url,
-            "cpus": str(spec.flavor.params.get("CPU", 1)),
-        }
-        try:
-            argv = [part.format(**values) for part in spec.profile.launch.command]
-            extra_env = {k: v.format(**values) for k, v in spec.profile.launch.env.items()}
-        except (KeyError, IndexError, ValueError) as exc:
-            raise PermanentBackendError(f"bad launch template in the catalog: {exc}") from exc
         state = private / STATE_DIR / "jupyter"
         own = {
             # launch.py moves the token into a config file only the instance can read.
@@ -184,9 +188,6 @@ class ProcessBackend:
             own.update(USER=account.name, LOGNAME=account.name)
         if procs is None:
             own[sandbox.FALLBACK_TAG] = instance_id
-        env = sandbox.notebook_env(
-            os.environ, python=self._python, home=root, extra=extra_env, backend_vars=own
-        )
         launcher = [sys.executable, "-I", "-S", LAUNCHER, "--cwd", str(root)]
         launcher += ["--token-file", str(state / "config" / "jupyter_server_config.json")]
         if procs is not None:
@@ -195,10 +196,56 @@ class ProcessBackend:
             launcher += ["--uid", str(account.uid), "--gid", str(account.gid)]
             if obs_gid is not None:
                 launcher += ["--group", str(obs_gid)]
-        server_log = _open_private(runtime / "server.log", os.O_WRONLY | os.O_APPEND)
+        values = {
+            "python": self._python,
+            "root_dir": str(root),
+            "base_url": base_url,
+            "cpus": str(spec.flavor.params.get("CPU", 1)),
+        }
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            # The port is free now, not necessarily when Jupyter binds it (with no
+            # retries of its own, it exits): a lost race relaunches on another port.
+            port = _free_port()
+            values["port"] = str(port)
+            try:
+                argv = [part.format(**values) for part in spec.profile.launch.command]
+                extra_env = {k: v.format(**values) for k, v in spec.profile.launch.env.items()}
+            except (KeyError, IndexError, ValueError) as exc:
+                raise PermanentBackendError(f"bad launch template in the catalog: {exc}") from exc
+            env = sandbox.notebook_env(
+                os.environ, python=self._python, home=root, extra=extra_env, backend_vars=own
+            )
+            proc, log_offset = self._spawn([*launcher, "--", *argv], env, runtime / "server.log")
+            launched_at = spec.now_ms + int((time.monotonic() - began) * 1000)
+            if not await self._lost_port(proc, port, runtime / "server.log", log_offset):
+                break
+            log.warning("port %d of %s was taken (attempt %d)", port, instance_id, attempt)
+        handle = {
+            "pid": proc.pid,
+            "port": port,
+            "token": token,
+            "base_url": base_url,
+            "launched_at": launched_at,
+            "created": _create_time(proc.pid),
+            "start_ticks": _start_ticks(proc.pid),
+            "volume_bytes": used,
+            "volume_scan_complete": complete,
+        }
+        fd = _open_private(runtime / "server.json", os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "w", encoding="utf-8") as record:
+            record.write(json.dumps(handle))
+        return handle
+
+    def _spawn(
+        self, command: list[str], env: dict[str, str], log_path: Path
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """Launch ``command`` in a session of its own; (the process, the log's size before)."""
+        server_log = _open_private(log_path, os.O_WRONLY | os.O_APPEND)
         try:
-            proc = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; we never wait on it
-                [*launcher, "--", *argv],
+            offset = os.fstat(server_log).st_size
+            # Popen returns at once; the caller never blocks on the child.
+            proc = subprocess.Popen(
+                command,
                 cwd="/",
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -207,23 +254,40 @@ class ProcessBackend:
                 start_new_session=True,
             )
         except OSError as exc:
-            raise PermanentBackendError(f"cannot launch {argv[0]}: {exc}") from exc
+            raise PermanentBackendError(f"cannot launch {command[0]}: {exc}") from exc
         finally:
             os.close(server_log)
         self._children[proc.pid] = proc
-        handle = {
-            "pid": proc.pid,
-            "port": port,
-            "token": token,
-            "base_url": base_url,
-            "launched_at": spec.now_ms,
-            "created": _create_time(proc.pid),
-            "volume_bytes": used,
-        }
-        fd = _open_private(runtime / "server.json", os.O_WRONLY | os.O_TRUNC)
-        with os.fdopen(fd, "w", encoding="utf-8") as record:
-            record.write(json.dumps(handle))
-        return handle
+        return proc, offset
+
+    async def _lost_port(
+        self, proc: subprocess.Popen[bytes], port: int, log_path: Path, log_offset: int
+    ) -> bool:
+        """Wait until the server listens on ``port`` or exits; true if it exited because
+        the port was taken. Any other outcome is left to ``observe``."""
+
+        def settled() -> bool:
+            if proc.poll() is not None:
+                return True
+            try:
+                return any(
+                    c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                    for c in psutil.Process(proc.pid).net_connections("tcp")
+                )
+            except psutil.Error:
+                return True  # gone, or not ours to inspect: nothing more to learn here
+
+        await _until(settled, BIND_WAIT_SECONDS)
+        if proc.poll() is None:
+            return False
+        self._reap()
+        try:
+            with log_path.open("rb") as server_log:
+                server_log.seek(log_offset)
+                said = server_log.read(LOG_KEEP_BYTES)
+        except OSError:
+            return False
+        return f"port {port} is already in use".encode() in said
 
     async def _identity(self, spec: LaunchSpec) -> tuple[sandbox.Account | None, int | None]:
         """The instance's own user, and its project's object-storage group if it mounts a
@@ -340,8 +404,13 @@ class ProcessBackend:
             return None
         try:
             proc = psutil.Process(int(handle["pid"]))
-            if abs(proc.create_time() - float(handle.get("created", 0))) > 1.0:
-                return None
+            ticks = handle.get("start_ticks")
+            if isinstance(ticks, int):
+                # Clock ticks since boot: a wall-clock jump does not move them.
+                if _start_ticks(proc.pid) != ticks:
+                    return None
+            elif abs(proc.create_time() - float(handle.get("created", 0))) > 1.0:
+                return None  # a handle written before start_ticks existed
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             return proc
@@ -364,9 +433,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _disk_usage(root: Path) -> int:
-    """Bytes stored under ``root`` (links not followed: mounted object storage is not counted)."""
+def _disk_usage(root: Path, max_entries: int, max_seconds: float) -> tuple[int, bool]:
+    """Bytes stored under ``root`` (links not followed: mounted object storage is not
+    counted), and whether every file was counted: the scan stops after ``max_entries``
+    entries or ``max_seconds``, so a huge volume cannot hold a start up; the total is
+    then a lower bound."""
     total = 0
+    seen = 0
+    deadline = time.monotonic() + max_seconds
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -374,13 +448,47 @@ def _disk_usage(root: Path) -> int:
             entries = list(os.scandir(folder))
         except OSError:
             continue
+        seen += len(entries)
+        if seen > max_entries or time.monotonic() > deadline:
+            return total, False
         for entry in entries:
             with contextlib.suppress(OSError):
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
                 elif entry.is_file(follow_symlinks=False):
                     total += entry.stat(follow_symlinks=False).st_blocks * 512
-    return total
+    return total, True
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (field 22 of /proc/<pid>/stat):
+    unlike psutil's create_time, derived from the wall clock, no clock change moves it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        return int(fields[19])  # fields after the command name start at field 3
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cap_log(path: Path) -> None:
+    """Keep the last LOG_KEEP_BYTES of ``path`` once it passes LOG_MAX_BYTES."""
+    try:
+        if path.stat().st_size <= LOG_MAX_BYTES:
+            return
+        with path.open("rb") as old:
+            old.seek(-LOG_KEEP_BYTES, os.SEEK_END)
+            tail = old.read()
+    except OSError:
+        return
+    fresh = path.with_name(path.name + ".new")
+    with contextlib.suppress(FileNotFoundError):
+        fresh.unlink()
+    fd = _open_private(fresh, os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(fd, "wb") as new:
+        new.write(b"[demanager: earlier output dropped]\n")
+        new.write(tail[tail.find(b"\n") + 1 :])  # from the first whole line
+    fresh.replace(path)
 
 
 def _create_time(pid: int) -> float:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 _FAILED_TARGET = {S.CREATING: S.CREATE_FAILED}
 LEASE_TTL_MS = 15_000
 MAX_LAUNCHES = 2
+PURGE_INTERVAL_MS = 60_000
 """Launches per drive before a workload that keeps exiting fails the start."""
 
 
@@ -49,6 +50,7 @@ class Reconciler:
         start_timeout: float,
         sweep_interval: float,
         concurrency: int,
+        tombstone_retention: float = 7 * 86_400,
     ) -> None:
         self._repo = repository
         self._leases = leases
@@ -62,6 +64,8 @@ class Reconciler:
         self._stopping = False
         self._observers = max(4, concurrency * 2)
         self._task: asyncio.Task[None] | None = None
+        self._tombstone_retention_ms = int(tombstone_retention * 1000)
+        self._next_purge_ms = 0
 
     # --- lifecycle of the reconciler itself -------------------------------------------
 
@@ -96,6 +100,16 @@ class Reconciler:
 
         candidates = [i for i in await self._repo.needing_attention() if not self._queue.busy(i.id)]
         await asyncio.gather(*(check(i) for i in candidates))
+        await self._purge_tombstones()
+
+    async def _purge_tombstones(self) -> None:
+        """Deleted rows are kept a while (listable as DELETED), then removed: at most
+        once a minute, one DELETE, so a sweep every few seconds costs no extra writes."""
+        now = self._clock.now_ms()
+        if now < self._next_purge_ms:
+            return
+        self._next_purge_ms = now + PURGE_INTERVAL_MS
+        await self._repo.purge_tombstones(deleted_before_ms=now - self._tombstone_retention_ms)
 
     async def settle(self) -> None:
         """Run one sweep and wait for all work it started (tests and benchmarks)."""

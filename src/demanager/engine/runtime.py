@@ -160,6 +160,7 @@ class Runtime:
             start_timeout=settings.start_timeout_seconds,
             sweep_interval=settings.reconcile_interval_seconds,
             concurrency=settings.workers,
+            tombstone_retention=settings.tombstone_retention_seconds,
         )
         service = InstanceService(
             repository=instances,

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, func, select, update
+from sqlalchemy import Row, Select, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -174,6 +174,19 @@ class InstanceRepository:
                 )
             )
             return [_to_domain(row) for row in result]
+
+    async def purge_tombstones(self, *, deleted_before_ms: int) -> int:
+        """Remove DELETED rows last written before ``deleted_before_ms`` whose backend
+        cleanup is done, in one statement; returns how many went."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(InstanceRow).where(
+                    InstanceRow.status == InstanceStatus.DELETED.value,
+                    InstanceRow.cleanup_pending.is_(False),
+                    InstanceRow.updated_at < deleted_before_ms,
+                )
+            )
+        return int(result.rowcount)
 
     async def name_in_use(self, project_id: str, name: str) -> bool:
         async with self._engine.connect() as conn:

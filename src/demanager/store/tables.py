@@ -20,6 +20,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+NULLABLE_JSON = JSON(none_as_null=True)
+"""For nullable JSON columns: Python ``None`` is SQL NULL, not the JSON text ``null``
+(SQLAlchemy's default), so ``IS NULL`` means what it says."""
+
 
 class Base(DeclarativeBase):
     pass
@@ -90,7 +94,9 @@ class InstanceRow(Base):
     profile_id: Mapped[str] = mapped_column(String(128))
     flavor: Mapped[str] = mapped_column(String(128))
     storage: Mapped[dict[str, Any]] = mapped_column(JSON)
-    extend_storage: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    extend_storage: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        NULLABLE_JSON, nullable=True
+    )
     auto_stop: Mapped[dict[str, Any]] = mapped_column(JSON)
     annotations: Mapped[dict[str, str]] = mapped_column(JSON)
     workspace_id: Mapped[str] = mapped_column(String(64))
@@ -106,9 +112,9 @@ class InstanceRow(Base):
     running_since: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     stop_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     requested_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    failed: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    endpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    failed: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON, nullable=True)
+    handle: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON, nullable=True)
+    endpoint: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON, nullable=True)
     """Host, port, base path and upstream headers of the workload; NULL unless RUNNING."""
     cleanup_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     frozen: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,0 +1,174 @@
+"""The process backend on its own, with real JupyterLab servers (as root, as CI runs it:
+instances get their own uid)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demanager.backends import process
+from demanager.backends.base import Handle, LaunchSpec
+from demanager.backends.process import ProcessBackend
+from demanager.catalog import load_catalog
+from demanager.domain.instance import Storage
+from demanager.domain.planning import Workload
+from demanager.settings import Settings
+from tests.server import notebook_python_env, traversable_dir
+
+CATALOG = load_catalog(None)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    path = traversable_dir("dm-process-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def backend(data_dir: Path) -> AsyncIterator[ProcessBackend]:
+    python = notebook_python_env().get("DEMANAGER_NOTEBOOK_PYTHON")
+    settings = Settings(data_dir=data_dir, notebook_python=python)
+    built = await asyncio.to_thread(ProcessBackend, settings)
+    yield built
+    await built.close()
+
+
+def _spec(instance_id: str, now_ms: int = 1_000_000) -> LaunchSpec:
+    return LaunchSpec(
+        instance_id=instance_id,
+        project_id="p" * 32,
+        profile=CATALOG.profiles["Multi-Engine 1.0 (python3)-cpu"],
+        flavor=CATALOG.flavors["modelarts.vm.cpu.2u"],
+        storage=Storage("evs"),
+        extend_storage=(),
+        now_ms=now_ms,
+    )
+
+
+async def _ready(backend: ProcessBackend, instance_id: str, handle: Handle) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if (await backend.observe(instance_id, handle)).workload is Workload.READY:
+            return
+        await asyncio.sleep(0.3)
+    log = (backend.runtime_dir(instance_id) / "server.log").read_text(errors="replace")
+    raise AssertionError(f"not ready; server.log:\n{log[-3000:]}")
+
+
+@pytest.fixture
+async def instance(backend: ProcessBackend) -> AsyncIterator[str]:
+    instance_id = uuid.uuid4().hex
+    yield instance_id
+    await backend.delete(instance_id, None, Storage("evs"))
+
+
+# --- pid reuse --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_defect_11_pid_guard_ignores_wall_clock_jumps(
+    backend: ProcessBackend, sleeper: subprocess.Popen[bytes]
+) -> None:
+    created = process._create_time(sleeper.pid)
+    ticks = process._start_ticks(sleeper.pid)
+    assert isinstance(ticks, int)
+    # The wall clock moved an hour since the handle was written: still the same process.
+    jumped: dict[str, Any] = {"pid": sleeper.pid, "created": created + 3600, "start_ticks": ticks}
+    assert backend._process(jumped) is not None
+    reused = {**jumped, "created": created, "start_ticks": ticks + 1}
+    assert backend._process(reused) is None, "another process under the same pid"
+    older = {"pid": sleeper.pid, "created": created}  # a handle from before start_ticks
+    assert backend._process(older) is not None
+    assert backend._process({**older, "created": created + 3600}) is None
+
+
+# --- the start ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_defect_10_taken_port_does_not_fail_the_start(
+    backend: ProcessBackend, instance: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        picks = iter([busy])
+        real = process._free_port
+        monkeypatch.setattr(process, "_free_port", lambda: next(picks, None) or real())
+        handle = await backend.start(_spec(instance))
+        assert handle["port"] != busy
+        await _ready(backend, instance, handle)
+
+
+@pytest.mark.slow
+async def test_defect_04_launched_at_is_taken_at_the_spawn(
+    backend: ProcessBackend, instance: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measure = process._disk_usage
+
+    def slow_scan(*args: Any) -> Any:
+        time.sleep(1.0)  # a large volume
+        return measure(*args)
+
+    monkeypatch.setattr(process, "_disk_usage", slow_scan)
+    handle = await backend.start(_spec(instance, now_ms=1_000_000))
+    assert handle["launched_at"] >= 1_001_000
+    await _ready(backend, instance, handle)
+
+
+def test_defect_04_volume_scan_is_bounded(tmp_path: Path) -> None:
+    for folder in range(5):
+        (tmp_path / str(folder)).mkdir()
+        for name in range(20):
+            (tmp_path / str(folder) / str(name)).write_bytes(b"x" * 5000)
+    total, complete = process._disk_usage(tmp_path, 1_000, 10.0)
+    assert complete and total >= 100 * 4096
+    partial, complete = process._disk_usage(tmp_path, 30, 10.0)
+    assert not complete and 0 < partial < total, "a lower bound"
+
+
+@pytest.mark.slow
+async def test_defect_07_start_caps_the_log_and_drops_stale_server_files(
+    backend: ProcessBackend, instance: str
+) -> None:
+    handle = await backend.start(_spec(instance))
+    await _ready(backend, instance, handle)
+    await backend.stop(instance, handle)
+    jupyter_runtime = backend.volume_dir(instance) / ".demanager" / "jupyter" / "runtime"
+    stale = jupyter_runtime / "jpserver-424242.json"
+    stale.write_text(json.dumps({"pid": 424242, "port": 1}))
+    os.chown(stale, *(lambda s: (s.st_uid, s.st_gid))(jupyter_runtime.stat()))
+    server_log = backend.runtime_dir(instance) / "server.log"
+    with server_log.open("ab") as out:
+        out.write(b"old line\n" * (process.LOG_MAX_BYTES // 9 + 1))
+        out.write(b"the last words of the previous server\n")
+
+    handle = await backend.start(_spec(instance))
+    await _ready(backend, instance, handle)
+    assert not stale.exists()
+    assert [p.name for p in jupyter_runtime.glob("jpserver-*.json")] == [
+        f"jpserver-{handle['pid']}.json"
+    ]
+    kept = server_log.read_bytes()
+    assert len(kept) < process.LOG_KEEP_BYTES + 1024 * 1024
+    assert b"the last words of the previous server\n" in kept
