@@ -145,3 +145,26 @@ async def test_a_workload_that_keeps_exiting_fails_after_a_retry(tmp_path: Path)
         assert _ExitingBackend.launches == 2
     finally:
         await rt.close()
+
+
+async def test_defect_06_stopped_after_unavailable_has_no_failed_reasons(
+    runtime: tuple[Runtime, FakeClock],
+) -> None:
+    # §3.9: failed_reasons is null unless the instance failed; STOPPED is not a failure.
+    from demanager.domain.instance import FailedReason
+
+    rt, clock = runtime
+    created = await rt.service.create(principal=PRINCIPAL, body=_body("unavail"))
+    await rt.reconciler.settle()
+    running = await rt.instances.load(created.id)
+    assert running is not None and running.status is InstanceStatus.RUNNING
+    # Faulted and not yet restored (the engine would relaunch it on its next pass).
+    await rt.instances.transition(
+        running, InstanceStatus.UNAVAILABLE, now_ms=clock.now_ms(),
+        failed=FailedReason("ModelArts.6361", "gone"),
+    )
+    await rt.service.act(principal=PRINCIPAL, instance_id=created.id, body={"action": "stop"})
+    await rt.reconciler.settle()
+    stopped = await rt.instances.load(created.id)
+    assert stopped is not None and stopped.status is InstanceStatus.STOPPED
+    assert stopped.failed is None

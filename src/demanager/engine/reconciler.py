@@ -322,6 +322,7 @@ class Reconciler:
                 instance,
                 S.STOPPED,
                 now_ms=now,
+                failed=None,  # a stop is not a failure: §3.9 wants null unless failed
                 handle=None,
                 stop_at=None,
                 running_since=None,

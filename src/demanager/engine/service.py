@@ -232,8 +232,8 @@ class InstanceService:
             changes: dict[str, Any] = {"desired": _DESIRED_AFTER[operation]}
             if target is S.STOPPING:
                 changes["stop_at"] = None
-            if target in (S.STARTING, S.RESTARTING):
-                changes["failed"] = None
+            if target in (S.STARTING, S.RESTARTING, S.STOPPED):
+                changes["failed"] = None  # only a failed instance carries a reason (§3.9)
             try:
                 await self._repo.transition(
                     instance,
