@@ -168,3 +168,54 @@ async def test_defect_06_stopped_after_unavailable_has_no_failed_reasons(
     stopped = await rt.instances.load(created.id)
     assert stopped is not None and stopped.status is InstanceStatus.STOPPED
     assert stopped.failed is None
+
+
+class _GatedBackend(FakeBackend):
+    """Observes only the workload its handle names (as the process backend does when the
+    row holds an older handle), and can hold a launch until the test releases it."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    async def start(self, spec):  # type: ignore[no-untyped-def]
+        if self.gate is not None:
+            self.entered.set()
+            await self.gate.wait()
+        return await super().start(spec)
+
+    async def observe(self, instance_id, handle):  # type: ignore[no-untyped-def]
+        from demanager.domain.planning import Observation, Workload
+
+        if handle is None or self._tokens.get(instance_id) != handle.get("token"):
+            return Observation(Workload.ABSENT)
+        return await super().observe(instance_id, handle)
+
+
+async def test_defect_12_a_stop_during_a_relaunch_leaves_no_workload(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
+    await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+    backend = _GatedBackend(settings)
+    rt = await Runtime.build(settings, clock=FakeClock(), backend=backend)
+    try:
+        created = await rt.service.create(principal=PRINCIPAL, body=_body("orphan"))
+        await rt.reconciler.settle()
+        # The workload dies; the engine marks the instance UNAVAILABLE and relaunches it,
+        # and a stop is accepted while the new workload boots.
+        await backend.stop(created.id, None)
+        backend.gate = asyncio.Event()
+        settling = asyncio.create_task(rt.reconciler.settle())
+        await asyncio.wait_for(backend.entered.wait(), 5)
+        unavailable = await rt.instances.load(created.id)
+        assert unavailable is not None and unavailable.status is InstanceStatus.UNAVAILABLE
+        await rt.service.act(principal=PRINCIPAL, instance_id=created.id,
+                             body={"action": "stop"})
+        backend.gate.set()
+        await asyncio.wait_for(settling, 5)
+        await rt.reconciler.settle()
+        stopped = await rt.instances.load(created.id)
+        assert stopped is not None and stopped.status is InstanceStatus.STOPPED
+        assert created.id not in backend._workloads  # nothing runs behind STOPPED
+    finally:
+        await rt.close()

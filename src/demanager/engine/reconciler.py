@@ -15,7 +15,7 @@ import os
 import socket
 
 from demanager import errors
-from demanager.backends.base import Backend, LaunchSpec
+from demanager.backends.base import Backend, Handle, LaunchSpec
 from demanager.domain.catalog import Catalog
 from demanager.domain.instance import Desired, FailedReason, Instance
 from demanager.domain.lifecycle import QUEUED
@@ -269,7 +269,7 @@ class Reconciler:
                 # A backend bug must not retry forever: fail the start, visibly.
                 log.exception("%s: the backend failed to start it", instance.id)
                 raise errors.PermanentBackendError(f"The backend failed: {exc}") from exc
-            await repo.save(instance, now_ms=now, handle=dict(launched_handle))
+            await self._keep_launched(instance, launched_handle, now)
             return "launched"
         if step is Step.MARK_RUNNING:
             keep = instance.status is S.UNAVAILABLE and instance.running_since is not None
@@ -318,6 +318,9 @@ class Reconciler:
             await repo.save(instance, now_ms=now, handle=None)
             return False
         if step is Step.MARK_STOPPED:
+            # The stored handle may name an older workload than one a launch left behind
+            # (a stop accepted while it booted): stop by instance id before saying STOPPED.
+            await self._backend.stop(instance.id, None)
             await repo.transition(
                 instance,
                 S.STOPPED,
@@ -333,6 +336,29 @@ class Reconciler:
             await repo.save(instance, now_ms=now, handle=None, cleanup_pending=False)
             return True
         raise AssertionError(f"unhandled step {step}")
+
+    async def _keep_launched(self, instance: Instance, handle: Handle, now: int) -> None:
+        """Store the handle of what was just launched, or stop it if it is no longer wanted.
+
+        The row may have changed while the workload booted. If the caller stopped or
+        deleted the instance meanwhile, nothing may keep running behind that: stop the
+        new workload (its handle is not in the row, so no later pass would find it).
+        """
+        try:
+            await self._repo.save(instance, now_ms=now, handle=dict(handle))
+            return
+        except errors.ConcurrentUpdate:
+            current = await self._repo.load(instance.id)
+        if (
+            current is not None
+            and current.status is instance.status
+            and current.desired == instance.desired
+        ):
+            # Only something else changed (a PUT of the description): keep the workload.
+            await self._repo.save(current, now_ms=now, handle=dict(handle))
+            return
+        await self._backend.stop(instance.id, handle)
+        raise errors.ConcurrentUpdate(f"instance {instance.id} changed while it launched")
 
     def _launch_spec(self, instance: Instance, now: int) -> LaunchSpec:
         profile = self._catalog.profiles.get(instance.profile_id)
