@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     """A directory that stands in for OBS: enables obs/obsfs storage (a bucket is a sub-folder)."""
     start_timeout_seconds: float = 120.0
     """How long a workload may take to answer its health check before the start fails."""
+    health_failures: int = Field(default=3, ge=1)
+    """Health probes in a row a RUNNING notebook may fail (alive but not answering, e.g.
+    frozen) before it is UNAVAILABLE; one probe per sweep."""
     reconcile_interval_seconds: float = 2.0
     """Period of the full level-triggered sweep (new work wakes the engine at once)."""
     workers: int = 8

@@ -207,3 +207,20 @@ def test_allowed_in_resting_statuses(api: httpx.Client, status: str) -> None:
     error = assert_error(put(api, created["id"], {"name": "x"}), "ModelArts.6347")
     assert status in error["error_message"]
     assert view["spec"]["failed_reasons"] == updated["spec"]["failed_reasons"]
+
+
+def test_defect_05_disabling_auto_stop_keeps_a_free_flavors_forced_stop(
+        api: httpx.Client) -> None:
+    # §4.4: a free flavor's run stops after the flavor's duration (3600 s in the test
+    # catalog) whatever the caller's own countdown says; turning that off must not
+    # cancel the flavor's stop.
+    created = create(api, flavor="modelarts.vm.cpu.free",
+                     **{"spec.auto_stop": {"enable": True, "duration": 7200}})
+    running = wait_for_status(api, created["id"], "RUNNING", timeout=30)
+    forced = running["spec"]["auto_stop"]["stop_timestamp"]
+    assert forced is not None
+    updated = ok(put(api, created["id"], {"spec": {"auto_stop": {"enable": False}}}))
+    assert updated["spec"]["auto_stop"]["enable"] is False
+    assert updated["spec"]["auto_stop"].get("stop_timestamp") == forced
+    assert ok(api.get(f"/{created['id']}"))["spec"]["auto_stop"].get("stop_timestamp") == forced
+    ok(act(api, created["id"], "stop"))

@@ -107,3 +107,35 @@ def test_a_dead_workload_is_restarted(server_factory: Callable[..., ServerProces
         api.post(f"/{instance_id}/action", json={"action": "stop"})
         wait_for_status(api, instance_id, "STOPPED")
         api.delete(f"/{instance_id}")
+
+
+def test_defect_02_a_frozen_notebook_is_unavailable_until_it_answers(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """SIGSTOP: alive but silent -> UNAVAILABLE; SIGCONT -> RUNNING, the same process."""
+    import os
+    import signal
+
+    server = server_factory(backend="process", env={"DEMANAGER_HEALTH_FAILURES": "2"})
+    with server.client() as api:
+        instance_id = api.post("", json=_body("frozen")).json()["id"]
+        wait_for_status(api, instance_id, "RUNNING")
+        pid = _server_pid(server, instance_id)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            fault = wait_for_status(api, instance_id, "UNAVAILABLE", timeout=60)
+            reason = fault["spec"]["failed_reasons"]
+            assert reason["code"] == "ModelArts.6361"
+            assert reason["detail"]["cause"] == "unresponsive"
+            assert fault["spec"]["annotations"]["url"] == ""
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        back = wait_for_status(api, instance_id, "RUNNING", timeout=60)
+        assert back["spec"]["failed_reasons"] is None
+        assert _server_pid(server, instance_id) == pid, "recovered, not relaunched"
+        with Notebook(back["spec"]["annotations"]["url"], server.token) as nb:
+            assert nb.status() == 200
+        api.post(f"/{instance_id}/action", json={"action": "stop"})
+        stopped = wait_for_status(api, instance_id, "STOPPED")
+        assert stopped["spec"]["failed_reasons"] is None
+        api.delete(f"/{instance_id}")

@@ -14,14 +14,16 @@ from demanager.domain.instance import (
     UserId,
 )
 from demanager.domain.lifecycle import InstanceStatus as S
-from demanager.domain.planning import Observation, Step, Workload, plan
+from demanager.domain.planning import UNANSWERED_KEY, Observation, Step, Workload, plan
 
 NOW = 1_700_000_000_000
 ABSENT, BOOTING, READY = Workload.ABSENT, Workload.BOOTING, Workload.READY
 
 
 def instance(status: S, *, desired: str = Desired.RUNNING, stop_at: int | None = None,
-             requested_at: int | None = None, cleanup_pending: bool = False) -> Instance:
+             requested_at: int | None = None, cleanup_pending: bool = False,
+             handle: dict[str, object] | None = None, running_since: int | None = None,
+             ) -> Instance:
     return Instance(
         id=InstanceId("DE-1"), project_id=ProjectId("p"), name="nb", description="",
         profile_id="prof", flavor="flav", storage=Storage("evs"), extend_storage=None,
@@ -29,6 +31,7 @@ def instance(status: S, *, desired: str = Desired.RUNNING, stop_at: int | None =
         ai_project_id="default-ai-project", user_id=UserId("u" * 32), user_name="u",
         status=status, desired=desired, created_at=NOW - 10_000, updated_at=NOW - 10_000,
         stop_at=stop_at, requested_at=requested_at, cleanup_pending=cleanup_pending,
+        handle=handle, running_since=running_since,
     )
 
 
@@ -52,7 +55,7 @@ CASES = [
     (S.RESTARTING, {}, Observation(READY, NOW - 100), Step.MARK_RUNNING),
     # running: auto-stop when due, fault when the workload vanished
     (S.RUNNING, {}, Observation(READY), Step.NOTHING),
-    (S.RUNNING, {}, Observation(BOOTING), Step.NOTHING),
+    (S.RUNNING, {}, Observation(BOOTING), Step.COUNT_UNANSWERED),
     (S.RUNNING, {"stop_at": NOW + 1}, Observation(READY), Step.NOTHING),
     (S.RUNNING, {"stop_at": NOW}, Observation(READY), Step.AUTO_STOP),
     (S.RUNNING, {"stop_at": NOW - 1}, Observation(READY), Step.AUTO_STOP),
@@ -113,3 +116,43 @@ def test_a_queued_instance_waits_until_it_is_admissible(status: S) -> None:
     # Something running behind a queued instance is stopped, admissible or not.
     running = Observation(Workload.READY)
     assert plan(queued, running, NOW, admissible=True) is Step.HALT
+
+
+MISSED = UNANSWERED_KEY
+
+
+@pytest.mark.parametrize(("fields", "observed", "step"), [
+    # RUNNING, alive but not answering: counted, then UNAVAILABLE at the third miss
+    ({}, Observation(BOOTING, NOW - 100), Step.COUNT_UNANSWERED),
+    ({"handle": {MISSED: 1}}, Observation(BOOTING, NOW - 100), Step.COUNT_UNANSWERED),
+    ({"handle": {MISSED: 2}}, Observation(BOOTING, NOW - 100), Step.MARK_UNAVAILABLE),
+    ({"handle": {MISSED: 7}}, Observation(BOOTING, NOW - 100), Step.MARK_UNAVAILABLE),
+    # answering again before that: the count starts afresh (no write when it is zero)
+    ({"handle": {MISSED: 2}}, Observation(READY, NOW - 100), Step.RESET_UNANSWERED),
+    ({"handle": {MISSED: 0}}, Observation(READY, NOW - 100), Step.NOTHING),
+    # the countdown still wins
+    ({"handle": {MISSED: 2}, "stop_at": NOW}, Observation(BOOTING), Step.AUTO_STOP),
+], ids=lambda v: str(v))
+def test_defect_02_a_running_workload_that_stops_answering(
+    fields: dict[str, object], observed: Observation, step: Step
+) -> None:
+    subject = instance(S.RUNNING, running_since=NOW - 50, **fields)  # type: ignore[arg-type]
+    assert plan(subject, observed, NOW) is step
+
+
+def test_defect_02_health_failures_is_a_setting() -> None:
+    hung = instance(S.RUNNING, handle={MISSED: 2})
+    assert plan(hung, Observation(BOOTING), NOW, health_failures=5) is Step.COUNT_UNANSWERED
+    assert plan(hung, Observation(BOOTING), NOW, health_failures=1) is Step.MARK_UNAVAILABLE
+    assert plan(instance(S.RUNNING), Observation(BOOTING), NOW, health_failures=1) is (
+        Step.MARK_UNAVAILABLE)
+
+
+def test_defect_02_an_unresponsive_workload_is_waited_for_not_relaunched() -> None:
+    # The workload that ran before the fault is left to answer again (no start timeout);
+    # one relaunched after the fault must answer within the start timeout (WAIT).
+    fault = instance(S.UNAVAILABLE, running_since=NOW - 50)
+    assert plan(fault, Observation(BOOTING, NOW - 100), NOW) is Step.NOTHING
+    assert plan(fault, Observation(BOOTING, NOW - 10), NOW) is Step.WAIT
+    assert plan(fault, Observation(BOOTING, None), NOW) is Step.WAIT
+    assert plan(fault, Observation(READY, NOW - 100), NOW) is Step.MARK_RUNNING

@@ -145,3 +145,170 @@ async def test_a_workload_that_keeps_exiting_fails_after_a_retry(tmp_path: Path)
         assert _ExitingBackend.launches == 2
     finally:
         await rt.close()
+
+
+async def test_defect_06_stopped_after_unavailable_has_no_failed_reasons(
+    runtime: tuple[Runtime, FakeClock],
+) -> None:
+    # §3.9: failed_reasons is null unless the instance failed; STOPPED is not a failure.
+    from demanager.domain.instance import FailedReason
+
+    rt, clock = runtime
+    created = await rt.service.create(principal=PRINCIPAL, body=_body("unavail"))
+    await rt.reconciler.settle()
+    running = await rt.instances.load(created.id)
+    assert running is not None and running.status is InstanceStatus.RUNNING
+    # Faulted and not yet restored (the engine would relaunch it on its next pass).
+    await rt.instances.transition(
+        running, InstanceStatus.UNAVAILABLE, now_ms=clock.now_ms(),
+        failed=FailedReason("ModelArts.6361", "gone"),
+    )
+    await rt.service.act(principal=PRINCIPAL, instance_id=created.id, body={"action": "stop"})
+    await rt.reconciler.settle()
+    stopped = await rt.instances.load(created.id)
+    assert stopped is not None and stopped.status is InstanceStatus.STOPPED
+    assert stopped.failed is None
+
+
+class _GatedBackend(FakeBackend):
+    """Observes only the workload its handle names (as the process backend does when the
+    row holds an older handle), and can hold a launch until the test releases it."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    async def start(self, spec):  # type: ignore[no-untyped-def]
+        if self.gate is not None:
+            self.entered.set()
+            await self.gate.wait()
+        return await super().start(spec)
+
+    async def observe(self, instance_id, handle):  # type: ignore[no-untyped-def]
+        from demanager.domain.planning import Observation, Workload
+
+        if handle is None or self._tokens.get(instance_id) != handle.get("token"):
+            return Observation(Workload.ABSENT)
+        return await super().observe(instance_id, handle)
+
+
+async def test_defect_12_a_stop_during_a_relaunch_leaves_no_workload(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
+    await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+    backend = _GatedBackend(settings)
+    rt = await Runtime.build(settings, clock=FakeClock(), backend=backend)
+    try:
+        created = await rt.service.create(principal=PRINCIPAL, body=_body("orphan"))
+        await rt.reconciler.settle()
+        # The workload dies; the engine marks the instance UNAVAILABLE and relaunches it,
+        # and a stop is accepted while the new workload boots.
+        await backend.stop(created.id, None)
+        backend.gate = asyncio.Event()
+        settling = asyncio.create_task(rt.reconciler.settle())
+        await asyncio.wait_for(backend.entered.wait(), 5)
+        unavailable = await rt.instances.load(created.id)
+        assert unavailable is not None and unavailable.status is InstanceStatus.UNAVAILABLE
+        await rt.service.act(principal=PRINCIPAL, instance_id=created.id,
+                             body={"action": "stop"})
+        backend.gate.set()
+        await asyncio.wait_for(settling, 5)
+        await rt.reconciler.settle()
+        stopped = await rt.instances.load(created.id)
+        assert stopped is not None and stopped.status is InstanceStatus.STOPPED
+        assert created.id not in backend._workloads  # nothing runs behind STOPPED
+    finally:
+        await rt.close()
+
+
+class _FreezableBackend(FakeBackend):
+    """A frozen workload is alive but does not answer: observe says BOOTING, as the
+    process backend does for a Jupyter stopped with SIGSTOP."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.frozen: set[str] = set()
+        self.launches = 0
+
+    async def start(self, spec):  # type: ignore[no-untyped-def]
+        self.launches += 1
+        return await super().start(spec)
+
+    async def observe(self, instance_id, handle):  # type: ignore[no-untyped-def]
+        from demanager.domain.planning import Observation, Workload
+
+        observed = await super().observe(instance_id, handle)
+        if instance_id in self.frozen and observed.workload is Workload.READY:
+            return Observation(Workload.BOOTING, observed.launched_at)
+        return observed
+
+
+async def test_defect_02_a_hung_notebook_turns_unavailable_and_back(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t",
+                        health_failures=3)
+    await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+    clock = FakeClock()
+    backend = _FreezableBackend(settings)
+    rt = await Runtime.build(settings, clock=clock, backend=backend)
+    created = await rt.service.create(principal=PRINCIPAL, body=_body("hung"))
+    await rt.reconciler.settle()
+    backend.frozen.add(created.id)
+    for _ in range(2):
+        clock.advance(2)
+        await rt.reconciler.settle()
+        still = await rt.instances.load(created.id)
+        assert still is not None and still.status is InstanceStatus.RUNNING
+
+    # The engine restarts between two probes: the count lives in the row, not in memory.
+    workload = backend._workloads[created.id]
+    await rt.reconciler.stop()
+    await rt.db.dispose()
+    rt = await Runtime.build(settings, clock=clock, backend=backend)
+    backend._workloads[created.id] = workload
+    try:
+        clock.advance(2)
+        await rt.reconciler.settle()
+        fault = await rt.instances.load(created.id)
+        assert fault is not None and fault.status is InstanceStatus.UNAVAILABLE
+        assert fault.failed is not None and fault.failed.code == "ModelArts.6361"
+        assert fault.failed.detail["cause"] == "unresponsive"
+
+        # Still frozen long past the start timeout: neither relaunched nor failed.
+        clock.advance(settings.start_timeout_seconds * 2)
+        await rt.reconciler.settle()
+        waiting = await rt.instances.load(created.id)
+        assert waiting is not None and waiting.status is InstanceStatus.UNAVAILABLE
+
+        backend.frozen.discard(created.id)
+        await rt.reconciler.settle()
+        back = await rt.instances.load(created.id)
+        assert back is not None and back.status is InstanceStatus.RUNNING
+        assert back.failed is None and back.endpoint is not None
+        assert back.running_since == fault.running_since  # the same run, not a relaunch
+        assert backend.launches == 1
+        assert "unanswered_probes" not in (back.handle or {})
+    finally:
+        await rt.close()
+
+
+async def test_missed_probes_are_forgotten_once_it_answers(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
+    await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+    backend = _FreezableBackend(settings)
+    rt = await Runtime.build(settings, clock=FakeClock(), backend=backend)
+    try:
+        created = await rt.service.create(principal=PRINCIPAL, body=_body("blip"))
+        await rt.reconciler.settle()
+        for _ in range(5):  # two misses, an answer, two misses...: never three in a row
+            backend.frozen.add(created.id)
+            await rt.reconciler.settle()
+            await rt.reconciler.settle()
+            backend.frozen.discard(created.id)
+            await rt.reconciler.settle()
+        instance = await rt.instances.load(created.id)
+        assert instance is not None and instance.status is InstanceStatus.RUNNING
+        assert "unanswered_probes" not in (instance.handle or {})
+    finally:
+        await rt.close()

@@ -40,6 +40,10 @@ class Step(Enum):
     MARK_RUNNING = "mark_running"
     MARK_STARTING = "mark_starting"
     MARK_UNAVAILABLE = "mark_unavailable"
+    COUNT_UNANSWERED = "count_unanswered"
+    """A RUNNING workload missed a health probe, not yet enough of them in a row."""
+    RESET_UNANSWERED = "reset_unanswered"
+    """It answered again before it was marked UNAVAILABLE: start the count afresh."""
     AUTO_STOP = "auto_stop"
     """The countdown ran out: RUNNING -> STOPPING."""
     HALT = "halt"
@@ -64,12 +68,32 @@ class Observation:
 
 _BRINGING_UP = frozenset({S.CREATING, S.STARTING})
 
+UNANSWERED_KEY = "unanswered_probes"
+"""Key in the instance's stored handle that counts the health probes a RUNNING workload
+missed in a row. It lives in the row, not in memory, so a restarted engine goes on
+counting where the last one stopped."""
+
+DEFAULT_HEALTH_FAILURES = 3
+
+
+def unanswered(instance: Instance) -> int:
+    """Health probes the instance's workload has missed in a row."""
+    value = (instance.handle or {}).get(UNANSWERED_KEY, 0)
+    return value if isinstance(value, int) else 0
+
 
 def plan(
-    instance: Instance, observed: Observation, now_ms: int, *, admissible: bool = False
+    instance: Instance,
+    observed: Observation,
+    now_ms: int,
+    *,
+    admissible: bool = False,
+    health_failures: int = DEFAULT_HEALTH_FAILURES,
 ) -> Step:
     """The next step for ``instance``; ``admissible`` says a queued instance may take a
-    slot of its flavor now (it is first in line and the flavor has room)."""
+    slot of its flavor now (it is first in line and the flavor has room);
+    ``health_failures`` is how many probes in a row a RUNNING workload may miss before
+    it is UNAVAILABLE."""
     status = instance.status
     work = observed.workload
 
@@ -98,20 +122,38 @@ def plan(
             return Step.AUTO_STOP
         if work is Workload.ABSENT:
             return Step.MARK_UNAVAILABLE
-        return Step.NOTHING
+        if work is Workload.BOOTING:  # alive but not answering: hung, or overloaded
+            if unanswered(instance) + 1 >= health_failures:
+                return Step.MARK_UNAVAILABLE
+            return Step.COUNT_UNANSWERED
+        return Step.RESET_UNANSWERED if unanswered(instance) else Step.NOTHING
 
     if status is S.UNAVAILABLE:
         if instance.desired != Desired.RUNNING:
             return Step.NOTHING
         if work is Workload.READY:
             return Step.MARK_RUNNING
-        return Step.LAUNCH if work is Workload.ABSENT else Step.WAIT
+        if work is Workload.ABSENT:
+            return Step.LAUNCH
+        # The workload that stopped answering may answer again (it is not relaunched:
+        # that would lose the user's kernels); later sweeps probe it. A relaunched one
+        # is booting and must answer within the start timeout.
+        return Step.NOTHING if _stopped_answering(instance, observed) else Step.WAIT
 
     if status is S.STOPPING:
         return Step.MARK_STOPPED if work is Workload.ABSENT else Step.HALT
 
     # Resting statuses (STOPPED, *_FAILED, queued): nothing may run behind them.
     return Step.HALT if work is not Workload.ABSENT else Step.NOTHING
+
+
+def _stopped_answering(instance: Instance, observed: Observation) -> bool:
+    """The observed workload is the one that ran before the fault, not a relaunch."""
+    return (
+        instance.running_since is not None
+        and observed.launched_at is not None
+        and observed.launched_at <= instance.running_since
+    )
 
 
 def _bring_up(work: Workload) -> Step:

@@ -13,14 +13,24 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Mapping
+from typing import Any
 
 from demanager import errors
-from demanager.backends.base import Backend, LaunchSpec
+from demanager.backends.base import Backend, Handle, LaunchSpec
 from demanager.domain.catalog import Catalog
 from demanager.domain.instance import Desired, FailedReason, Instance
 from demanager.domain.lifecycle import QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
-from demanager.domain.planning import Observation, Step, Workload, plan
+from demanager.domain.planning import (
+    DEFAULT_HEALTH_FAILURES,
+    UNANSWERED_KEY,
+    Observation,
+    Step,
+    Workload,
+    plan,
+    unanswered,
+)
 from demanager.engine.backoff import Backoff
 from demanager.engine.clock import Clock
 from demanager.engine.scheduler import stop_deadline, volume_overuse
@@ -51,6 +61,7 @@ class Reconciler:
         sweep_interval: float,
         concurrency: int,
         tombstone_retention: float = 7 * 86_400,
+        health_failures: int = DEFAULT_HEALTH_FAILURES,
     ) -> None:
         self._repo = repository
         self._leases = leases
@@ -59,6 +70,7 @@ class Reconciler:
         self._catalog = catalog
         self._clock = clock
         self._start_timeout_ms = int(start_timeout * 1000)
+        self._health_failures = health_failures
         self._sweep_interval = sweep_interval
         self._queue = KeyedWorkQueue(self.drive, concurrency)
         self._stopping = False
@@ -187,7 +199,13 @@ class Reconciler:
 
     async def _plan(self, instance: Instance, observed: Observation) -> Step:
         admissible = instance.status in QUEUED and await self._admissible(instance)
-        return plan(instance, observed, self._clock.now_ms(), admissible=admissible)
+        return plan(
+            instance,
+            observed,
+            self._clock.now_ms(),
+            admissible=admissible,
+            health_failures=self._health_failures,
+        )
 
     async def _admissible(self, instance: Instance) -> bool:
         """First in its flavor's queue, and the flavor has a free slot."""
@@ -283,18 +301,18 @@ class Reconciler:
                 # A backend bug must not retry forever: fail the start, visibly.
                 log.exception("%s: the backend failed to start it", instance.id)
                 raise errors.PermanentBackendError(f"The backend failed: {exc}") from exc
-            await repo.save(instance, now_ms=now, handle=dict(launched_handle))
+            await self._keep_launched(instance, launched_handle, now)
             return "launched"
         if step is Step.MARK_RUNNING:
             keep = instance.status is S.UNAVAILABLE and instance.running_since is not None
             running_since = instance.running_since if keep else now
-            handle = observed.handle or instance.handle
+            handle = _without_count(observed.handle or instance.handle)
             await repo.transition(
                 instance,
                 S.RUNNING,
                 now_ms=now,
                 failed=volume_overuse(instance, handle),
-                handle=dict(handle) if handle else None,
+                handle=handle,
                 endpoint=self._backend.endpoint(instance.id, handle) if handle else None,
                 running_since=running_since,
                 stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, now),
@@ -307,15 +325,23 @@ class Reconciler:
         if step is Step.MARK_STARTING:
             await repo.transition(instance, S.STARTING, now_ms=now)
             return False
+        if step is Step.COUNT_UNANSWERED:
+            count = unanswered(instance) + 1
+            log.warning("%s: health probe %d unanswered", instance.id, count)
+            await repo.save(
+                instance, now_ms=now, handle={**(instance.handle or {}), UNANSWERED_KEY: count}
+            )
+            return True  # the next sweep probes again
+        if step is Step.RESET_UNANSWERED:
+            await repo.save(instance, now_ms=now, handle=_without_count(instance.handle))
+            return True
         if step is Step.MARK_UNAVAILABLE:
             await repo.transition(
                 instance,
                 S.UNAVAILABLE,
                 now_ms=now,
-                failed=FailedReason(
-                    "ModelArts.6361",
-                    "The notebook server stopped unexpectedly; restarting it.",
-                ),
+                failed=self._fault(observed),
+                handle=_without_count(instance.handle),
             )
             return False
         if step is Step.AUTO_STOP:
@@ -332,10 +358,14 @@ class Reconciler:
             await repo.save(instance, now_ms=now, handle=None)
             return False
         if step is Step.MARK_STOPPED:
+            # The stored handle may name an older workload than one a launch left behind
+            # (a stop accepted while it booted): stop by instance id before saying STOPPED.
+            await self._backend.stop(instance.id, None)
             await repo.transition(
                 instance,
                 S.STOPPED,
                 now_ms=now,
+                failed=None,  # a stop is not a failure: §3.9 wants null unless failed
                 handle=None,
                 stop_at=None,
                 running_since=None,
@@ -346,6 +376,49 @@ class Reconciler:
             await repo.save(instance, now_ms=now, handle=None, cleanup_pending=False)
             return True
         raise AssertionError(f"unhandled step {step}")
+
+    async def _keep_launched(self, instance: Instance, handle: Handle, now: int) -> None:
+        """Store the handle of what was just launched, or stop it if it is no longer wanted.
+
+        The row may have changed while the workload booted. If the caller stopped or
+        deleted the instance meanwhile, nothing may keep running behind that: stop the
+        new workload (its handle is not in the row, so no later pass would find it).
+        """
+        try:
+            await self._repo.save(instance, now_ms=now, handle=dict(handle))
+            return
+        except errors.ConcurrentUpdate:
+            current = await self._repo.load(instance.id)
+        if (
+            current is not None
+            and current.status is instance.status
+            and current.desired == instance.desired
+        ):
+            # Only something else changed (a PUT of the description): keep the workload.
+            await self._repo.save(current, now_ms=now, handle=dict(handle))
+            return
+        await self._backend.stop(instance.id, handle)
+        raise errors.ConcurrentUpdate(f"instance {instance.id} changed while it launched")
+
+    def _fault(self, observed: Observation) -> FailedReason:
+        """Why a RUNNING instance became UNAVAILABLE.
+
+        The contract has no code of its own for a fault; 6361 (internal service error)
+        is the failed_reasons code it names for a notebook that does not work through no
+        fault of the caller, and ``detail.cause`` tells the two faults apart.
+        """
+        if observed.workload is Workload.ABSENT:
+            return FailedReason(
+                "ModelArts.6361",
+                "The notebook server stopped unexpectedly; restarting it.",
+                {"cause": "exited"},
+            )
+        return FailedReason(
+            "ModelArts.6361",
+            f"The notebook server stopped answering ({self._health_failures} health "
+            "checks in a row failed); it is back as soon as it answers again.",
+            {"cause": "unresponsive", "failed_probes": str(self._health_failures)},
+        )
 
     def _launch_spec(self, instance: Instance, now: int) -> LaunchSpec:
         profile = self._catalog.profiles.get(instance.profile_id)
@@ -392,3 +465,10 @@ class Reconciler:
                 return
             except errors.ConcurrentUpdate:
                 continue
+
+
+def _without_count(handle: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``handle`` without the engine's count of missed health probes."""
+    if not handle:
+        return None
+    return {k: v for k, v in handle.items() if k != UNANSWERED_KEY}

@@ -158,6 +158,7 @@ class Runtime:
             catalog=catalog,
             clock=clock,
             start_timeout=settings.start_timeout_seconds,
+            health_failures=settings.health_failures,
             sweep_interval=settings.reconcile_interval_seconds,
             concurrency=settings.workers,
             tombstone_retention=settings.tombstone_retention_seconds,

@@ -30,6 +30,7 @@ from demanager.domain.validation import (
     validate_update,
 )
 from demanager.engine.clock import Clock
+from demanager.engine.scheduler import stop_deadline
 from demanager.identity.principal import Principal
 from demanager.store.instances import InstanceRepository
 
@@ -165,7 +166,9 @@ class InstanceService:
             if request.auto_stop is not None and request.auto_stop != instance.auto_stop:
                 changes["auto_stop"] = request.auto_stop
                 if not request.auto_stop.enable and instance.stop_at is not None:
-                    changes["stop_at"] = None  # disabling cancels the running countdown now
+                    # Disabling cancels the caller's running countdown now, but not a
+                    # free flavor's forced stop (§4.4), which counts from the same start.
+                    changes["stop_at"] = self._forced_stop(instance)
             if not changes:
                 return instance
             try:
@@ -173,6 +176,13 @@ class InstanceService:
             except errors.ConcurrentUpdate:
                 continue
         raise errors.Busy()
+
+    def _forced_stop(self, instance: Instance) -> int | None:
+        """When the flavor alone stops the current run, if it does."""
+        if instance.running_since is None:
+            return None
+        without_countdown = instance.evolve(auto_stop=replace(instance.auto_stop, enable=False))
+        return stop_deadline(without_countdown, self._catalog, instance.running_since)
 
     async def delete(self, *, principal: Principal, instance_id: str) -> InstanceId:
         for _ in range(_RETRIES):
@@ -222,8 +232,8 @@ class InstanceService:
             changes: dict[str, Any] = {"desired": _DESIRED_AFTER[operation]}
             if target is S.STOPPING:
                 changes["stop_at"] = None
-            if target in (S.STARTING, S.RESTARTING):
-                changes["failed"] = None
+            if target in (S.STARTING, S.RESTARTING, S.STOPPED):
+                changes["failed"] = None  # only a failed instance carries a reason (§3.9)
             try:
                 await self._repo.transition(
                     instance,
