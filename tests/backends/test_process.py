@@ -38,8 +38,10 @@ def data_dir() -> Iterator[Path]:
 
 @pytest.fixture
 async def backend(data_dir: Path) -> AsyncIterator[ProcessBackend]:
+    # Only when the environment does not already name one (as `make test` does as root):
+    # an explicit None would override it.
     python = notebook_python_env().get("DEMANAGER_NOTEBOOK_PYTHON")
-    settings = Settings(data_dir=data_dir, notebook_python=python)
+    settings = Settings(data_dir=data_dir, **({"notebook_python": python} if python else {}))
     built = await asyncio.to_thread(ProcessBackend, settings)
     yield built
     await built.close()
