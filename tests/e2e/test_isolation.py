@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 
 from demanager.backends import sandbox
 from tests.e2e.jupyter import Notebook
-from tests.server import ServerProcess, processes_of, traversable_dir, wait_for_status
+from tests.server import ServerProcess, processes_of, traversable_dir, wait_for_status, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -160,7 +159,7 @@ def test_stop_kills_a_process_that_dropped_its_tags_and_double_forked(
 
         api.post(f"/{instance_id}/action", json={"action": "stop"})
         wait_for_status(api, instance_id, "STOPPED")
-        _wait(lambda: not _alive(pid), f"pid {pid} is gone after stop")
+        wait_until(lambda: not _alive(pid), f"pid {pid} is gone after stop")
         assert processes_of(instance_id) == []
         _delete(api, instance_id)
 
@@ -243,10 +242,3 @@ def _delete(api: httpx.Client, instance_id: str) -> None:
     assert api.delete(f"/{instance_id}").status_code == 200
 
 
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting until {what}")

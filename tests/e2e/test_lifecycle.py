@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.e2e.jupyter import Notebook
-from tests.server import ServerProcess, processes_of, wait_for_status
+from tests.server import ServerProcess, processes_of, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def _lifecycle(server: ServerProcess, api: httpx.Client) -> None:
     gone = api.get(f"/{instance_id}")
     assert gone.status_code == 400 and gone.json()["error_code"] == "ModelArts.6309"
     volume = Path(server.data_dir) / "volumes" / instance_id
-    _wait(lambda: not volume.exists(), "the EVS volume is destroyed")
+    wait_until(lambda: not volume.exists(), "the EVS volume is destroyed")
     assert processes_of(instance_id) == []
 
 
@@ -96,15 +96,6 @@ def _restart(api: httpx.Client, token: str) -> None:
     api.post(f"/{instance_id}/action", json={"action": "stop"})
     wait_for_status(api, instance_id, "STOPPED")
     api.delete(f"/{instance_id}")
-    _wait(lambda: processes_of(instance_id) == [], "no process is left")
+    wait_until(lambda: processes_of(instance_id) == [], "no process is left")
 
 
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting until {what}")

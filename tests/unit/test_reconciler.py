@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +31,21 @@ def _body(name: str, **spec: object) -> dict[str, object]:
         "flavor": "modelarts.vm.cpu.2u",
         "spec": {"storage": {"type": "evs"}, **spec},
     }
+
+
+@contextlib.asynccontextmanager
+async def _engine(
+    tmp_path: Path, backend_type: type[FakeBackend]
+) -> AsyncIterator[tuple[Runtime, Any]]:
+    """A runtime on a fresh SQLite store with a fake clock and the given backend."""
+    settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
+    await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
+    backend = backend_type(settings)
+    rt = await Runtime.build(settings, clock=FakeClock(), backend=backend)
+    try:
+        yield rt, backend
+    finally:
+        await rt.close()
 
 
 @pytest.fixture
@@ -132,19 +149,13 @@ class _ExitingBackend(FakeBackend):
 
 
 async def test_a_workload_that_keeps_exiting_fails_after_a_retry(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
-    await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
-    backend = _ExitingBackend(settings)
-    rt = await Runtime.build(settings, clock=FakeClock(), backend=backend)
-    try:
+    async with _engine(tmp_path, _ExitingBackend) as (rt, _backend):
         created = await rt.service.create(principal=PRINCIPAL, body=_body("exits"))
         await rt.reconciler.settle()
         failed = await rt.instances.load(created.id)
         assert failed is not None and failed.status is InstanceStatus.CREATE_FAILED
         assert failed.failed is not None and "exited" in failed.failed.message
         assert _ExitingBackend.launches == 2
-    finally:
-        await rt.close()
 
 
 async def test_defect_06_stopped_after_unavailable_has_no_failed_reasons(
@@ -194,11 +205,7 @@ class _GatedBackend(FakeBackend):
 
 
 async def test_defect_12_a_stop_during_a_relaunch_leaves_no_workload(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
-    await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
-    backend = _GatedBackend(settings)
-    rt = await Runtime.build(settings, clock=FakeClock(), backend=backend)
-    try:
+    async with _engine(tmp_path, _GatedBackend) as (rt, backend):
         created = await rt.service.create(principal=PRINCIPAL, body=_body("orphan"))
         await rt.reconciler.settle()
         # The workload dies; the engine marks the instance UNAVAILABLE and relaunches it,
@@ -217,8 +224,6 @@ async def test_defect_12_a_stop_during_a_relaunch_leaves_no_workload(tmp_path: P
         stopped = await rt.instances.load(created.id)
         assert stopped is not None and stopped.status is InstanceStatus.STOPPED
         assert created.id not in backend._workloads  # nothing runs behind STOPPED
-    finally:
-        await rt.close()
 
 
 class _FreezableBackend(FakeBackend):
@@ -294,11 +299,7 @@ async def test_defect_02_a_hung_notebook_turns_unavailable_and_back(tmp_path: Pa
 async def test_missed_probes_are_forgotten_once_it_answers(
     tmp_path: Path,
 ) -> None:
-    settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
-    await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
-    backend = _FreezableBackend(settings)
-    rt = await Runtime.build(settings, clock=FakeClock(), backend=backend)
-    try:
+    async with _engine(tmp_path, _FreezableBackend) as (rt, backend):
         created = await rt.service.create(principal=PRINCIPAL, body=_body("blip"))
         await rt.reconciler.settle()
         for _ in range(5):  # two misses, an answer, two misses...: never three in a row
@@ -310,5 +311,3 @@ async def test_missed_probes_are_forgotten_once_it_answers(
         instance = await rt.instances.load(created.id)
         assert instance is not None and instance.status is InstanceStatus.RUNNING
         assert "unanswered_probes" not in (instance.handle or {})
-    finally:
-        await rt.close()
