@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from demanager.backends import sandbox
+from tests.conftest import MINIMAL_BODY
 from tests.e2e.jupyter import Notebook
 from tests.server import ServerProcess, processes_of, traversable_dir, wait_for_status, wait_until
 
@@ -29,12 +30,7 @@ pytestmark = [
     ),
 ]
 
-BODY = {
-    "name": "isolated",
-    "profile_id": "Multi-Engine 1.0 (python3)-cpu",
-    "flavor": "modelarts.vm.cpu.2u",
-    "spec": {"storage": {"type": "evs"}},
-}
+BODY = {**MINIMAL_BODY, "name": "isolated"}
 
 PROBE = """
 import json, os

@@ -26,16 +26,13 @@ import psutil
 import pytest
 import websocket
 
+from tests.conftest import MINIMAL_BODY
 from tests.e2e.jupyter import Notebook, _execute_request
 from tests.server import DEMANAGER, ServerProcess, traversable_dir, wait_for_status
 
 pytestmark = pytest.mark.slow
 
-EVS_BODY: dict[str, Any] = {
-    "profile_id": "Multi-Engine 1.0 (python3)-cpu",
-    "flavor": "modelarts.vm.cpu.2u",
-    "spec": {"storage": {"type": "evs"}},
-}
+EVS_BODY: dict[str, Any] = {k: v for k, v in MINIMAL_BODY.items() if k != "name"}
 PASSWORD = "correct horse battery staple"
 LINK_TTL = 3
 HTML = {"Accept": "text/html,application/xhtml+xml"}

@@ -19,14 +19,10 @@ from demanager.identity.principal import Principal, Role
 from demanager.settings import Settings
 from demanager.store.database import alembic_config, make_engine, upgrade
 from tests import server
+from tests.conftest import MINIMAL_BODY
 
 OWNER = Principal("0" * 32, "alice", "p", Role.MEMBER)
-BODY = {
-    "name": "a",
-    "profile_id": "Multi-Engine 1.0 (python3)-cpu",
-    "flavor": "modelarts.vm.cpu.2u",
-    "spec": {"storage": {"type": "evs"}},
-}
+BODY = {**MINIMAL_BODY, "name": "a"}
 
 
 @pytest.fixture

@@ -11,17 +11,13 @@ from demanager.engine.runtime import Runtime
 from demanager.identity.principal import Principal, Role
 from demanager.settings import Settings
 from demanager.store.database import upgrade
+from tests.conftest import MINIMAL_BODY
 
 OWNER = Principal("0" * 32, "alice", "p", Role.MEMBER)
 
 
 def _body(name: str) -> dict[str, object]:
-    return {
-        "name": name,
-        "profile_id": "Multi-Engine 1.0 (python3)-cpu",
-        "flavor": "modelarts.vm.cpu.2u",
-        "spec": {"storage": {"type": "evs"}},
-    }
+    return {**MINIMAL_BODY, "name": name}
 
 
 async def test_defect_07_tombstones_are_purged_after_the_retention(tmp_path: Path) -> None:

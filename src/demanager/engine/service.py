@@ -151,7 +151,6 @@ class InstanceService:
         )
 
     async def update(self, *, principal: Principal, instance_id: str, body: Any) -> Instance:
-        await self.get(principal=principal, instance_id=instance_id)
         for _ in range(_RETRIES):
             instance = await self.get(principal=principal, instance_id=instance_id)
             request = validate_update(
