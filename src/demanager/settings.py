@@ -51,9 +51,17 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 2.0
     """Period of the full level-triggered sweep (new work wakes the engine at once)."""
     workers: int = 8
+    """Instances the engine drives at the same time (a second lane of as many serves the
+    API's requests, so a sweep never delays a user's stop)."""
     tombstone_retention_seconds: int = Field(default=7 * 86_400, ge=0)
     """How long a deleted instance's row (status DELETED) is kept before the sweep purges it."""
-    """Instances the engine drives at the same time."""
+    node_id: str | None = None
+    """Name of the node this server's local workloads run on; default: the host name plus a
+    digest of the boot id and PID namespace. Replicas that can see each other's processes
+    must share it, and replicas that cannot must not."""
+    lease_seconds: float = Field(default=15.0, gt=0)
+    """How long a replica's claim on an instance (and its heartbeat) lasts unrenewed: a
+    replica that dies has its instances taken over by the others after this long."""
     max_body_bytes: int = 1_048_576
     """Largest API request body; larger ones answer 413 (the notebook proxy is not limited)."""
     rate_limit_per_second: float = Field(default=100.0, ge=0)

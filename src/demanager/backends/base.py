@@ -9,6 +9,7 @@
   the volume. Stopping what is not running is a no-op.
 * ``delete(instance_id, handle, storage)``: ``stop`` plus destroy the instance's
   own volume (never object storage). Deleting what is gone is a no-op.
+* ``node``: see the attribute below.
 * ``endpoint(instance_id, handle)``: where the proxy reaches the workload of
   ``handle`` and which credential it adds upstream. Pure: no I/O. The engine
   stores the answer when it marks the instance RUNNING; the API and the proxy
@@ -41,10 +42,18 @@ class LaunchSpec:
     storage: Storage
     extend_storage: tuple[Storage, ...]
     now_ms: int
+    generation: int = 0
+    """The caller action this launch serves (its ``requested_at``): a launch of a workload
+    already launched for the same generation is a duplicate, which backends may count."""
 
 
 class Backend(Protocol):
     name: str
+    node: str | None
+    """The node whose workloads this backend can see and stop (``this_node()`` for local
+    processes), or None when every replica reaches every workload (a cluster). The engine
+    stamps it into each handle, and only replicas of that node drive the instance while
+    one of them is alive."""
 
     async def start(self, spec: LaunchSpec) -> Handle: ...
 

@@ -16,6 +16,7 @@ import time
 
 from demanager.backends.base import Handle, LaunchSpec
 from demanager.backends.echo_upstream import EchoUpstream
+from demanager.backends.node import this_node
 from demanager.domain.instance import Endpoint, Storage
 from demanager.domain.planning import Observation, Workload
 from demanager.errors import PermanentBackendError
@@ -26,6 +27,8 @@ class FakeBackend:
     name = "fake"
 
     def __init__(self, settings: Settings) -> None:
+        # Workloads live in this process's memory: only this process sees them.
+        self.node: str | None = f"{this_node(settings.node_id)}-fake-{secrets.token_hex(4)}"
         self._delay = settings.fake_start_delay_seconds
         self._workloads: dict[str, tuple[int, float]] = {}
         self._tokens: dict[str, str] = {}

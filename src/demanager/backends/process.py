@@ -44,6 +44,7 @@ import psutil
 
 from demanager.backends import cgroups, sandbox
 from demanager.backends.base import Handle, LaunchSpec
+from demanager.backends.node import this_node
 from demanager.domain.instance import WORK_DIR, Endpoint, Storage
 from demanager.domain.planning import Observation, Workload
 from demanager.domain.validation import bucket_dirs
@@ -73,6 +74,7 @@ class ProcessBackend:
     name = "process"
 
     def __init__(self, settings: Settings) -> None:
+        self.node: str | None = this_node(settings.node_id)
         self._volumes = settings.data_dir / "volumes"
         self._runtime = settings.data_dir / "runtime"
         self._object_root = settings.object_storage_root
