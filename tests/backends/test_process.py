@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from demanager.backends import process, node
+from demanager.backends import node, process
 from demanager.backends.base import Handle, LaunchSpec
 from demanager.backends.process import ProcessBackend
 from demanager.catalog import load_catalog
