@@ -114,7 +114,8 @@ def test_two_replicas_converge_after_a_kill(
     with api(second) as client:
         for instance_id, status in desired.items():
             if status == "RUNNING":
-                assert client.post(f"/{instance_id}/action", json={"action": "stop"}).status_code == 200
+                stop = client.post(f"/{instance_id}/action", json={"action": "stop"})
+                assert stop.status_code == 200, stop.text
         for instance_id in desired:
             wait_for_status(client, instance_id, "STOPPED", timeout=120)
             assert client.delete(f"/{instance_id}").status_code == 200
