@@ -45,7 +45,8 @@ async def _runtime(
     **settings: object,
 ) -> AsyncIterator[Runtime]:
     config = Settings(
-        data_dir=data_dir, backend="fake", bootstrap_token="t", instance_quota=500, **settings
+        **{"data_dir": data_dir, "backend": "fake", "bootstrap_token": "t",
+           "instance_quota": 500, **settings}
     )
     await asyncio.to_thread(upgrade, config.sqlalchemy_url)
     rt = await Runtime.build(config, clock=clock, backend=backend or FakeBackend(config))
@@ -215,3 +216,34 @@ def test_defect_09_neighbours_are_judged_by_node_and_process_not_host_name() -> 
         sleeper.wait()
     assert node.is_dead_neighbour(f"{here}:{sleeper.pid}:{ticks}:abcd", here), "gone"
     assert not node.is_dead_neighbour("not-a-replica-name", here)
+
+
+def _sized(owner: object) -> dict[str, int]:
+    """Sizes of the containers among ``owner``'s attributes."""
+    sizes = {}
+    for name, value in vars(owner).items():
+        if isinstance(value, dict | set | list):
+            sizes[name] = len(value)
+    return sizes
+
+
+async def test_defect_07_no_state_per_project_or_instance_outlives_its_work(
+    tmp_path: Path,
+) -> None:
+    # Per-project locks used to be kept forever; the engine's per-instance memory (leases
+    # held, launch counts, backoffs, the sweep's copies) must go when an instance rests.
+    async with _runtime(tmp_path, clock=FakeClock()) as rt:
+        projects = [f"project-{n}" for n in range(120)]
+        for project in projects:
+            principal = Principal(OWNER.user_id, OWNER.user_name, ProjectId(project),
+                                  Role.MEMBER)
+            await rt.service.create(principal=principal, body=_body("one"))
+        await rt.reconciler.settle()
+        await rt.reconciler.settle()  # a sweep of instances at rest keeps nothing either
+        for part in (rt.service, rt.views, rt.reconciler):
+            grown = {k: n for k, n in _sized(part).items() if n >= len(projects)}
+            assert grown == {}, f"{type(part).__name__} keeps {grown}"
+        engine = rt.reconciler
+        assert (engine._held, dict(engine._launches), engine._backoffs) == ({}, {}, {})
+        assert engine._snapshots == {}
+        assert engine.queue_depth() == 0
