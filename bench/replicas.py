@@ -4,22 +4,24 @@ Prints, in one run:
 
 * reconcile throughput (transitions/s) of 1, 2 and 3 ``demanager serve`` replicas
   (fake backend, separate processes) sharing one fresh database per run, over
-  10,000 instances inserted straight into the store as ``CREATING``: the time
-  until all are ``RUNNING``, then, after one UPDATE records a stop for all of
-  them (as the API's stop does, ``STOPPING`` with desired ``STOPPED``), until all
-  are ``STOPPED``; with the ratios of 2 and 3 replicas against 1. PostgreSQL when
-  ``DEMANAGER_BENCH_POSTGRES_URL`` names a server (an admin URL: each run creates
-  and drops a database of its own), else one SQLite file;
+  10,000 instances inserted straight into the store as ``CREATING`` (copies of the
+  row the API's create writes): the time until all are ``RUNNING``; then, after
+  one UPDATE records a stop for all of them as the API's stop does (``STOPPING``,
+  desired ``STOPPED``), the time until all are ``STOPPED``. With the row writes
+  per instance, the replicas' CPU per transition, and the ratios of 2 and 3
+  replicas against 1. PostgreSQL when ``DEMANAGER_BENCH_POSTGRES_URL`` names a
+  server (an admin URL: each run creates and drops a database of its own), else
+  one SQLite file;
 * the latency of a stop while N instances boot (N = 8, 50, 200; N = 0 is the
-  baseline): one replica, 8 workers, a fake start delay of 20 s; one instance
-  is brought to ``RUNNING`` first, then N more are created and left booting, and
-  the first is stopped through the API; the time runs from sending the stop to
-  the first GET (every 10 ms) that shows ``STOPPED``.
+  baseline): one replica, 8 workers, a fake start delay of 20 s. A few instances
+  are brought to ``RUNNING`` first, then N more are created and left booting, and
+  the first ones are stopped through the API one at a time; each time runs from
+  sending the stop to the first GET (every 10 ms) that shows ``STOPPED``.
 
 Nothing is asserted; loopback only; everything started is stopped.
 
     .venv/bin/python bench/replicas.py [--instances 10000] [--replicas 1,2,3]
-        [--booting 0,8,50,200] [--start-delay 20] [--part all|throughput|stop]
+        [--booting 0,8,50,200] [--start-delay 20] [--samples 5] [--part all|throughput|stop]
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ import asyncio
 import contextlib
 import os
 import secrets
+import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -223,6 +227,8 @@ class Phase:
     seconds: float
     done: int
     writes: int
+    cpu: float
+    """CPU seconds the replicas used meanwhile, all of them together."""
     left: dict[str, int]
     """Statuses of the whole store when the phase timed out; empty when it finished."""
 
@@ -238,8 +244,8 @@ class Phase:
 
     def __str__(self) -> str:
         text = (
-            f"{self.seconds:7.1f} s {self.rate:7.0f} tr/s "
-            f"{self.writes / max(self.instances, 1):4.1f} writes/inst"
+            f"{self.seconds:7.1f} s {self.rate:7.0f} {self.writes / max(self.instances, 1):11.1f}"
+            f" {self.cpu / max(self.done, 1) * 1000:10.1f}"
         )
         if not self.finished:
             found = ", ".join(f"{n} {status}" for status, n in sorted(self.left.items()))
@@ -247,14 +253,28 @@ class Phase:
         return text
 
 
-async def timed(
+def cpu_seconds(servers: list[ServerProcess]) -> float:
+    """CPU time the replicas' processes have used so far (user + system)."""
+    total = 0.0
+    for server in servers:
+        assert server.proc is not None
+        times = psutil.Process(server.proc.pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+async def measure(
     engine: AsyncEngine,
+    servers: list[ServerProcess],
+    start: Callable[[], Awaitable[tuple[int, int]]],
     status: str,
-    instances: int,
-    began: float,
-    writes_before: int,
     timeout: float,
 ) -> Phase:
+    """Time ``start`` (which sets instances in motion and returns how many, and how many
+    row writes it made itself) until that many instances are in ``status``."""
+    writes_before, cpu_before = await writes(engine), cpu_seconds(servers)
+    began = time.perf_counter()
+    instances, own_writes = await start()
     done = 0
     while time.perf_counter() - began < timeout:
         done = await count(engine, status)
@@ -262,8 +282,10 @@ async def timed(
             break
         await asyncio.sleep(PROGRESS_POLL)
     elapsed = time.perf_counter() - began
+    cpu = cpu_seconds(servers) - cpu_before
     left = {} if done >= instances else await statuses(engine)
-    return Phase(instances, elapsed, done, await writes(engine) - writes_before, left)
+    made = await writes(engine) - writes_before - own_writes
+    return Phase(instances, elapsed, done, made, cpu, left)
 
 
 async def throughput(
@@ -274,17 +296,19 @@ async def throughput(
         row = await template_row(engine, instances)
         for server in servers:
             server.start()
-        began = time.perf_counter()
-        await insert_copies(engine, row, instances)
-        up = await timed(engine, "RUNNING", instances, began, 0, timeout)
+
+        async def create() -> tuple[int, int]:
+            await insert_copies(engine, row, instances)
+            return instances, instances * row["version"]
+
+        async def stop() -> tuple[int, int]:
+            stopping = await request_stop_of_all(engine)
+            return stopping, stopping  # the UPDATE bumped each version once
+
+        up = await measure(engine, servers, create, "RUNNING", timeout)
         if not up.finished:
             return up, None
-        before = await writes(engine)
-        began = time.perf_counter()
-        stopping = await request_stop_of_all(engine)
-        # The stop's own UPDATE bumped those versions once: that write is the caller's.
-        down = await timed(engine, "STOPPED", stopping, began, before + stopping, timeout)
-        return up, down
+        return up, await measure(engine, servers, stop, "STOPPED", timeout)
 
 
 def run_throughput(args: argparse.Namespace, root: Path, admin_url: str | None) -> None:
@@ -295,7 +319,10 @@ def run_throughput(args: argparse.Namespace, root: Path, admin_url: str | None) 
         f"{os.cpu_count()} cores",
         flush=True,
     )
-    print(f"{'replicas':>8}  {'CREATING -> RUNNING':<38}  STOPPING -> STOPPED", flush=True)
+    header = (
+        f"{'replicas':>8}  {'phase':<20}{'time':>9}{'tr/s':>8}{'writes/inst':>12}{'CPU ms/tr':>11}"
+    )
+    print(header, flush=True)
     results: dict[int, tuple[Phase, Phase | None]] = {}
     for n in args.replicas:
         run_root = root / f"throughput-{n}"
@@ -319,7 +346,8 @@ def run_throughput(args: argparse.Namespace, root: Path, admin_url: str | None) 
         results[n] = (up, down)
         errors = error_lines(servers)
         note = f"  ({errors} error lines in the replicas' logs)" if errors else ""
-        print(f"{n:>8}  {up!s:<38}  {down or 'not run'}{note}", flush=True)
+        print(f"{n:>8}  CREATING -> RUNNING {up}{note}", flush=True)
+        print(f"{'':>8}  STOPPING -> STOPPED {down or '   (not run)'}", flush=True)
     base_up, base_down = results.get(1, (None, None))
     for n, (up, down) in results.items():
         if n != 1 and base_up is not None:
@@ -342,8 +370,12 @@ def _ratio(phase: Phase | None, base: Phase | None) -> str:
 class StopLatency:
     booting: int
     launched: int
-    answered: float
-    stopped: float | None
+    """How many of the booting instances had been launched when the stops began."""
+    answered: list[float]
+    """Seconds each stop request took to answer."""
+    stopped: list[float]
+    """Seconds from sending each stop to the first GET that showed STOPPED."""
+    timed_out: bool
     still_booting: int
 
 
@@ -388,8 +420,10 @@ async def settle_launches(engine: AsyncEngine, booting: int) -> int:
 
 
 async def stop_while_booting(
-    server: ServerProcess, url: str, booting: int, delay: float, timeout: float
+    server: ServerProcess, url: str, booting: int, args: argparse.Namespace
 ) -> StopLatency:
+    """Bring ``--samples`` instances to RUNNING, create ``booting`` more and let them boot,
+    then stop the first ones one at a time, timing each."""
     async with (
         store(url) as engine,
         httpx.AsyncClient(
@@ -399,29 +433,35 @@ async def stop_while_booting(
             trust_env=False,
         ) as api,
     ):
-        first = (await api.post("", json={**BODY, "name": "stop-me"})).raise_for_status()
-        first_id = first.json()["id"]
-        if await wait_status(api, first_id, "RUNNING", delay + 60, 0.1) is None:
-            raise RuntimeError(f"the first instance never ran:\n{server.log()}")
+        first = []
+        for i in range(args.samples):
+            response = await api.post("", json={**BODY, "name": f"stop-me-{i}"})
+            first.append(response.raise_for_status().json()["id"])
+        for instance_id in first:
+            if await wait_status(api, instance_id, "RUNNING", args.start_delay + 60, 0.1) is None:
+                raise RuntimeError(f"{instance_id} never ran:\n{server.log()}")
         for i in range(booting):
             (await api.post("", json={**BODY, "name": f"boot-{i:03d}"})).raise_for_status()
-        now_launched = await settle_launches(engine, booting)
-        began = time.perf_counter()
-        (await api.post(f"/{first_id}/action", json={"action": "stop"})).raise_for_status()
-        answered = time.perf_counter() - began
-        waited = await wait_status(api, first_id, "STOPPED", timeout, STOP_POLL)
-        stopped = None if waited is None else time.perf_counter() - began
-        return StopLatency(
-            booting, now_launched, answered, stopped, await count(engine, "CREATING")
-        )
+        result = StopLatency(booting, await settle_launches(engine, booting), [], [], False, 0)
+        for instance_id in first:
+            began = time.perf_counter()
+            stop = await api.post(f"/{instance_id}/action", json={"action": "stop"})
+            stop.raise_for_status()
+            result.answered.append(time.perf_counter() - began)
+            if await wait_status(api, instance_id, "STOPPED", args.stop_timeout, STOP_POLL) is None:
+                result.timed_out = True  # the next stops would wait as long: skip them
+                break
+            result.stopped.append(time.perf_counter() - began)
+        result.still_booting = await count(engine, "CREATING")
+        return result
 
 
 def run_stop_latency(args: argparse.Namespace, root: Path, admin_url: str | None) -> None:
     label = "PostgreSQL" if admin_url else "SQLite"
     print(
         f"Stop latency of a RUNNING instance while N instances boot: one replica, "
-        f"{args.workers} workers, fake start delay {args.start_delay:g} s, {label}, "
-        f"GET every {STOP_POLL * 1000:g} ms",
+        f"{args.workers} workers, fake start delay {args.start_delay:g} s, {label}; "
+        f"{args.samples} stops one after another, GET every {STOP_POLL * 1000:g} ms",
         flush=True,
     )
     baseline: float | None = None
@@ -432,34 +472,37 @@ def run_stop_latency(args: argparse.Namespace, root: Path, admin_url: str | None
                 run_root / "replica",
                 url,
                 secrets.token_hex(32),
-                instance_quota=str(n + 10),
+                instance_quota=str(n + args.samples + 10),
                 workers=str(args.workers),
                 fake_start_delay_seconds=str(args.start_delay),
                 reconcile_interval_seconds=str(args.sweep_interval),
             )
             try:
                 server.start()
-                result = asyncio.run(
-                    stop_while_booting(server, url, n, args.start_delay, args.stop_timeout)
-                )
+                result = asyncio.run(stop_while_booting(server, url, n, args))
             finally:
                 server.close()
-        if result.stopped is None:
-            figure = f"not STOPPED after {args.stop_timeout:g} s"
-        else:
-            figure = f"STOPPED after {result.stopped * 1000:8.1f} ms"
+        figure = ""
+        if result.stopped:
+            median = statistics.median(result.stopped)
+            figure = (
+                f"STOPPED after median {median * 1000:7.1f} ms, "
+                f"max {max(result.stopped) * 1000:7.1f} ms"
+            )
             if n == 0:
-                baseline = result.stopped
+                baseline = median
+                figure += "  (baseline)"
             elif baseline:
-                figure += f"  ({result.stopped / baseline:6.1f} x baseline)"
+                figure += f"  ({median / baseline:5.1f} x baseline)"
+        if result.timed_out:
+            figure += f"{', ' if figure else ''}a stop not STOPPED after {args.stop_timeout:g} s"
         print(
-            f"  N={n:<4} launched {result.launched:>4}/{n:<4} stop answered in "
-            f"{result.answered * 1000:6.1f} ms, {figure}"
-            f"{'  (baseline)' if n == 0 else ''}"
+            f"  N={n:<4} launched {result.launched:>4}/{n:<4} "
+            f"stop answered in {statistics.median(result.answered) * 1000:5.1f} ms, {figure}"
             f"  [{result.still_booting} still booting after]",
             flush=True,
         )
-    print("  target: N=50 STOPPED in under 1 s", flush=True)
+    print("  target: with N=50, STOPPED in under 1 s", flush=True)
 
 
 def main() -> None:
@@ -473,6 +516,7 @@ def main() -> None:
     parser.add_argument("--start-delay", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--stop-timeout", type=float, default=60.0)
+    parser.add_argument("--samples", type=int, default=5, help="stops timed per N")
     parser.add_argument(
         "--sweep-interval",
         type=float,
