@@ -14,7 +14,7 @@ import pytest
 
 from demanager.backends.base import LaunchSpec
 from demanager.backends.fake import FakeBackend
-from demanager.backends.fake_state import Launch, launches
+from demanager.backends.fake_state import Launch, launches, workloads
 from demanager.catalog import load_catalog
 from demanager.domain.instance import Storage
 from demanager.domain.planning import Workload
@@ -167,3 +167,12 @@ async def test_in_memory_workloads_stay_in_their_server(make: BackendFactory) ->
     await one.stop("DE-a", handle)
     await one.stop("DE-a", handle)
     assert (await one.observe("DE-a", None)).workload is Workload.ABSENT
+
+
+async def test_workloads_lists_what_exists(make: BackendFactory, tmp_path: Path) -> None:
+    backend = make(fake_state_dir=tmp_path / "state")
+    await backend.start(_spec("DE-a", generation=4))
+    await backend.start(_spec("DE-b"))
+    await backend.stop("DE-b", None)
+    existing = workloads(tmp_path / "state")
+    assert list(existing) == ["DE-a"] and existing["DE-a"].generation == 4

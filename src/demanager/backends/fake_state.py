@@ -159,6 +159,16 @@ def launches(state_dir: Path) -> list[Launch]:
     return [Launch(*row) for row in rows]
 
 
+def workloads(state_dir: Path) -> dict[str, FakeWorkload]:
+    """Every workload that exists now among the servers sharing ``state_dir``."""
+    with _open(state_dir / FILE_NAME) as conn:
+        rows = conn.execute(
+            "SELECT instance_id, generation, launched_at, ready_at, token, port, launched_by"
+            " FROM workloads"
+        ).fetchall()
+    return {row[0]: FakeWorkload(*row[1:]) for row in rows}
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # Autocommit mode: ``_write`` opens each write transaction itself. The connection
     # is used by one thread at a time, not always the one that opened it (``close``).
@@ -186,3 +196,4 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
