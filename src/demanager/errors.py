@@ -43,6 +43,8 @@ is the single table that maps each class to an HTTP status and a
     ├── ProjectMismatch                                                (0210)
     ├── IdentityError                operator commands: UserExists, UnknownUser
     ├── Busy                         store contention, retry           (6101)
+    ├── ConcurrentUpdate             an optimistic write lost its race; reload, retry
+    ├── LeaseLost                    the engine no longer holds an instance: let go
     ├── InternalError                a failure the caller cannot fix   (6102, 500)
     └── BackendError                 raised by backends, never reaches a caller
         ├── TransientBackendError    retry after ``retry_after`` seconds
@@ -352,6 +354,11 @@ class Busy(DemanagerError):
 
 class ConcurrentUpdate(DemanagerError):
     """An optimistic-concurrency write lost its race; the caller reloads and retries."""
+
+
+class LeaseLost(DemanagerError):
+    """An engine write was refused because the writer no longer holds the instance's
+    lease (it ran out, or another replica took it): the writer must stop driving it."""
 
 
 class BackendError(DemanagerError):

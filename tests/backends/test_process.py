@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from demanager.backends import process
+from demanager.backends import node, process
 from demanager.backends.base import Handle, LaunchSpec
 from demanager.backends.process import ProcessBackend
 from demanager.catalog import load_catalog
@@ -91,7 +91,7 @@ def test_defect_11_pid_guard_ignores_wall_clock_jumps(
     backend: ProcessBackend, sleeper: subprocess.Popen[bytes]
 ) -> None:
     created = process._create_time(sleeper.pid)
-    ticks = process._start_ticks(sleeper.pid)
+    ticks = node.start_ticks(sleeper.pid)
     assert isinstance(ticks, int)
     # The wall clock moved an hour since the handle was written: still the same process.
     jumped: dict[str, Any] = {"pid": sleeper.pid, "created": created + 3600, "start_ticks": ticks}

@@ -110,7 +110,7 @@ async def test_failed_start_records_reason(runtime: tuple[Runtime, FakeClock]) -
 
 def test_volume_over_its_size_is_reported_not_refused() -> None:
     from demanager.domain.instance import Location, Storage
-    from demanager.engine.scheduler import GB, volume_overuse
+    from demanager.engine.run_terms import GB, volume_overuse
 
     base = _instance_with(Storage("evs", Location(path="/home/ma-user/work", volume_size=5)))
     assert volume_overuse(base, {"volume_bytes": 5 * GB}) is None

@@ -44,7 +44,7 @@ import psutil
 
 from demanager.backends import cgroups, sandbox
 from demanager.backends.base import Handle, LaunchSpec
-from demanager.backends.node import this_node
+from demanager.backends.node import start_ticks, this_node
 from demanager.domain.instance import WORK_DIR, Endpoint, Storage
 from demanager.domain.planning import Observation, Workload
 from demanager.domain.validation import bucket_dirs
@@ -229,7 +229,7 @@ class ProcessBackend:
             "base_url": base_url,
             "launched_at": launched_at,
             "created": _create_time(proc.pid),
-            "start_ticks": _start_ticks(proc.pid),
+            "start_ticks": start_ticks(proc.pid),
             "volume_bytes": used,
             "volume_scan_complete": complete,
         }
@@ -409,7 +409,7 @@ class ProcessBackend:
             ticks = handle.get("start_ticks")
             if isinstance(ticks, int):
                 # Clock ticks since boot: a wall-clock jump does not move them.
-                if _start_ticks(proc.pid) != ticks:
+                if start_ticks(proc.pid) != ticks:
                     return None
             elif abs(proc.create_time() - float(handle.get("created", 0))) > 1.0:
                 return None  # a handle written before start_ticks existed
@@ -460,17 +460,6 @@ def _disk_usage(root: Path, max_entries: int, max_seconds: float) -> tuple[int, 
                 elif entry.is_file(follow_symlinks=False):
                     total += entry.stat(follow_symlinks=False).st_blocks * 512
     return total, True
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks since boot (field 22 of /proc/<pid>/stat):
-    unlike psutil's create_time, derived from the wall clock, no clock change moves it."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rpartition(b")")[2].split()
-        return int(fields[19])  # fields after the command name start at field 3
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _cap_log(path: Path) -> None:

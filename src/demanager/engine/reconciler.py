@@ -1,9 +1,14 @@
-"""The reconciler: load, observe, plan, act, persist, until the instance is at rest.
+"""The reconciler: load, observe, plan, claim, act, persist, until the instance is at rest.
 
-Level-triggered and idempotent: a periodic sweep (and a wake-up from the API
-when it records new intent) submits every instance that may need work to a keyed
-work queue. ``drive`` then repeats plan-and-act for that instance. Nothing held
-in memory matters for correctness; after a crash the same loop converges again.
+Level-triggered and idempotent: a periodic sweep (and a wake-up from the API when it
+records new intent) submits every instance that may need work to a keyed work queue.
+``drive`` then repeats passes of plan-and-act for that instance; each pass observes
+the workload once. Nothing held in memory matters for correctness; after a crash the
+same loop converges again.
+
+Several replicas may share one database. An instance is driven by the replica that
+holds its lease (``store/leases.py``), every write is fenced by that lease, and an
+instance whose workload runs on another live node is left to that node's replicas.
 """
 
 from __future__ import annotations
@@ -11,40 +16,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-from collections.abc import Mapping
-from typing import Any
+from collections import defaultdict
 
 from demanager import errors
-from demanager.backends.base import Backend, Handle, LaunchSpec
+from demanager.backends.base import Backend
+from demanager.backends.node import is_dead_neighbour
 from demanager.domain.catalog import Catalog
-from demanager.domain.instance import Desired, FailedReason, Instance
+from demanager.domain.instance import FailedReason, Instance
 from demanager.domain.lifecycle import QUEUED
-from demanager.domain.lifecycle import InstanceStatus as S
-from demanager.domain.planning import (
-    DEFAULT_HEALTH_FAILURES,
-    UNANSWERED_KEY,
-    Observation,
-    Step,
-    Workload,
-    plan,
-    unanswered,
-)
+from demanager.domain.planning import DEFAULT_HEALTH_FAILURES, Observation, Step, plan
 from demanager.engine.backoff import Backoff
 from demanager.engine.clock import Clock
-from demanager.engine.scheduler import stop_deadline, volume_overuse
+from demanager.engine.steps import NODE_KEY, Outcome, Pass, StepRunner
 from demanager.engine.workqueue import KeyedWorkQueue
 from demanager.store.instances import InstanceRepository
 from demanager.store.leases import LeaseRepository
 
 log = logging.getLogger(__name__)
 
-_FAILED_TARGET = {S.CREATING: S.CREATE_FAILED}
-LEASE_TTL_MS = 15_000
-MAX_LAUNCHES = 2
 PURGE_INTERVAL_MS = 60_000
-"""Launches per drive before a workload that keeps exiting fails the start."""
+"""At most this often, the sweep removes old tombstones and silent replicas' rows."""
+FORGET_REPLICAS_AFTER = 20
+"""Lease periods after which a silent replica's row is removed."""
 
 
 class Reconciler:
@@ -54,30 +47,52 @@ class Reconciler:
         repository: InstanceRepository,
         leases: LeaseRepository,
         owner: str,
+        host_node: str,
         backend: Backend,
         catalog: Catalog,
         clock: Clock,
         start_timeout: float,
         sweep_interval: float,
         concurrency: int,
+        lease_seconds: float = 15.0,
         tombstone_retention: float = 7 * 86_400,
         health_failures: int = DEFAULT_HEALTH_FAILURES,
     ) -> None:
         self._repo = repository
         self._leases = leases
         self._owner = owner
+        self._host_node = host_node
+        """This server's node (``this_node``): replicas of it share a PID namespace."""
         self._backend = backend
         self._catalog = catalog
         self._clock = clock
-        self._start_timeout_ms = int(start_timeout * 1000)
         self._health_failures = health_failures
         self._sweep_interval = sweep_interval
-        self._queue = KeyedWorkQueue(self.drive, concurrency)
+        self._ttl_ms = int(lease_seconds * 1000)
+        self._queue = KeyedWorkQueue(self.drive, concurrency, clock.sleep)
+        self._steps = StepRunner(
+            repository=repository,
+            backend=backend,
+            catalog=catalog,
+            owner=owner,
+            clock=clock,
+            start_timeout_ms=int(start_timeout * 1000),
+            health_failures=health_failures,
+        )
         self._stopping = False
-        self._observers = max(4, concurrency * 2)
         self._task: asyncio.Task[None] | None = None
         self._tombstone_retention_ms = int(tombstone_retention * 1000)
         self._next_purge_ms = 0
+        # Per-instance memory, dropped when the instance is let go. Losing it (a
+        # restart) costs at most one extra launch try or a shorter backoff.
+        self._snapshots: dict[str, Instance] = {}
+        """Rows the sweep read, used by the first pass instead of reading again."""
+        self._held: dict[str, int] = {}
+        """Instances whose lease this replica holds, and until when (ms)."""
+        self._launches: defaultdict[str, int] = defaultdict(int)
+        self._backoffs: dict[str, Backoff] = {}
+        self._live_nodes: set[str] = set()
+        """Nodes with a live replica, other than this one's: their workloads are theirs."""
 
     # --- lifecycle of the reconciler itself -------------------------------------------
 
@@ -95,58 +110,63 @@ class Reconciler:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._queue.drain()), grace)
         await self._queue.cancel()
-        await self._leases.release_all(self._owner)
+        await self._leases.leave(self._owner)
 
     def notify(self, instance_id: str) -> None:
         """The API recorded new intent for ``instance_id``: act on it now."""
-        self._queue.submit(instance_id)
+        self._snapshots.pop(instance_id, None)
+        self._queue.submit(instance_id, urgent=True)
+
+    def queue_depth(self) -> int:
+        return self._queue.pending()
 
     async def sweep(self) -> None:
-        """Submit every instance whose plan is not NOTHING (one query, no writes)."""
-        limit = asyncio.Semaphore(self._observers)
-
-        async def check(instance: Instance) -> None:
-            async with limit:
-                if await self._has_work(instance):
-                    self._queue.submit(instance.id)
-
-        candidates = [i for i in await self._repo.needing_attention() if not self._queue.busy(i.id)]
-        await asyncio.gather(*(check(i) for i in candidates))
-        await self._purge_tombstones()
-
-    async def _purge_tombstones(self) -> None:
-        """Deleted rows are kept a while (listable as DELETED), then removed: at most
-        once a minute, one DELETE, so a sweep every few seconds costs no extra writes."""
-        now = self._clock.now_ms()
-        if now < self._next_purge_ms:
-            return
-        self._next_purge_ms = now + PURGE_INTERVAL_MS
-        await self._repo.purge_tombstones(deleted_before_ms=now - self._tombstone_retention_ms)
+        """Say this replica is alive, then submit every instance that may need work (one
+        query, no writes for instances at rest)."""
+        await self._heartbeat()
+        for instance in await self._repo.needing_attention():
+            if not self._queue.busy(instance.id):
+                self._snapshots[instance.id] = instance
+                self._queue.submit(instance.id)
+        await self._purge()
 
     async def settle(self) -> None:
         """Run one sweep and wait for all work it started (tests and benchmarks)."""
         await self.sweep()
         await self._queue.drain()
 
-    async def _reclaim_from_dead_neighbours(self) -> None:
-        """Free leases of engines that ran on this host and whose process is gone.
+    async def _heartbeat(self) -> None:
+        now = self._clock.now_ms()
+        await self._leases.heartbeat(self._owner, self._backend.node or "", now_ms=now)
+        replicas = await self._leases.replicas(now_ms=now, ttl_ms=self._ttl_ms)
+        mine = self._backend.node
+        self._live_nodes = {node for node in replicas.values() if node and node != mine}
 
-        Owners are ``host:pid:nonce``; a restarted server need not wait for the
-        leases of the one it replaces to run out.
+    async def _purge(self) -> None:
+        """Deleted rows are kept a while (listable as DELETED), then removed; so are the
+        rows of replicas long gone. At most once a minute, one DELETE each."""
+        now = self._clock.now_ms()
+        if now < self._next_purge_ms:
+            return
+        self._next_purge_ms = now + PURGE_INTERVAL_MS
+        await self._repo.purge_tombstones(deleted_before_ms=now - self._tombstone_retention_ms)
+        silent_since = now - FORGET_REPLICAS_AFTER * self._ttl_ms
+        await self._leases.forget_replicas(seen_before_ms=silent_since)
+
+    async def _reclaim_from_dead_neighbours(self) -> None:
+        """Free the leases and rows of replicas of this node whose process is gone, so a
+        restarted server need not wait for its predecessor's leases to run out.
+
+        Only a replica of this node (same PID namespace) is judged, by PID and the PID's
+        start tick: a host name alone would let two containers that share one release a
+        live peer's leases.
         """
-        host = socket.gethostname()
-        for owner in await self._leases.owners():
-            owner_host, _, pid_and_nonce = owner.partition(":")
-            pid = pid_and_nonce.partition(":")[0]
-            if owner_host != host or owner == self._owner:
-                continue
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
+        now = self._clock.now_ms()
+        known = await self._leases.replicas(now_ms=now, ttl_ms=now)
+        for owner in set(await self._leases.owners()) | set(known):
+            if owner != self._owner and is_dead_neighbour(owner, self._host_node):
                 log.info("releasing the leases of %s, which is gone", owner)
-                await self._leases.release_all(owner)
-            except (PermissionError, ValueError):
-                continue
+                await self._leases.leave(owner)
 
     async def _loop(self) -> None:
         with contextlib.suppress(Exception):
@@ -163,49 +183,105 @@ class Reconciler:
     # --- one instance -----------------------------------------------------------------
 
     async def drive(self, instance_id: str) -> None:
-        """Claim the instance, then plan and act until it is at rest.
+        """Passes of observe, plan, claim, act, until the instance is at rest, waits, or
+        is another replica's.
 
-        Most sweeps find nothing to do (a healthy RUNNING instance): that is decided
-        by reading alone, so steady state costs no writes.
+        Most passes find nothing to do (a healthy RUNNING instance): that is decided by
+        reading alone, so steady state costs no writes, not even a claim.
         """
-        instance = await self._repo.load(instance_id)
-        if instance is None or not await self._has_work(instance):
-            return
-        if not await self._claim(instance_id):
-            return
-        try:
-            await self._drive(instance_id)
-        finally:
-            await self._leases.release(instance_id, self._owner)
+        instance = self._snapshots.pop(instance_id, None)
+        fresh = instance is None
+        if instance is None:
+            instance = await self._repo.load(instance_id)
+        while not self._stopping:
+            if instance is None or not self._ours(instance):
+                await self._let_go(instance_id)
+                return
+            planned = await self._observe_and_plan(instance)
+            if planned is None:
+                return
+            observed, step = planned
+            if step is Step.NOTHING and not self._steps.lacks_endpoint(instance, observed):
+                await self._let_go(instance_id)
+                return
+            if not fresh:  # the sweep's copy: read it again before acting on it
+                fresh = True
+                current = await self._repo.load(instance_id)
+                if current is None or current.version != instance.version:
+                    instance = current
+                    continue
+            if not await self._hold(instance_id):
+                self._forget(instance_id)
+                return
+            outcome = await self._act(instance, observed, step)
+            if outcome is None:
+                return
+            if outcome is Outcome.DONE:
+                await self._let_go(instance_id)
+                return
+            if outcome is Outcome.WAIT:
+                backoff = self._backoffs.setdefault(instance_id, Backoff(first=0.05, cap=0.25))
+                self._queue.submit_after(instance_id, backoff.next())
+                return
+            if outcome is Outcome.LAUNCHED:
+                self._launches[instance_id] += 1
+            instance = await self._repo.load(instance_id)
 
-    async def _has_work(self, instance: Instance) -> bool:
+    async def _observe_and_plan(self, instance: Instance) -> tuple[Observation, Step] | None:
+        """Observe the workload once and plan; None when the backend cannot tell now (it
+        is asked again later) or cannot ever (the start fails)."""
         try:
             observed = await self._backend.observe(instance.id, instance.handle)
-        except errors.BackendError:
-            return True  # let the drive deal with it, with its retries
-        step = await self._plan(instance, observed)
-        return step is not Step.NOTHING or self._lacks_endpoint(instance, observed)
-
-    def _lacks_endpoint(self, instance: Instance, observed: Observation) -> bool:
-        """RUNNING without a stored endpoint although the backend can name one."""
-        handle = observed.handle or instance.handle
-        return (
-            instance.status is S.RUNNING
-            and instance.endpoint is None
-            and observed.workload is Workload.READY
-            and bool(handle)
-            and self._backend.endpoint(instance.id, handle or {}) is not None
-        )
-
-    async def _plan(self, instance: Instance, observed: Observation) -> Step:
+        except errors.TransientBackendError as exc:
+            log.warning("%s: %s; observing again in %.1fs", instance.id, exc, exc.retry_after)
+            self._queue.submit_after(instance.id, exc.retry_after)
+            return None
+        except errors.PermanentBackendError as exc:
+            if await self._hold(instance.id):
+                await self._steps.fail(instance, FailedReason(exc.code, str(exc)))
+                await self._let_go(instance.id)
+            return None
         admissible = instance.status in QUEUED and await self._admissible(instance)
-        return plan(
+        step = plan(
             instance,
             observed,
             self._clock.now_ms(),
             admissible=admissible,
             health_failures=self._health_failures,
         )
+        log.debug("%s %s/%s -> %s", instance.id, instance.status, observed.workload, step)
+        return observed, step
+
+    async def _act(self, instance: Instance, observed: Observation, step: Step) -> Outcome | None:
+        """Run one step under the lease (renewed while it runs); None: stop driving."""
+        now = self._clock.now_ms()
+        current = Pass(instance, observed, now, self._launches[instance.id])
+        try:
+            async with self._leases.kept(
+                instance.id, self._owner, now_ms=self._clock.now_ms, ttl_ms=self._ttl_ms
+            ):
+                return await self._steps.run(step, current)
+        except errors.ConcurrentUpdate:
+            return Outcome.AGAIN
+        except errors.LeaseLost:
+            log.warning("%s: another replica took it over; letting go", instance.id)
+            self._forget(instance.id)
+            return None
+        except errors.TransientBackendError as exc:
+            log.warning("%s: %s; retrying in %.1fs", instance.id, exc, exc.retry_after)
+            self._queue.submit_after(instance.id, exc.retry_after)
+            return None
+        except errors.PermanentBackendError as exc:
+            await self._steps.fail(instance, FailedReason(exc.code, str(exc)))
+            return Outcome.DONE
+
+    def _ours(self, instance: Instance) -> bool:
+        """False when the instance's workload runs on another node that has a live
+        replica: only that node can see it, so this replica must neither relaunch it
+        (it would look absent from here) nor stop it. It hands the instance over by
+        leaving it alone; that node's sweep picks it up."""
+        node = (instance.handle or {}).get(NODE_KEY)
+        return node is None or node == self._backend.node or node not in self._live_nodes
 
     async def _admissible(self, instance: Instance) -> bool:
         """First in its flavor's queue, and the flavor has a free slot."""
@@ -219,256 +295,23 @@ class Reconciler:
             return False
         return await self._repo.count_holding(instance.flavor) < flavor.capacity
 
-    async def _claim(self, instance_id: str) -> bool:
-        return await self._leases.claim(
-            instance_id, self._owner, now_ms=self._clock.now_ms(), ttl_ms=LEASE_TTL_MS
-        )
-
-    async def _drive(self, instance_id: str) -> None:
-        launches = 0
-        claimed_at = self._clock.now_ms()
-        backoff = Backoff(first=0.02, cap=0.1)
-        while not self._stopping:
-            instance = await self._repo.load(instance_id)
-            if instance is None:
-                return
-            try:
-                observed = await self._backend.observe(instance_id, instance.handle)
-                step = await self._plan(instance, observed)
-                log.debug("%s %s/%s -> %s", instance_id, instance.status, observed.workload, step)
-                done = await self._act(instance, observed, step, launches)
-            except errors.ConcurrentUpdate:
-                continue
-            except errors.TransientBackendError as exc:
-                log.warning("%s: %s; retrying in %.1fs", instance_id, exc, exc.retry_after)
-                await self._clock.sleep(exc.retry_after)
-                continue
-            except errors.PermanentBackendError as exc:
-                await self._fail(instance, FailedReason(exc.code, exc.message))
-                return
-            if done is True:
-                return
-            if self._clock.now_ms() - claimed_at > LEASE_TTL_MS // 3:
-                if not await self._claim(instance_id):
-                    return
-                claimed_at = self._clock.now_ms()
-            if done == "launched":
-                launches += 1
-            elif done == "wait":
-                await self._clock.sleep(backoff.next())
-
-    async def _act(
-        self, instance: Instance, observed: Observation, step: Step, launches: int
-    ) -> bool | str:
+    async def _hold(self, instance_id: str) -> bool:
+        """Claim the instance, or renew the claim when a third of it has passed (a claim
+        is a write: a booting instance checked every quarter second renews it rarely)."""
         now = self._clock.now_ms()
-        repo = self._repo
-        if step is Step.NOTHING:
-            if self._lacks_endpoint(instance, observed):
-                # Running since before the endpoint was stored (an upgrade): store it now.
-                await repo.save(instance, now_ms=now, endpoint=self._backend.endpoint(
-                    instance.id, observed.handle or instance.handle or {}))
+        if self._held.get(instance_id, 0) - now > self._ttl_ms * 2 // 3:
             return True
-        if step is Step.WAIT:
-            started = observed.launched_at or (instance.handle or {}).get("launched_at") or now
-            if now - int(started) > self._start_timeout_ms:
-                await self._fail(
-                    instance,
-                    FailedReason(
-                        "ModelArts.6361",
-                        f"The notebook did not answer within {self._start_timeout_ms // 1000} s.",
-                    ),
-                )
-                return True
-            return "wait"
-        if step in (Step.LAUNCH, Step.RELAUNCH):
-            # A second try covers races such as another process taking the free port.
-            if launches >= MAX_LAUNCHES and observed.workload is Workload.ABSENT:
-                await self._fail(
-                    instance,
-                    FailedReason(
-                        "ModelArts.6361",
-                        "The notebook server exited before it answered.",
-                    ),
-                )
-                return True
-            if step is Step.RELAUNCH:
-                await self._backend.stop(instance.id, instance.handle)
-            try:
-                launched_handle = await self._backend.start(self._launch_spec(instance, now))
-            except errors.BackendError:
-                raise
-            except Exception as exc:
-                # A backend bug must not retry forever: fail the start, visibly.
-                log.exception("%s: the backend failed to start it", instance.id)
-                raise errors.PermanentBackendError(f"The backend failed: {exc}") from exc
-            await self._keep_launched(instance, launched_handle, now)
-            return "launched"
-        if step is Step.MARK_RUNNING:
-            keep = instance.status is S.UNAVAILABLE and instance.running_since is not None
-            running_since = instance.running_since if keep else now
-            handle = _without_count(observed.handle or instance.handle)
-            await repo.transition(
-                instance,
-                S.RUNNING,
-                now_ms=now,
-                failed=volume_overuse(instance, handle),
-                handle=handle,
-                endpoint=self._backend.endpoint(instance.id, handle) if handle else None,
-                running_since=running_since,
-                stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, now),
-            )
-            return True
-        if step is Step.ADMIT:
-            target = S.CREATING if instance.status is S.CREATE_QUEUING else S.READY_TO_START
-            await repo.transition(instance, target, now_ms=now)
+        if not await self._leases.claim(instance_id, self._owner, now_ms=now, ttl_ms=self._ttl_ms):
             return False
-        if step is Step.MARK_STARTING:
-            await repo.transition(instance, S.STARTING, now_ms=now)
-            return False
-        if step is Step.COUNT_UNANSWERED:
-            count = unanswered(instance) + 1
-            log.warning("%s: health probe %d unanswered", instance.id, count)
-            await repo.save(
-                instance, now_ms=now, handle={**(instance.handle or {}), UNANSWERED_KEY: count}
-            )
-            return True  # the next sweep probes again
-        if step is Step.RESET_UNANSWERED:
-            await repo.save(instance, now_ms=now, handle=_without_count(instance.handle))
-            return True
-        if step is Step.MARK_UNAVAILABLE:
-            await repo.transition(
-                instance,
-                S.UNAVAILABLE,
-                now_ms=now,
-                failed=self._fault(observed),
-                handle=_without_count(instance.handle),
-            )
-            return False
-        if step is Step.AUTO_STOP:
-            await repo.transition(
-                instance,
-                S.STOPPING,
-                now_ms=now,
-                desired=Desired.STOPPED,
-                stop_at=None,
-            )
-            return False
-        if step is Step.HALT:
-            await self._backend.stop(instance.id, instance.handle)
-            await repo.save(instance, now_ms=now, handle=None)
-            return False
-        if step is Step.MARK_STOPPED:
-            # The stored handle may name an older workload than one a launch left behind
-            # (a stop accepted while it booted): stop by instance id before saying STOPPED.
-            await self._backend.stop(instance.id, None)
-            await repo.transition(
-                instance,
-                S.STOPPED,
-                now_ms=now,
-                failed=None,  # a stop is not a failure: §3.9 wants null unless failed
-                handle=None,
-                stop_at=None,
-                running_since=None,
-            )
-            return True
-        if step is Step.DESTROY:
-            await self._backend.delete(instance.id, instance.handle, instance.storage)
-            await repo.save(instance, now_ms=now, handle=None, cleanup_pending=False)
-            return True
-        raise AssertionError(f"unhandled step {step}")
+        self._held[instance_id] = now + self._ttl_ms
+        return True
 
-    async def _keep_launched(self, instance: Instance, handle: Handle, now: int) -> None:
-        """Store the handle of what was just launched, or stop it if it is no longer wanted.
+    async def _let_go(self, instance_id: str) -> None:
+        if instance_id in self._held:
+            await self._leases.release(instance_id, self._owner)
+        self._forget(instance_id)
 
-        The row may have changed while the workload booted. If the caller stopped or
-        deleted the instance meanwhile, nothing may keep running behind that: stop the
-        new workload (its handle is not in the row, so no later pass would find it).
-        """
-        try:
-            await self._repo.save(instance, now_ms=now, handle=dict(handle))
-            return
-        except errors.ConcurrentUpdate:
-            current = await self._repo.load(instance.id)
-        if (
-            current is not None
-            and current.status is instance.status
-            and current.desired == instance.desired
-        ):
-            # Only something else changed (a PUT of the description): keep the workload.
-            await self._repo.save(current, now_ms=now, handle=dict(handle))
-            return
-        await self._backend.stop(instance.id, handle)
-        raise errors.ConcurrentUpdate(f"instance {instance.id} changed while it launched")
-
-    def _fault(self, observed: Observation) -> FailedReason:
-        """Why a RUNNING instance became UNAVAILABLE.
-
-        The contract has no code of its own for a fault; 6361 (internal service error)
-        is the failed_reasons code it names for a notebook that does not work through no
-        fault of the caller, and ``detail.cause`` tells the two faults apart.
-        """
-        if observed.workload is Workload.ABSENT:
-            return FailedReason(
-                "ModelArts.6361",
-                "The notebook server stopped unexpectedly; restarting it.",
-                {"cause": "exited"},
-            )
-        return FailedReason(
-            "ModelArts.6361",
-            f"The notebook server stopped answering ({self._health_failures} health "
-            "checks in a row failed); it is back as soon as it answers again.",
-            {"cause": "unresponsive", "failed_probes": str(self._health_failures)},
-        )
-
-    def _launch_spec(self, instance: Instance, now: int) -> LaunchSpec:
-        profile = self._catalog.profiles.get(instance.profile_id)
-        flavor = self._catalog.flavors.get(instance.flavor)
-        if profile is None or flavor is None:
-            raise errors.PermanentBackendError(
-                f"profile {instance.profile_id!r} or flavor {instance.flavor!r} left the catalog"
-            )
-        return LaunchSpec(
-            instance_id=instance.id,
-            project_id=instance.project_id,
-            profile=profile,
-            flavor=flavor,
-            storage=instance.storage,
-            extend_storage=instance.extend_storage or (),
-            now_ms=now,
-        )
-
-    async def _fail(self, instance: Instance, reason: FailedReason) -> None:
-        """Stop whatever runs and record why the create or start failed."""
-        log.warning("%s failed: %s", instance.id, reason.message)
-        with contextlib.suppress(errors.BackendError):
-            await self._backend.stop(instance.id, instance.handle)
-        for _ in range(5):
-            current = await self._repo.load(instance.id)
-            if current is None or current.status not in (
-                S.CREATING,
-                S.STARTING,
-                S.RESTARTING,
-                S.UNAVAILABLE,
-            ):
-                return
-            target = _FAILED_TARGET.get(current.status, S.START_FAILED)
-            try:
-                await self._repo.transition(
-                    current,
-                    target,
-                    now_ms=self._clock.now_ms(),
-                    failed=reason,
-                    handle=None,
-                    stop_at=None,
-                    running_since=None,
-                )
-                return
-            except errors.ConcurrentUpdate:
-                continue
-
-
-def _without_count(handle: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """``handle`` without the engine's count of missed health probes."""
-    if not handle:
-        return None
-    return {k: v for k, v in handle.items() if k != UNANSWERED_KEY}
+    def _forget(self, instance_id: str) -> None:
+        self._held.pop(instance_id, None)
+        self._launches.pop(instance_id, None)
+        self._backoffs.pop(instance_id, None)

@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import secrets
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from demanager.backends.base import Backend
+from demanager.backends.node import replica_name, this_node
 from demanager.catalog import load_catalog
 from demanager.domain.catalog import Catalog
 from demanager.engine.clock import Clock, SystemClock
@@ -153,7 +153,9 @@ class Runtime:
         reconciler = Reconciler(
             repository=instances,
             leases=LeaseRepository(sessions),
-            owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
+            owner=replica_name(this_node(settings.node_id), secrets.token_hex(4)),
+            host_node=this_node(settings.node_id),
+            lease_seconds=settings.lease_seconds,
             backend=backend,
             catalog=catalog,
             clock=clock,

@@ -30,7 +30,7 @@ from demanager.domain.validation import (
     validate_update,
 )
 from demanager.engine.clock import Clock
-from demanager.engine.scheduler import stop_deadline
+from demanager.engine.run_terms import stop_deadline
 from demanager.identity.principal import Principal
 from demanager.store.instances import InstanceRepository
 

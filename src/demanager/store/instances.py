@@ -265,8 +265,15 @@ class InstanceRepository:
         ensure_transition(instance.status, target)
         return await self.save(instance, now_ms=now_ms, status=target, **changes)
 
-    async def save(self, instance: Instance, *, now_ms: int, **changes: Any) -> Instance:
-        """Write ``changes`` if nobody wrote the row since ``instance`` was read."""
+    async def save(
+        self, instance: Instance, *, now_ms: int, fence: str | None = None, **changes: Any
+    ) -> Instance:
+        """Write ``changes`` if nobody wrote the row since ``instance`` was read.
+
+        With ``fence`` (the engine's lease owner name), also only while that engine
+        holds the instance's lease: a replica that lost it cannot write, and learns so
+        from ``LeaseLost`` rather than ``ConcurrentUpdate``.
+        """
         new = instance.evolve(version=instance.version + 1, updated_at=now_ms, **changes)
         if new.status is not InstanceStatus.RUNNING and new.endpoint is not None:
             new = new.evolve(endpoint=None)  # only a running workload may be reached
@@ -276,19 +283,30 @@ class InstanceRepository:
             and new.status is InstanceStatus.DELETED
         )
         async with self._sessions() as session:
-            result = await session.execute(
-                update(InstanceRow)
-                .where(InstanceRow.id == instance.id, InstanceRow.version == instance.version)
-                .values(**values)
+            statement = update(InstanceRow).where(
+                InstanceRow.id == instance.id, InstanceRow.version == instance.version
             )
+            if fence is not None:
+                statement = statement.where(InstanceRow.lease_owner == fence)
+            result = await session.execute(statement.values(**values))
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 await session.rollback()
+                fenced_out = (
+                    fence is not None
+                    and await _version_of(session, instance.id) == instance.version
+                )
+                if fenced_out:
+                    raise errors.LeaseLost(f"instance {instance.id} is no longer ours")
                 raise errors.ConcurrentUpdate(f"instance {instance.id} changed meanwhile")
             if released:  # a deleted instance no longer counts against its quotas
                 for scope in (_project_scope(instance), _flavor_scope(instance)):
                     await session.execute(_RELEASE, {"quota_scope": scope})
             await session.commit()
         return new
+
+
+async def _version_of(session: AsyncSession, instance_id: str) -> int | None:
+    return await session.scalar(select(InstanceRow.version).where(InstanceRow.id == instance_id))
 
 
 async def _load(conn: AsyncConnection, instance_id: str) -> Instance | None:

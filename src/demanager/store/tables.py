@@ -121,3 +121,16 @@ class InstanceRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(96), nullable=True)
     """The engine driving the instance right now; see ``store/leases.py``."""
     lease_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ReplicaRow(Base):
+    """A running engine (``demanager serve``): its heartbeat tells the others it is alive,
+    and its node which workloads only it may touch."""
+
+    __tablename__ = "engine_replicas"
+
+    owner: Mapped[str] = mapped_column(String(96), primary_key=True)
+    """The lease owner name the replica writes into the instances it drives."""
+    node: Mapped[str] = mapped_column(String(96))
+    started_at: Mapped[int] = mapped_column(BigInteger)
+    seen_at: Mapped[int] = mapped_column(BigInteger)

@@ -1,5 +1,5 @@
-"""Arithmetic the engine applies when an instance enters RUNNING: auto-stop (§4.4)
-and the EVS size check."""
+"""The terms a run starts under, applied when an instance enters RUNNING: when it must
+stop (auto-stop, §4.4, and a free flavor's forced duration), and the EVS size check."""
 
 from __future__ import annotations
 
