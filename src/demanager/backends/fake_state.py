@@ -79,6 +79,9 @@ class MemoryWorkloads:
     def get(self, instance_id: str) -> FakeWorkload | None:
         return self._workloads.get(instance_id)
 
+    def __contains__(self, instance_id: str) -> bool:
+        return instance_id in self._workloads
+
     def remove(self, instance_id: str) -> None:
         self._workloads.pop(instance_id, None)
 
@@ -135,6 +138,9 @@ class SharedWorkloads:
             (instance_id,),
         ).fetchone()
         return None if row is None else FakeWorkload(*row)
+
+    def __contains__(self, instance_id: str) -> bool:
+        return self.get(instance_id) is not None
 
     def remove(self, instance_id: str) -> None:
         conn = self._conn()
