@@ -47,18 +47,24 @@ pytestmark = [
 
 SEED = int(os.environ.get("DEMANAGER_TEST_CHAOS_SEED", "20251201"))
 """Every random choice follows from it; a failure names it, to run that stream again."""
-OPERATIONS = 200
-"""Creates and actions, in all."""
-ACTORS = 10
-"""Instances driven at once."""
+OPERATIONS = int(os.environ.get("DEMANAGER_TEST_CHAOS_OPERATIONS", "200"))
+"""Creates and actions, in all (more make a longer soak)."""
+ACTORS = 24
+"""Instances driven at once: enough to keep the replicas busy, which is when one of them
+acts late."""
 REPLICAS = 3
 KILLS = 2
 LEASE_SECONDS = 3
-START_DELAY_SECONDS = 0.3
+START_DELAY_SECONDS = 0.1
+"""Short boots: a replica that acts late finds the others done, not still at work."""
 CONVERGE_SECONDS = 60.0
 """How long one action may take to converge, a replica's death included."""
 STREAM_SECONDS = 240.0
 """No operation is sent after this long."""
+CUT_OFF_GRACE_SECONDS = 1.0
+"""A request cut off by its replica's death may still take effect a moment later: the
+database finishes the statement (a COMMIT) it had received. Wait that long before
+reading what such a request did."""
 
 SETTLED = {"RUNNING", "STOPPED"}
 FAILED = {"CREATE_FAILED", "START_FAILED"}
@@ -285,6 +291,7 @@ class Chaos:
         except Uncertain as exc:
             item.uncertain = True
             item.note(self.started, f"{action}: uncertain ({exc})")
+            time.sleep(CUT_OFF_GRACE_SECONDS)
             return False
         item.note(self.started, f"{action}: {response.status_code} from replica {replica}")
         if response.status_code >= 500:  # reported; whether it was applied is unknown
@@ -334,23 +341,34 @@ def test_replicas_survive_kill_9(replicas: Replicas, tmp_path: Path) -> None:
     state = tmp_path / "fake-state"
     rng = random.Random(SEED)
     chaos = Chaos(replicas)
-    victims = rng.sample(range(REPLICAS), KILLS)
-    kill_at = sorted(rng.sample(range(OPERATIONS // 5, OPERATIONS * 4 // 5), KILLS))
-    downtime = [rng.uniform(0.5, 2 * LEASE_SECONDS) for _ in victims]
-    kills: list[str] = []
+    # Each victim is killed once the stream reaches its operation, and started again
+    # after its downtime; the two may be down at once.
+    kills = sorted(zip(rng.sample(range(OPERATIONS // 10, OPERATIONS // 2), KILLS),
+                       rng.sample(range(REPLICAS), KILLS),
+                       [rng.uniform(0.5, 2 * LEASE_SECONDS) for _ in range(KILLS)],
+                       strict=True))
+    events: list[str] = []
+
+    def note(text: str) -> None:
+        events.append(f"{time.monotonic() - chaos.started:7.2f}s {text}")
 
     # Actors only send requests; this thread starts and kills servers (each server dies
     # with the thread that started it).
     with concurrent.futures.ThreadPoolExecutor(ACTORS) as pool:
         actors = [pool.submit(chaos.actor, number) for number in range(ACTORS)]
-        for victim, at, down in zip(victims, kill_at, downtime, strict=True):
-            while chaos.taken < at and not all(a.done() for a in actors):
-                time.sleep(0.02)
-            replicas.kill(victim)
-            kills.append(f"{time.monotonic() - chaos.started:7.2f}s killed replica {victim} "
-                         f"at operation {at}, down {down:.1f}s")
-            time.sleep(down)
-            replicas.restart(victim)
+        down_until: dict[int, float] = {}
+        while kills or down_until:
+            for victim, until in list(down_until.items()):
+                if time.monotonic() >= until:
+                    replicas.restart(victim)
+                    del down_until[victim]
+                    note(f"replica {victim} answers again")
+            if kills and (chaos.taken >= kills[0][0] or all(a.done() for a in actors)):
+                at, victim, down = kills.pop(0)
+                replicas.kill(victim)
+                down_until[victim] = time.monotonic() + down
+                note(f"killed replica {victim} at operation {at}, for {down:.1f}s")
+            time.sleep(0.02)
         for done in concurrent.futures.as_completed(actors):
             done.result()
     streamed = time.monotonic() - chaos.started
@@ -365,7 +383,7 @@ def test_replicas_survive_kill_9(replicas: Replicas, tmp_path: Path) -> None:
         f"{len(chaos.tracked)} instances ({uncertain} uncertain), "
         f"{chaos.uncertain_creates} uncertain creates; convergence "
         f"max {max(chaos.convergence, default=0):.1f}s",
-        *kills,
+        *events,
         f"replica logs: {', '.join(str(s.log_path) for s in replicas.servers)}",
     ])
     print(context)
