@@ -190,7 +190,9 @@ class Reconciler:
         reading alone, so steady state costs no writes, not even a claim.
         """
         instance = self._snapshots.pop(instance_id, None)
-        fresh = instance is None
+        # Act only on what was read and observed while holding the lease: between a look
+        # without it and the claim, another replica may have acted (launched, even).
+        leased = instance is None and self._held.get(instance_id, 0) > self._clock.now_ms()
         if instance is None:
             instance = await self._repo.load(instance_id)
         while not self._stopping:
@@ -204,15 +206,13 @@ class Reconciler:
             if step is Step.NOTHING and not self._steps.lacks_endpoint(instance, observed):
                 await self._let_go(instance_id)
                 return
-            if not fresh:  # the sweep's copy: read it again before acting on it
-                fresh = True
-                current = await self._repo.load(instance_id)
-                if current is None or current.version != instance.version:
-                    instance = current
-                    continue
             if not await self._hold(instance_id):
                 self._forget(instance_id)
                 return
+            if not leased:
+                leased = True
+                instance = await self._repo.load(instance_id)
+                continue
             outcome = await self._act(instance, observed, step)
             if outcome is None:
                 return
