@@ -1,13 +1,12 @@
-"""Two engines on one store and one cluster-like backend (the fake backend's shared mode):
-what the chaos test (``tests/e2e/test_chaos.py``) found, replayed step by step."""
+"""Two engines on one store and one cluster-like backend (the fake backend's shared mode),
+one of them late: what the chaos test (``tests/e2e/test_chaos.py``) found, replayed step
+by step. A replica acts only on what it read and observed while holding the lease."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 from typing import Literal
-
-import pytest
 
 from demanager.backends.base import Handle
 from demanager.backends.fake import FakeBackend
@@ -50,14 +49,6 @@ def _late(tmp_path: Path, hold: Hold) -> _LateBackend:
                                  fake_state_dir=tmp_path / "fake-state"), hold=hold)
 
 
-STALE_PLAN = pytest.mark.xfail(
-    strict=True,
-    reason="the engine acts on a plan made before it claimed the instance: once the "
-    "replica that drove it lets go, a late replica acts on what it saw before",
-)
-
-
-@STALE_PLAN
 async def test_a_plan_made_before_the_claim_is_not_acted_on(tmp_path: Path) -> None:
     state = tmp_path / "fake-state"
     late = _late(tmp_path, "after")
@@ -85,7 +76,6 @@ async def test_a_plan_made_before_the_claim_is_not_acted_on(tmp_path: Path) -> N
         assert created.id in workloads(state)
 
 
-@STALE_PLAN
 async def test_a_stale_status_does_not_stop_a_fresh_start(tmp_path: Path) -> None:
     state = tmp_path / "fake-state"
     late = _late(tmp_path, "before")
