@@ -55,6 +55,8 @@ def free_port() -> int:
 class TestDatabase:
     """A throw-away PostgreSQL database, or nothing (SQLite) when no server is configured."""
 
+    __test__ = False  # not a test class, whatever its name says
+
     def __init__(self) -> None:
         self.admin_url = os.environ.get("DEMANAGER_TEST_POSTGRES_URL")
         self.name = f"dm_{uuid.uuid4().hex[:12]}"
@@ -83,13 +85,18 @@ class ServerProcess:
         *,
         backend: str = "fake",
         env: Mapping[str, str] | None = None,
+        database: TestDatabase | None = None,
     ) -> None:
+        """``database``: one several servers share (replicas), which ``close`` leaves for
+        its creator to drop; default: a fresh one of this server's own. Replicas also
+        need one ``DEMANAGER_SECRET_KEY`` in ``env``."""
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = OPERATOR_TOKEN
         self.project = uuid.uuid4().hex
-        self.database = TestDatabase()
+        self._owns_database = database is None
+        self.database = database or TestDatabase()
         self.log_path = data_dir / "server.log"
         self.env = {
             **os.environ,
@@ -149,7 +156,7 @@ class ServerProcess:
 
     def close(self) -> None:
         """Stop the server, end every workload it left (a failed test may leave some),
-        and drop its database."""
+        and drop its database unless it was given a shared one."""
         self.stop()
         runtime = self.data_dir / "runtime"
         if runtime.is_dir():
@@ -161,7 +168,8 @@ class ServerProcess:
                 while processes_of(entry.name) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 _forget_instance(entry.name)
-        self.database.drop()
+        if self._owns_database:
+            self.database.drop()
 
     def log(self) -> str:
         try:

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     ``{python}``; default the server's own. As root it must be executable by any uid."""
     fake_start_delay_seconds: float = 0.0
     """Fake backend only: how long a workload takes to become ready."""
+    fake_state_dir: Path | None = None
+    """Fake backend only: a directory whose SQLite file holds the workloads, shared by every
+    server given the same directory, like a cluster that outlives any one replica; unset:
+    in the server's memory."""
     keystone_token_ttl_seconds: int = Field(default=86_400, ge=60)
     """Lifetime of the tokens ``POST /v3/auth/tokens`` issues."""
     keystone_domain_name: str = "Default"

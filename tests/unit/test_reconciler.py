@@ -199,7 +199,8 @@ class _GatedBackend(FakeBackend):
     async def observe(self, instance_id, handle):  # type: ignore[no-untyped-def]
         from demanager.domain.planning import Observation, Workload
 
-        if handle is None or self._tokens.get(instance_id) != handle.get("token"):
+        workload = self._store.get(instance_id)
+        if handle is None or workload is None or workload.token != handle.get("token"):
             return Observation(Workload.ABSENT)
         return await super().observe(instance_id, handle)
 
@@ -223,7 +224,7 @@ async def test_defect_12_a_stop_during_a_relaunch_leaves_no_workload(tmp_path: P
         await rt.reconciler.settle()
         stopped = await rt.instances.load(created.id)
         assert stopped is not None and stopped.status is InstanceStatus.STOPPED
-        assert created.id not in backend._workloads  # nothing runs behind STOPPED
+        assert created.id not in backend._store  # nothing runs behind STOPPED
 
 
 class _FreezableBackend(FakeBackend):
@@ -265,11 +266,12 @@ async def test_defect_02_a_hung_notebook_turns_unavailable_and_back(tmp_path: Pa
         assert still is not None and still.status is InstanceStatus.RUNNING
 
     # The engine restarts between two probes: the count lives in the row, not in memory.
-    workload = backend._workloads[created.id]
+    workload = backend._store.get(created.id)
+    assert workload is not None
     await rt.reconciler.stop()
     await rt.db.dispose()
     rt = await Runtime.build(settings, clock=clock, backend=backend)
-    backend._workloads[created.id] = workload
+    backend._store.put(created.id, workload)
     try:
         clock.advance(2)
         await rt.reconciler.settle()

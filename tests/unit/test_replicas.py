@@ -135,7 +135,7 @@ class _SlowStopBackend(FakeBackend):
     stop_seconds = 1.5
 
     async def stop(self, instance_id, handle):  # type: ignore[no-untyped-def]
-        if instance_id in self._workloads:
+        if instance_id in self._store:
             await asyncio.sleep(self.stop_seconds)
         await super().stop(instance_id, handle)
 
@@ -187,8 +187,8 @@ async def test_defect_09_a_live_node_keeps_its_workloads(tmp_path: Path) -> None
         kept = await b.instances.load(created.id)
         assert kept is not None and kept.status is InstanceStatus.RUNNING
         assert kept.handle is not None and kept.handle[NODE_KEY] == a.backend.node
-        assert created.id not in b.backend._workloads  # type: ignore[attr-defined]
-        assert created.id in a.backend._workloads  # type: ignore[attr-defined]
+        assert created.id not in b.backend._store  # type: ignore[attr-defined]
+        assert created.id in a.backend._store  # type: ignore[attr-defined]
         # Node a goes silent (its replica died): after the lease, b takes over.
         clock_b.advance(60)
         await b.reconciler.settle()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator
 
 import uvicorn
 from starlette.requests import Request
@@ -36,9 +36,10 @@ class _InLoopServer(uvicorn.Server):
 
 
 class EchoUpstream:
-    def __init__(self, tokens: Mapping[str, str]) -> None:
-        self._tokens = tokens
-        """instance id -> the token the upstream demands (the fake backend's dict)."""
+    def __init__(self, token_of: Callable[[str], str | None]) -> None:
+        self._token_of = token_of
+        """instance id -> the token the upstream demands, or None when it serves no
+        workload of that instance (the fake backend's lookup)."""
         self._server: _InLoopServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = 0
@@ -67,7 +68,7 @@ class EchoUpstream:
         parts = path.split("/")
         if len(parts) < 3 or parts[1] != "notebooks":
             return None
-        token = self._tokens.get(parts[2])
+        token = self._token_of(parts[2])
         if token is None or authorization != f"token {token}":
             return None
         return parts[2]

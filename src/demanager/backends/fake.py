@@ -1,60 +1,107 @@
-"""An in-memory backend with knobs, for tests and load benchmarks.
+"""A backend with knobs and no real workloads, for tests and load benchmarks.
 
-Workloads are entries in a dict: they become READY ``start_delay`` seconds after
-``start`` and vanish with the server process. Knobs (settings): start delay;
+Workloads become READY ``start_delay`` seconds after ``start``. By default they live
+in the server's memory and vanish with it; with ``fake_state_dir`` they live in a
+SQLite file there (``fake_state``), shared by every server given that directory, the
+way a cluster's workloads outlive any one replica. Knobs (settings): start delay;
 ``fail`` in a profile id makes its start fail permanently.
 
-Each workload's endpoint is a small loopback echo server (``echo_upstream``)
-that demands the workload's own token, so the proxy can be tested end to end
-without a notebook server.
+Each workload's endpoint is a small loopback echo server (``echo_upstream``) in the
+process that launched it, which demands the workload's own token, so the proxy can
+be tested end to end without a notebook server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
 import time
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from demanager.backends.base import Handle, LaunchSpec
 from demanager.backends.echo_upstream import EchoUpstream
+from demanager.backends.fake_state import (
+    FakeWorkload,
+    MemoryWorkloads,
+    SharedWorkloads,
+)
 from demanager.backends.node import this_node
 from demanager.domain.instance import Endpoint, Storage
 from demanager.domain.planning import Observation, Workload
 from demanager.errors import PermanentBackendError
 from demanager.settings import Settings
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 class FakeBackend:
     name = "fake"
 
     def __init__(self, settings: Settings) -> None:
-        # Workloads live in this process's memory: only this process sees them.
-        self.node: str | None = f"{this_node(settings.node_id)}-fake-{secrets.token_hex(4)}"
         self._delay = settings.fake_start_delay_seconds
-        self._workloads: dict[str, tuple[int, float]] = {}
-        self._tokens: dict[str, str] = {}
-        self._upstream = EchoUpstream(self._tokens)
+        self._store: MemoryWorkloads | SharedWorkloads
+        self._clock: Callable[[], float]
+        if settings.fake_state_dir is None:
+            # Only this process sees its workloads.
+            self.node: str | None = f"{this_node(settings.node_id)}-fake-{secrets.token_hex(4)}"
+            self._store = MemoryWorkloads()
+            self._clock = time.monotonic
+        else:
+            # Every server on the directory reaches every workload.
+            self.node = None
+            self._store = SharedWorkloads(settings.fake_state_dir)
+            self._clock = time.time  # compared across processes
+        self._upstream = EchoUpstream(self._token_of)
+
+    async def _run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A call on the store: in a worker thread when the store is a file."""
+        if isinstance(self._store, SharedWorkloads):
+            return await asyncio.to_thread(call, *args, **kwargs)
+        return call(*args, **kwargs)
+
+    def _token_of(self, instance_id: str) -> str | None:
+        """The token the echo server demands: only for workloads launched by this process
+        (another server's workloads answer on that server's echo port). A tiny read,
+        made in the event loop."""
+        workload = self._store.get(instance_id)
+        if workload is None or workload.port != self._upstream.port:
+            return None
+        return workload.token
+
+    # --- the contract ------------------------------------------------------------------
 
     async def start(self, spec: LaunchSpec) -> Handle:
         if "fail" in spec.profile.id.lower():
             raise PermanentBackendError("the fake backend was told to fail this profile")
         port = await self._upstream.ensure_started()
-        token = secrets.token_hex(16)
-        self._workloads[spec.instance_id] = (spec.now_ms, time.monotonic() + self._delay)
-        self._tokens[spec.instance_id] = token
-        return {"launched_at": spec.now_ms, "token": token, "port": port,
-                "base_url": f"/notebooks/{spec.instance_id}/"}
+        workload = FakeWorkload(
+            generation=spec.generation,
+            launched_at=spec.now_ms,
+            ready_at=self._clock() + self._delay,
+            token=secrets.token_hex(16),
+            port=port,
+            launched_by=os.getpid(),
+        )
+        await self._run(self._store.put, spec.instance_id, workload)
+        return self._handle(spec.instance_id, workload)
 
     async def observe(self, instance_id: str, handle: Handle | None) -> Observation:
-        entry = self._workloads.get(instance_id)
-        if entry is None:
+        workload = await self._run(self._store.get, instance_id)
+        if workload is None:
             return Observation(Workload.ABSENT)
-        launched_at, ready_at = entry
-        ready = time.monotonic() >= ready_at
-        return Observation(Workload.READY if ready else Workload.BOOTING, launched_at)
+        ready = self._clock() >= workload.ready_at
+        state = Workload.READY if ready else Workload.BOOTING
+        if isinstance(self._store, MemoryWorkloads):
+            return Observation(state, workload.launched_at)
+        # The stored handle lets a server adopt a workload whose launcher died before
+        # it saved the handle.
+        return Observation(state, workload.launched_at, self._handle(instance_id, workload))
 
     async def stop(self, instance_id: str, handle: Handle | None) -> None:
-        self._workloads.pop(instance_id, None)
-        self._tokens.pop(instance_id, None)
+        await self._run(self._store.remove, instance_id)
 
     async def delete(self, instance_id: str, handle: Handle | None, storage: Storage) -> None:
         await self.stop(instance_id, handle)
@@ -67,6 +114,12 @@ class FakeBackend:
                         headers={"Authorization": f"token {handle['token']}"})
 
     async def close(self) -> None:
-        self._workloads.clear()
-        self._tokens.clear()
         await self._upstream.close()
+        # A shared store keeps its workloads: they belong to every server on the directory.
+        await self._run(self._store.close)
+
+    @staticmethod
+    def _handle(instance_id: str, workload: FakeWorkload) -> Handle:
+        return {"launched_at": workload.launched_at, "token": workload.token,
+                "port": workload.port, "base_url": f"/notebooks/{instance_id}/",
+                "generation": workload.generation}
