@@ -247,3 +247,29 @@ async def test_defect_07_no_state_per_project_or_instance_outlives_its_work(
         assert (engine._held, dict(engine._launches), engine._backoffs) == ({}, {}, {})
         assert engine._snapshots == {}
         assert engine.queue_depth() == 0
+
+
+async def test_replicas_split_the_sweep_between_them(tmp_path: Path) -> None:
+    """On a backend every replica reaches, each instance is looked at by exactly one live
+    replica's sweep; when one replica falls silent, the other looks at everything."""
+    state = tmp_path / "cluster"
+    clock_a, clock_b = FakeClock(), FakeClock()
+    async with (
+        _runtime(tmp_path, clock=clock_a, fake_state_dir=state) as a,
+        _runtime(tmp_path, clock=clock_b, fake_state_dir=state) as b,
+    ):
+        assert a.backend.node is None and b.backend.node is None
+        for n in range(40):
+            await a.service.create(principal=PRINCIPAL, body=_body(f"split-{n}"))
+        await a.reconciler.settle()
+        await b.reconciler.settle()
+        await a.reconciler.settle()  # both now know of each other
+        instances = await a.instances.needing_attention()
+        assert len(instances) == 40
+        mine_a = {i.id for i in instances if a.reconciler._my_share(i)}
+        mine_b = {i.id for i in instances if b.reconciler._my_share(i)}
+        assert mine_a.isdisjoint(mine_b) and len(mine_a | mine_b) == 40
+        assert mine_a and mine_b, "both take a share"
+        clock_b.advance(60)  # a falls silent
+        await b.reconciler.settle()
+        assert all(b.reconciler._my_share(i) for i in instances)

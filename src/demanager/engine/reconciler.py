@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections import defaultdict
 
 from demanager import errors
@@ -92,6 +93,10 @@ class Reconciler:
         self._launches: defaultdict[str, int] = defaultdict(int)
         self._backoffs: dict[str, Backoff] = {}
         self._live_nodes: set[str] = set()
+        self._peers: list[str] = [owner]
+        """Live replicas that see the same workloads as this one (itself included)."""
+        self._everyone: list[str] = [owner]
+        """Every live replica."""
         """Nodes with a live replica, other than this one's: their workloads are theirs."""
 
     # --- lifecycle of the reconciler itself -------------------------------------------
@@ -124,8 +129,9 @@ class Reconciler:
         """Say this replica is alive, then submit every instance that may need work (one
         query, no writes for instances at rest)."""
         await self._heartbeat()
-        for instance in await self._repo.needing_attention():
-            if not self._queue.busy(instance.id):
+        now = self._clock.now_ms()
+        for instance in await self._repo.needing_attention(free_for=self._owner, now_ms=now):
+            if not self._queue.busy(instance.id) and self._my_share(instance):
                 self._snapshots[instance.id] = instance
                 self._queue.submit(instance.id)
         await self._purge()
@@ -141,6 +147,30 @@ class Reconciler:
         replicas = await self._leases.replicas(now_ms=now, ttl_ms=self._ttl_ms)
         mine = self._backend.node
         self._live_nodes = {node for node in replicas.values() if node and node != mine}
+        self._everyone = sorted(replicas) or [self._owner]
+        self._peers = sorted(
+            owner for owner, node in replicas.items() if node == (mine or "")
+        ) or [self._owner]
+
+    def _my_share(self, instance: Instance) -> bool:
+        """Whether this replica's sweep looks at ``instance``.
+
+        The replicas that can see a workload split the sweep's instances among
+        themselves by a hash of the id, so each is observed (health-checked, auto-stopped)
+        by one of them instead of all, and they do not all race to claim the same rows.
+        The split is a matter of work, not of safety (leases and fencing are): a share
+        whose replica died is redistributed once its heartbeat is a lease old. New intent
+        from the API is acted on by the replica that records it, whatever its share.
+        """
+        node = (instance.handle or {}).get(NODE_KEY)
+        if node is not None and node != self._backend.node:
+            return True  # a node gone silent: every replica may take it over
+        # A workload of this node is split among its replicas; an instance with none
+        # running (a new one, a stopped one) may be launched by any replica.
+        sharing = self._peers if node is not None else self._everyone
+        if self._owner not in sharing:
+            return True
+        return sharing[zlib.crc32(instance.id.encode()) % len(sharing)] == self._owner
 
     async def _purge(self) -> None:
         """Deleted rows are kept a while (listable as DELETED), then removed; so are the

@@ -157,22 +157,30 @@ class InstanceRepository:
             counts = await _count_by_flavor(conn, project_id, user_id)
         return len(keys), [_to_domain(rows[i]) for i in ids if i in rows], counts
 
-    async def needing_attention(self) -> builtins.list[Instance]:
-        """Every instance the engine must look at on a sweep, in one query."""
+    async def needing_attention(
+        self, *, free_for: str | None = None, now_ms: int = 0
+    ) -> builtins.list[Instance]:
+        """Every instance the engine must look at on a sweep, in one query; with
+        ``free_for`` (a lease owner), only those no other engine holds a live lease on."""
         resting = (
             InstanceStatus.STOPPED.value,
             InstanceStatus.CREATE_FAILED.value,
             InstanceStatus.START_FAILED.value,
             InstanceStatus.RESIZE_FAILED.value,
         )
-        async with self._engine.connect() as conn:
-            result = await conn.execute(
-                select(_TABLE).where(
-                    (InstanceRow.status.not_in(resting) & _LIVE_ACTIVE)
-                    | InstanceRow.cleanup_pending.is_(True)
-                    | (InstanceRow.status.in_(resting) & InstanceRow.handle.is_not(None))
-                )
+        query = select(_TABLE).where(
+            (InstanceRow.status.not_in(resting) & _LIVE_ACTIVE)
+            | InstanceRow.cleanup_pending.is_(True)
+            | (InstanceRow.status.in_(resting) & InstanceRow.handle.is_not(None))
+        )
+        if free_for is not None:
+            query = query.where(
+                InstanceRow.lease_owner.is_(None)
+                | (InstanceRow.lease_owner == free_for)
+                | (InstanceRow.lease_until < now_ms)
             )
+        async with self._engine.connect() as conn:
+            result = await conn.execute(query)
             return [_to_domain(row) for row in result]
 
     async def purge_tombstones(self, *, deleted_before_ms: int) -> int:
