@@ -8,8 +8,9 @@ Prints, in one run:
   row the API's create writes): the time until all are ``RUNNING``; then, after
   one UPDATE records a stop for all of them as the API's stop does (``STOPPING``,
   desired ``STOPPED``), the time until all are ``STOPPED``. With the row writes
-  per instance, the replicas' CPU per transition, and the ratios of 2 and 3
-  replicas against 1. PostgreSQL when ``DEMANAGER_BENCH_POSTGRES_URL`` names a
+  per instance, the replicas' CPU per transition, the cores their sweeps use
+  between the two phases (all instances RUNNING, nothing to do), and the ratios
+  of 2 and 3 replicas against 1. PostgreSQL when ``DEMANAGER_BENCH_POSTGRES_URL`` names a
   server (an admin URL: each run creates and drops a database of its own), else
   one SQLite file;
 * the latency of a stop while N instances boot (N = 8, 50, 200; N = 0 is the
@@ -288,10 +289,20 @@ async def measure(
     return Phase(instances, elapsed, done, made, cpu, left)
 
 
+@dataclass
+class Throughput:
+    create: Phase
+    at_rest: float | None = None
+    """Cores the replicas used together while all instances were RUNNING and nothing
+    changed: the steady cost of their sweeps."""
+    stop: Phase | None = None
+
+
 async def throughput(
-    url: str, servers: list[ServerProcess], instances: int, timeout: float
-) -> tuple[Phase, Phase | None]:
-    """(create phase, stop phase); no stop phase when the creates did not all finish."""
+    url: str, servers: list[ServerProcess], instances: int, args: argparse.Namespace
+) -> Throughput:
+    """The create phase, the cost at rest, then the stop phase (when the creates all
+    finished)."""
     async with store(url) as engine:
         row = await template_row(engine, instances)
         for server in servers:
@@ -305,10 +316,15 @@ async def throughput(
             stopping = await request_stop_of_all(engine)
             return stopping, stopping  # the UPDATE bumped each version once
 
-        up = await measure(engine, servers, create, "RUNNING", timeout)
-        if not up.finished:
-            return up, None
-        return up, await measure(engine, servers, stop, "STOPPED", timeout)
+        result = Throughput(await measure(engine, servers, create, "RUNNING", args.timeout))
+        if not result.create.finished:
+            return result
+        await asyncio.sleep(args.sweep_interval)  # let the last drives finish
+        cpu, began = cpu_seconds(servers), time.perf_counter()
+        await asyncio.sleep(args.rest_seconds)
+        result.at_rest = (cpu_seconds(servers) - cpu) / (time.perf_counter() - began)
+        result.stop = await measure(engine, servers, stop, "STOPPED", args.timeout)
+        return result
 
 
 def run_throughput(args: argparse.Namespace, root: Path, admin_url: str | None) -> None:
@@ -323,7 +339,7 @@ def run_throughput(args: argparse.Namespace, root: Path, admin_url: str | None) 
         f"{'replicas':>8}  {'phase':<20}{'time':>9}{'tr/s':>8}{'writes/inst':>12}{'CPU ms/tr':>11}"
     )
     print(header, flush=True)
-    results: dict[int, tuple[Phase, Phase | None]] = {}
+    results: dict[int, Throughput] = {}
     for n in args.replicas:
         run_root = root / f"throughput-{n}"
         key = secrets.token_hex(32)
@@ -339,21 +355,27 @@ def run_throughput(args: argparse.Namespace, root: Path, admin_url: str | None) 
                 for i in range(n)
             ]
             try:
-                up, down = asyncio.run(throughput(url, servers, args.instances, args.timeout))
+                result = asyncio.run(throughput(url, servers, args.instances, args))
             finally:
                 for server in servers:
                     server.close()
-        results[n] = (up, down)
+        results[n] = result
         errors = error_lines(servers)
         note = f"  ({errors} error lines in the replicas' logs)" if errors else ""
-        print(f"{n:>8}  CREATING -> RUNNING {up}{note}", flush=True)
-        print(f"{'':>8}  STOPPING -> STOPPED {down or '   (not run)'}", flush=True)
-    base_up, base_down = results.get(1, (None, None))
-    for n, (up, down) in results.items():
-        if n != 1 and base_up is not None:
+        print(f"{n:>8}  CREATING -> RUNNING {result.create}{note}", flush=True)
+        if result.at_rest is not None:
             print(
-                f"ratio {n} / 1 replica   create {_ratio(up, base_up)}   "
-                f"stop {_ratio(down, base_down)}"
+                f"{'':>8}  then at rest, all RUNNING: the replicas' sweeps use "
+                f"{result.at_rest:.2f} cores",
+                flush=True,
+            )
+        print(f"{'':>8}  STOPPING -> STOPPED {result.stop or '   (not run)'}", flush=True)
+    base = results.get(1)
+    for n, result in results.items():
+        if n != 1 and base is not None:
+            print(
+                f"ratio {n} / 1 replica   create {_ratio(result.create, base.create)}   "
+                f"stop {_ratio(result.stop, base.stop)}"
             )
 
 
@@ -522,6 +544,12 @@ def main() -> None:
         type=float,
         default=2.0,
         help="DEMANAGER_RECONCILE_INTERVAL_SECONDS of the replicas",
+    )
+    parser.add_argument(
+        "--rest-seconds",
+        type=float,
+        default=10.0,
+        help="how long the replicas' CPU is measured with all instances RUNNING",
     )
     parser.add_argument("--part", choices=["all", "throughput", "stop"], default="all")
     args = parser.parse_args()
