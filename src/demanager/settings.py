@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     login_failures_per_address: int = Field(default=20, ge=1)
     """Failed password sign-ins per client address in a window, before 429."""
     login_failure_window_seconds: int = Field(default=300, ge=1)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> Settings:
+        # A replica says it is alive at each sweep: a sweep slower than half a lease
+        # would let the others take it for dead and take over its instances.
+        if self.reconcile_interval_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                f"reconcile_interval_seconds ({self.reconcile_interval_seconds}) must be at "
+                f"most half of lease_seconds ({self.lease_seconds})"
+            )
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod

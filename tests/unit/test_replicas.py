@@ -144,7 +144,8 @@ async def test_defect_08_a_long_step_keeps_its_lease(tmp_path: Path) -> None:
     clock = SystemClock()
     config = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
     async with _runtime(
-        tmp_path, clock=clock, backend=_SlowStopBackend(config), lease_seconds=0.3
+        tmp_path, clock=clock, backend=_SlowStopBackend(config), lease_seconds=0.3,
+        reconcile_interval_seconds=0.1,
     ) as rt:
         created = await rt.service.create(principal=PRINCIPAL, body=_body("slow"))
         assert await _until(rt, created.id, InstanceStatus.RUNNING, 5)
@@ -273,3 +274,13 @@ async def test_replicas_split_the_sweep_between_them(tmp_path: Path) -> None:
         clock_b.advance(60)  # a falls silent
         await b.reconciler.settle()
         assert all(b.reconciler._my_share(i) for i in instances)
+
+
+def test_a_sweep_slower_than_half_a_lease_is_refused(tmp_path: Path) -> None:
+    # Heartbeats ride on the sweep: replicas would take each other for dead.
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError, match="at most half of lease_seconds"):
+        Settings(data_dir=tmp_path, reconcile_interval_seconds=10, lease_seconds=15)
+    assert Settings(data_dir=tmp_path, reconcile_interval_seconds=7.5, lease_seconds=15)

@@ -164,7 +164,9 @@ class Reconciler:
         """
         node = (instance.handle or {}).get(NODE_KEY)
         if node is not None and node != self._backend.node:
-            return True  # a node gone silent: every replica may take it over
+            # Another live node's: its replicas look at it. A node gone silent: every
+            # replica may take it over.
+            return node not in self._live_nodes
         # A workload of this node is split among its replicas; an instance with none
         # running (a new one, a stopped one) may be launched by any replica.
         sharing = self._peers if node is not None else self._everyone
