@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import MINIMAL_BODY
 from tests.server import ServerProcess, processes_of, wait_for_status, wait_until
 
 pytestmark = [
@@ -33,12 +34,7 @@ REPLICA_ENV = {
 
 
 def _body(name: str) -> dict[str, object]:
-    return {
-        "name": name,
-        "profile_id": "Multi-Engine 1.0 (python3)-cpu",
-        "flavor": "modelarts.vm.cpu.2u",
-        "spec": {"storage": {"type": "evs"}},
-    }
+    return {**MINIMAL_BODY, "name": name}
 
 
 def _jupyter_servers(instance_id: str) -> list[int]:

@@ -22,18 +22,14 @@ from demanager.engine.steps import NODE_KEY
 from demanager.identity.principal import Principal, Role
 from demanager.settings import Settings
 from demanager.store.database import upgrade
+from tests.conftest import MINIMAL_BODY
 
 OWNER = Owner(UserId("0" * 32), "alice", ProjectId("p1"))
 PRINCIPAL = Principal(OWNER.user_id, OWNER.user_name, OWNER.project_id, Role.MEMBER)
 
 
 def _body(name: str) -> dict[str, object]:
-    return {
-        "name": name,
-        "profile_id": "Multi-Engine 1.0 (python3)-cpu",
-        "flavor": "modelarts.vm.cpu.2u",
-        "spec": {"storage": {"type": "evs"}},
-    }
+    return {**MINIMAL_BODY, "name": name}
 
 
 @contextlib.asynccontextmanager
