@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -24,19 +25,18 @@ def this_node(override: str | None = None) -> str:
 
 @functools.cache
 def _detected() -> str:
-    parts = [socket.gethostname()]
-    for source in (Path("/proc/sys/kernel/random/boot_id"),):
-        try:
-            parts.append(source.read_text(encoding="ascii").strip())
-        except OSError:
-            parts.append("")
-    try:
-        parts.append(os.readlink("/proc/self/ns/pid"))
-    except OSError:
-        parts.append("")
+    hostname = socket.gethostname()
+    parts = [hostname, _read(Path("/proc/sys/kernel/random/boot_id").read_text)]
+    parts.append(_read(lambda: os.readlink("/proc/self/ns/pid")))
     digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
-    host = socket.gethostname().replace(":", "-")[:40] or "host"
-    return f"{host}-{digest}"
+    return f"{hostname.replace(':', '-')[:40] or 'host'}-{digest}"
+
+
+def _read(source: Callable[[], str]) -> str:
+    try:
+        return source().strip()
+    except OSError:
+        return ""
 
 
 def start_ticks(pid: int) -> int | None:
