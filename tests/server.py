@@ -33,10 +33,10 @@ FALLBACK_TAG = "NOTEBOOK_INSTANCE_TAG"
 
 def notebook_python_env() -> dict[str, str]:
     """As root, point the process backend at the world-readable notebook environment."""
-    if "DEMANAGER_NOTEBOOK_PYTHON" in os.environ or os.geteuid() != 0:
+    if "DEMANAGER_PROCESS__NOTEBOOK_PYTHON" in os.environ or os.geteuid() != 0:
         return {}
     if NOTEBOOK_ENV_PYTHON.exists():
-        return {"DEMANAGER_NOTEBOOK_PYTHON": str(NOTEBOOK_ENV_PYTHON)}
+        return {"DEMANAGER_PROCESS__NOTEBOOK_PYTHON": str(NOTEBOOK_ENV_PYTHON)}
     return {}
 
 

@@ -18,18 +18,6 @@ class CatalogError(ValueError):
 
 
 @dataclass(frozen=True)
-class ProcessLaunch:
-    """How the process backend starts a profile: an argv template and extra environment.
-
-    Placeholders: ``{python}`` (the server's interpreter), ``{port}``, ``{token}``,
-    ``{root_dir}``, ``{base_url}``.
-    """
-
-    command: tuple[str, ...]
-    env: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Profile:
     id: str
     name: str
@@ -39,7 +27,9 @@ class Profile:
     image_name: str
     image_tag: str
     category: str | None
-    launch: ProcessLaunch
+    launch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """How each backend runs the profile, by backend name (``process``, ``docker``,
+    ``kubernetes``, …): raw sections that the backend itself reads and checks."""
     provision_annotations: Mapping[str, str] | None = None
     labels: Mapping[str, str] | None = None
 
@@ -119,10 +109,11 @@ def _req(entry: Mapping[str, Any], key: str, what: str) -> Any:
 def _profile(entry: Mapping[str, Any]) -> Profile:
     pid = str(_req(entry, "id", "profile"))
     image = entry.get("image", {}) or {}
-    launch = entry.get("process", {}) or {}
-    command = launch.get("command")
-    if not isinstance(command, list) or not command:
-        raise CatalogError(f"profile {pid!r} needs process.command, a non-empty list")
+    launch = entry.get("launch", {}) or {}
+    if not isinstance(launch, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in launch.items()
+    ):
+        raise CatalogError(f"profile {pid!r}: 'launch' must map backend names to mappings")
     flavor_type = str(_req(entry, "flavor_type", "profile"))
     if flavor_type.upper() not in {"CPU", "GPU", "ASCEND"}:
         raise CatalogError(f"profile {pid!r}: flavor_type must be CPU, GPU or Ascend")
@@ -135,10 +126,7 @@ def _profile(entry: Mapping[str, Any]) -> Profile:
         image_name=str(image.get("name", "demanager-notebook")),
         image_tag=str(image.get("tag", "latest")),
         category=entry.get("category"),
-        launch=ProcessLaunch(
-            command=tuple(str(c) for c in command),
-            env={str(k): str(v) for k, v in (launch.get("env") or {}).items()},
-        ),
+        launch=launch,
         provision_annotations=entry.get("provision_annotations"),
         labels=entry.get("labels"),
     )

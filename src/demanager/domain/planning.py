@@ -8,12 +8,11 @@ crash between any two steps is repaired by planning from scratch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from demanager.domain.instance import Desired, Instance
+from demanager.domain.instance import Desired, Endpoint, Instance
 from demanager.domain.lifecycle import QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
 
@@ -56,14 +55,21 @@ class Step(Enum):
     START_QUEUING -> READY_TO_START."""
 
 
+H = TypeVar("H")
+
+
 @dataclass(frozen=True)
-class Observation:
+class Observation(Generic[H]):
     workload: Workload
     launched_at: int | None = None
     """ms at which the observed workload was launched, when known."""
-    handle: Mapping[str, Any] | None = None
-    """The workload's handle, when the backend found it without being given one
-    (a crash between launching and persisting the handle)."""
+    handle: H | None = None
+    """The workload's handle (the backend's own type), when the backend found it without
+    being given one (a crash between launching and persisting the handle)."""
+    endpoint: Endpoint | None = None
+    """Where the proxy reaches the workload, when it is READY."""
+    volume_bytes: int | None = None
+    """Bytes the instance's own volume holds, when the backend measured them."""
 
 
 _BRINGING_UP = frozenset({S.CREATING, S.STARTING})
@@ -84,7 +90,7 @@ def unanswered(instance: Instance) -> int:
 
 def plan(
     instance: Instance,
-    observed: Observation,
+    observed: Observation[Any],
     now_ms: int,
     *,
     admissible: bool = False,
@@ -147,7 +153,7 @@ def plan(
     return Step.HALT if work is not Workload.ABSENT else Step.NOTHING
 
 
-def _stopped_answering(instance: Instance, observed: Observation) -> bool:
+def _stopped_answering(instance: Instance, observed: Observation[Any]) -> bool:
     """The observed workload is the one that ran before the fault, not a relaunch."""
     return (
         instance.running_since is not None
