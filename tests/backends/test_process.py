@@ -24,7 +24,7 @@ from demanager.backends.process import ProcessBackend
 from demanager.catalog import load_catalog
 from demanager.domain.instance import Storage
 from demanager.domain.planning import Workload
-from tests.server import notebook_python_env, traversable_dir
+from tests.server import notebook_python, traversable_dir
 
 CATALOG = load_catalog(None)
 
@@ -40,8 +40,7 @@ def data_dir() -> Iterator[Path]:
 async def backend(data_dir: Path) -> AsyncIterator[ProcessBackend]:
     # Only when the environment does not already name one (as `make test` does as root):
     # an explicit None would override it.
-    python = notebook_python_env().get("DEMANAGER_PROCESS__NOTEBOOK_PYTHON")
-    options = ProcessOptions(notebook_python=Path(python) if python else None)
+    options = ProcessOptions(notebook_python=notebook_python())
     built = await asyncio.to_thread(ProcessBackend, options, BackendContext(data_dir=data_dir))
     yield built
     await built.close()

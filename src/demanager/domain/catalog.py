@@ -8,6 +8,7 @@ start with a clear message instead of surfacing as a 500 later.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,31 @@ class Profile:
         return f"{self.namespace}/{self.image_name}:{self.image_tag}"
 
 
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_bytes(value: object) -> int | None:
+    """``8GiB``, ``512Mi``, ``4G``, ``4GB`` or a number of bytes; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*", str(value), re.IGNORECASE)
+    if match is None:
+        raise CatalogError(f"not a size: {value!r} (use e.g. 8GiB or 512MiB)")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a flavor gives each instance: the limits the container backends enforce."""
+
+    cpus: float
+    memory_bytes: int | None
+    gpus: int
+
+
 @dataclass(frozen=True)
 class Flavor:
     name: str
@@ -57,6 +83,14 @@ class Flavor:
     @property
     def free(self) -> bool:
         return self.promo_type == "Free"
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(
+            cpus=float(self.params.get("CPU", 1)),
+            memory_bytes=parse_bytes(self.params.get("memory")),
+            gpus=int(self.params.get("GPU", 0) or 0),
+        )
 
     def permits(self, user_name: str) -> bool:
         return self.permitted_users is None or user_name in self.permitted_users
@@ -138,10 +172,17 @@ def _flavor(entry: Mapping[str, Any]) -> Flavor:
     if ftype not in {"CPU", "GPU", "ASCEND"}:
         raise CatalogError(f"flavor {name!r}: type must be CPU, GPU or ASCEND")
     permitted = entry.get("permitted_users")
+    params = dict(entry.get("params") or {})
+    try:
+        parse_bytes(params.get("memory"))
+        float(params.get("CPU", 1))
+        int(params.get("GPU", 0) or 0)
+    except (CatalogError, TypeError, ValueError) as exc:
+        raise CatalogError(f"flavor {name!r}: bad params: {exc}") from exc
     return Flavor(
         name=name,
         type=ftype,
-        params=dict(entry.get("params") or {}),
+        params=params,
         promo_type=str(entry.get("promo_type", "NoDiscount")),
         storage_list=tuple(str(s) for s in entry.get("storage_list", ["obs", "evs"])),
         capacity=entry.get("capacity"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from demanager.domain.instance import Desired, Endpoint, Instance
+from demanager.domain.instance import Desired, Endpoint, FailedReason, Instance
 from demanager.domain.lifecycle import QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
 
@@ -50,6 +50,8 @@ class Step(Enum):
     MARK_STOPPED = "mark_stopped"
     DESTROY = "destroy"
     """Remove the workload and the volume of a deleted instance."""
+    FAIL = "fail"
+    """The backend says the launched workload can never come up: fail the start."""
     ADMIT = "admit"
     """A queued instance got its slot: CREATE_QUEUING -> CREATING,
     START_QUEUING -> READY_TO_START."""
@@ -70,9 +72,13 @@ class Observation(Generic[H]):
     """Where the proxy reaches the workload, when it is READY."""
     volume_bytes: int | None = None
     """Bytes the instance's own volume holds, when the backend measured them."""
+    failure: FailedReason | None = None
+    """Why the workload can never come up as launched (its image cannot be pulled, its
+    spec is refused): the engine fails the start with it instead of waiting it out."""
 
 
 _BRINGING_UP = frozenset({S.CREATING, S.STARTING})
+_LAUNCHING = _BRINGING_UP | {S.RESTARTING, S.UNAVAILABLE}
 
 UNANSWERED_KEY = "unanswered_probes"
 """Key in the instance's stored handle that counts the health probes a RUNNING workload
@@ -111,6 +117,9 @@ def plan(
 
     if status in QUEUED and work is Workload.ABSENT:
         return Step.ADMIT if admissible else Step.NOTHING
+
+    if observed.failure is not None and status in _LAUNCHING:
+        return Step.FAIL
 
     if status in _BRINGING_UP:
         return _bring_up(work)

@@ -93,6 +93,7 @@ class StepRunner:
             Step.LAUNCH: self._launch,
             Step.RELAUNCH: self._launch,
             Step.MARK_RUNNING: self._mark_running,
+            Step.FAIL: self._fail_launch,
             Step.ADMIT: self._admit,
             Step.MARK_STARTING: self._mark_starting,
             Step.COUNT_UNANSWERED: self._count_unanswered,
@@ -202,6 +203,11 @@ class StepRunner:
             raise errors.PermanentBackendError(f"The backend failed: {exc}") from exc
         await self._keep_launched(instance, launched, p.now_ms)
         return Outcome.LAUNCHED
+
+    async def _fail_launch(self, p: Pass) -> Outcome:
+        if p.observed.failure is not None:
+            await self.fail(p.instance, p.observed.failure)
+        return Outcome.DONE
 
     async def _keep_launched(self, instance: Instance, handle: Handle, now: int) -> None:
         """Store the handle of what was just launched, or stop it if it is no longer wanted.
