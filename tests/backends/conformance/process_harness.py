@@ -12,7 +12,7 @@ from demanager.backends.base import Backend, BackendContext
 from demanager.backends.options import ProcessOptions
 from demanager.backends.process import ProcessBackend, ProcessHandle
 from tests.backends.conformance.harness import Harness
-from tests.server import processes_of
+from tests.server import notebook_python, processes_of
 
 
 class ProcessHarness(Harness):
