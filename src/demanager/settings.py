@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     """Name of the node this server's local workloads run on; default: the host name plus a
     digest of the boot id and PID namespace. Replicas that can see each other's processes
     must share it, and replicas that cannot must not."""
+    instance_label: str = Field(
+        default="demanager", max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
+    )
+    """A name for this deployment, put on every container, volume and network the container
+    backends create: two deployments sharing a Docker host or a cluster need different ones,
+    and the replicas of one deployment share it."""
     lease_seconds: float = Field(default=15.0, gt=0)
     """How long a replica's claim on an instance (and its heartbeat) lasts unrenewed: a
     replica that dies has its instances taken over by the others after this long."""

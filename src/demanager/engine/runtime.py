@@ -64,6 +64,7 @@ def backend_context(settings: Settings) -> BackendContext:
         data_dir=settings.data_dir,
         node_id=settings.node_id,
         object_storage_root=settings.object_storage_root,
+        instance_label=settings.instance_label,
     )
 
 
