@@ -61,7 +61,7 @@ class FakeRecipe(Recipe):
 
 class ContainerRecipe(Recipe):
     """What the container backends run for a profile. Placeholders in ``command`` and
-    ``env``: ``{port}``, ``{base_url}``, ``{cpus}``."""
+    ``env``: ``{port}``, ``{base_url}``, ``{cpus}``, ``{work_dir}``."""
 
     image: str | None = None
     """The image; default the profile's ``namespace/name:tag``."""
@@ -96,6 +96,12 @@ class DockerOptions(Options):
     """How long a notebook gets to shut its kernels down before it is killed."""
     runtime: str | None = None
     """The container runtime (``runc``, ``nvidia``, ``runsc``…); default the daemon's."""
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Timeout of each call to the daemon (a pull is bounded by ``pull_timeout_seconds``
+    instead, a stop by ``stop_timeout_seconds`` more)."""
+    pids_limit: int = Field(default=4096, ge=64)
+    """Processes and threads a notebook's container may hold at once: a fork bomb stops
+    there instead of exhausting the host."""
 
 
 class KubernetesOptions(Options):
