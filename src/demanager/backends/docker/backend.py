@@ -61,6 +61,9 @@ from demanager.errors import BackendError, PermanentBackendError, TransientBacke
 log = logging.getLogger(__name__)
 
 ALIVE = ("running", "paused", "restarting")
+NOT_EXECUTABLE = (126, 127)
+"""Exit codes of a command that cannot be run (not executable, not found): tini's and
+the shells' convention. A relaunch would fail alike."""
 
 
 class DockerHandle(Handle):
@@ -150,9 +153,7 @@ class DockerBackend:
                 f"the notebook's container cannot start: {daemon.refused(exc)}"
             ) from exc
         log.info("%s: container %s launched from %s", instance_id, container.short_id, image)
-        used = await self._daemon.call(
-            daemon.volume_usage, container, recipe.work_dir, recipe.user
-        )
+        used = await self._daemon.call(daemon.volume_usage, container, recipe.work_dir, recipe.user)
         return DockerHandle(
             container_id=str(container.id),
             token=launch.token,
@@ -170,9 +171,7 @@ class DockerBackend:
             if handle is not None:
                 container = await self._daemon.run(daemon.container_by_id, handle.container_id)
             else:
-                found = await self._daemon.run(
-                    daemon.instance_containers, self._label, instance_id
-                )
+                found = await self._daemon.run(daemon.instance_containers, self._label, instance_id)
                 container = found[0] if found else None
         except APIError as exc:
             raise _refusal(exc, f"inspect the container of {instance_id}") from exc
@@ -180,14 +179,7 @@ class DockerBackend:
             return Observation(Workload.ABSENT)
         state = container.attrs.get("State") or {}
         if state.get("Status") not in ALIVE:
-            # Exited (the engine relaunches it), or never ran: the daemon says why.
-            error = state.get("Error")
-            failure = (
-                FailedReason("ModelArts.6361", f"The notebook's container cannot run: {error}")
-                if error
-                else None
-            )
-            return Observation(Workload.ABSENT, failure=failure)
+            return Observation(Workload.ABSENT, failure=await self._failure(container, state))
         adopted = None if handle is not None else _adopt(container, instance_id)
         handle = handle or adopted
         if handle is None:  # not launched by this backend: a start replaces it
@@ -215,9 +207,7 @@ class DockerBackend:
         except APIError as exc:
             raise _refusal(exc, f"remove the container of {instance_id}") from exc
 
-    async def delete(
-        self, instance_id: str, handle: DockerHandle | None, storage: Storage
-    ) -> None:
+    async def delete(self, instance_id: str, handle: DockerHandle | None, storage: Storage) -> None:
         await self.stop(instance_id, handle)
         try:
             await self._daemon.run(daemon.remove_volume, volume_name(instance_id))
@@ -295,9 +285,7 @@ class DockerBackend:
         try:
             # The worker thread checks the deadline at each progress message; this one
             # returns at the deadline even if the daemon goes silent.
-            await asyncio.wait_for(
-                self._daemon.run(daemon.pull, image, deadline), timeout
-            )
+            await asyncio.wait_for(self._daemon.run(daemon.pull, image, deadline), timeout)
         except TimeoutError as exc:
             raise daemon.PullTimedOut(image) from exc
         except APIError as exc:
@@ -320,6 +308,24 @@ class DockerBackend:
                 daemon.remove_container(container, grace_seconds)
 
         await self._daemon.run(remove)
+
+    async def _failure(self, container: Container, state: dict[str, Any]) -> FailedReason | None:
+        """Why a container that is not running can never run as launched: the daemon could
+        not start it (``State.Error``), or its command cannot be executed (exit 126 or 127,
+        with the last line it wrote). Any other exit (a crash, a kill, an OOM) is left to
+        the engine, which relaunches it."""
+        error = state.get("Error")
+        if error:
+            return FailedReason("ModelArts.6361", f"The notebook's container cannot run: {error}")
+        code = state.get("ExitCode")
+        if code not in NOT_EXECUTABLE:
+            return None
+        try:
+            said = await self._daemon.call(daemon.last_words, container)
+        except APIError:
+            said = ""
+        reason = f"The notebook's command cannot be run (exit code {code})"
+        return FailedReason("ModelArts.6361", f"{reason}: {said}" if said else f"{reason}.")
 
     def _endpoint(self, container: Container, handle: DockerHandle) -> Endpoint | None:
         if handle.host_network:
@@ -371,8 +377,9 @@ def _info(client: DockerClient) -> dict[str, Any]:
 def _network_problems(client: DockerClient, name: str) -> list[str]:
     driver = daemon.network_driver(client, name)
     if driver is None:
-        return [f"the Docker network {name!r} does not exist yet: it will be created at the "
-                "first start"]
+        return [
+            f"the Docker network {name!r} does not exist yet: it will be created at the first start"
+        ]
     return [] if driver == "bridge" else [daemon.not_a_bridge(name, driver)]
 
 

@@ -150,8 +150,9 @@ def container_kwargs(launch: Launch) -> dict[str, Any]:
         "pids_limit": launch.pids_limit,
         "nano_cpus": round(resources.cpus * 1e9),
         "mounts": [
-            Mount(target=launch.recipe.work_dir, source=volume_name(launch.instance_id),
-                  type="volume")
+            Mount(
+                target=launch.recipe.work_dir, source=volume_name(launch.instance_id), type="volume"
+            )
         ],
         "log_config": LogConfig(type=LogConfig.types.JSON, config=dict(LOG_OPTIONS)),
     }
@@ -184,5 +185,6 @@ def _fill(template: str, values: dict[str, str]) -> str:
     except (KeyError, IndexError, ValueError) as exc:
         raise PermanentBackendError(
             f"bad launch.docker template {template!r} in the catalog: {exc!r} (placeholders: "
-            + ", ".join("{" + name + "}" for name in values) + ")"
+            + ", ".join("{" + name + "}" for name in values)
+            + ")"
         ) from exc

@@ -194,7 +194,10 @@ def ensure_network(client: docker.DockerClient, name: str, label: str) -> None:
         raise PermanentBackendError(not_a_bridge(name, driver))
     try:
         client.networks.create(
-            name, driver="bridge", labels={MANAGED: label}, options={ICC: "false"},
+            name,
+            driver="bridge",
+            labels={MANAGED: label},
+            options={ICC: "false"},
             check_duplicate=True,
         )
     except APIError as exc:
@@ -253,7 +256,7 @@ def token_of(container: Container) -> str | None:
     prefix = f"{TOKEN_ENV}="
     for item in container.attrs.get("Config", {}).get("Env") or []:
         if item.startswith(prefix):
-            return str(item[len(prefix):])
+            return str(item[len(prefix) :])
     return None
 
 
@@ -266,6 +269,14 @@ def address_of(container: Container, network: str) -> str | None:
         if endpoint and endpoint.get("IPAddress"):
             return str(endpoint["IPAddress"])
     return None
+
+
+def last_words(container: Container) -> str:
+    """The last line a container wrote (its logs), at most 300 characters."""
+    output = container.logs(stdout=True, stderr=True, tail=5)
+    lines = [line.strip() for line in output.decode(errors="replace").splitlines()]
+    said = [line for line in lines if line]
+    return said[-1][:300] if said else ""
 
 
 def volume_usage(container: Container, path: str, user: str) -> int | None:
