@@ -1,16 +1,24 @@
 """How much does demanager add to JupyterLab's own start?
 
-Prints, in one run, the median time for a bare ``jupyter lab`` (the exact
-command of the default profile) to answer ``/api/status``, the median time from
-``POST /instances`` to ``RUNNING`` through demanager (process backend), and
-their ratio. Samples alternate between the two so drift hits both alike.
+Prints, in one run, the median time for a bare start of the default profile's notebook
+to answer ``/api/status``, the median time from ``POST /instances`` to ``RUNNING``
+through demanager, and their ratio. Samples alternate between the two so drift hits
+both alike.
 
-    .venv/bin/python bench/spawn.py [--samples 7]
+* ``--backend process`` (default): bare is the profile's exact ``jupyter lab`` command
+  as a child process; demanager runs it with the process backend.
+* ``--backend docker``: bare is ``docker run -d`` of the profile's image with the same
+  Jupyter command on the same network (no volume, no limits); demanager runs it with
+  the docker backend. Skipped, with the reason, without a Docker daemon or the image
+  (``make image``); nothing is pulled.
+
+    .venv/bin/python bench/spawn.py [--samples 7] [--backend process|docker]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -19,7 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -27,15 +38,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.server import ServerProcess, free_port, notebook_python_env, processes_of
 
+from demanager.backends.base import recipe_of
+from demanager.backends.options import ContainerRecipe, ProcessRecipe
 from demanager.catalog import load_catalog
+from demanager.domain.catalog import Profile
 
 PROFILE = "Multi-Engine 1.0 (python3)-cpu"
+FLAVOR = "modelarts.vm.cpu.2u"
 POLL = 0.05  # both sides poll alike; a client hammering the API would steal CPU from Jupyter
 
 
-def bare_start(workdir: Path) -> float:
+def _profile() -> Profile:
+    return load_catalog(None).profiles[PROFILE]
+
+
+def _until_answers(url: str, token: str, failed: Callable[[], str | None]) -> None:
+    """Poll ``url`` until it answers 200; raise with ``failed()`` if that says why not."""
+    with httpx.Client(headers={"Authorization": f"token {token}"}, timeout=1.0) as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if http.get(url).status_code == 200:
+                    return
+            reason = failed()
+            if reason:
+                raise RuntimeError(reason)
+            time.sleep(POLL)
+
+
+# --- process --------------------------------------------------------------------------
+
+
+def bare_process(workdir: Path) -> float:
     """Seconds from spawning the profile's command to a 200 from /api/status."""
-    profile = load_catalog(None).profiles[PROFILE]
+    recipe = recipe_of(ProcessRecipe, "process", _profile())
     port, token = free_port(), secrets.token_hex(16)
     base_url = "/notebooks/bare/"
     values = {
@@ -46,15 +81,14 @@ def bare_start(workdir: Path) -> float:
         "base_url": base_url,
         "cpus": "2",
     }
-    argv = [part.format(**values) for part in profile.launch.command]
+    argv = [part.format(**values) for part in recipe.command]
     env = {
         **os.environ,
         "JUPYTER_TOKEN": token,
         "HOME": str(workdir),
         "JUPYTER_RUNTIME_DIR": str(workdir / ".runtime"),
-        **{k: v.format(**values) for k, v in profile.launch.env.items()},
+        **{k: v.format(**values) for k, v in recipe.env.items()},
     }
-    url = f"http://127.0.0.1:{port}{base_url}api/status"
     began = time.perf_counter()
     proc = subprocess.Popen(
         argv,
@@ -65,72 +99,198 @@ def bare_start(workdir: Path) -> float:
         start_new_session=True,
     )
     try:
-        with httpx.Client(headers={"Authorization": f"token {token}"}, timeout=1.0) as http:
-            while True:
-                try:
-                    if http.get(url).status_code == 200:
-                        return time.perf_counter() - began
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None:
-                    raise RuntimeError("bare jupyter lab exited early")
-                time.sleep(POLL)
+        _until_answers(
+            f"http://127.0.0.1:{port}{base_url}api/status",
+            token,
+            lambda: "bare jupyter lab exited early" if proc.poll() is not None else None,
+        )
+        return time.perf_counter() - began
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
 
-def demanager_start(api: httpx.Client, name: str) -> float:
-    """Seconds from POST create to a GET that shows RUNNING; then clean up (untimed)."""
-    body = {
-        "name": name,
-        "profile_id": PROFILE,
-        "flavor": "modelarts.vm.cpu.2u",
-        "spec": {"storage": {"type": "evs"}},
-    }
+def demanager_start(api: httpx.Client, name: str, gone: Callable[[str], bool]) -> float:
+    """Seconds from POST create to a GET that shows RUNNING; then clean up (untimed) until
+    ``gone(instance_id)``."""
+    body = {"name": name, "profile_id": PROFILE, "flavor": FLAVOR,
+            "spec": {"storage": {"type": "evs"}}}
     began = time.perf_counter()
     response = api.post("", json=body)
     response.raise_for_status()
     instance_id = response.json()["id"]
-    while api.get(f"/{instance_id}").json()["status"] != "RUNNING":
+    while (status := api.get(f"/{instance_id}").json()["status"]) != "RUNNING":
+        if status.endswith("FAILED"):
+            raise RuntimeError(f"{instance_id}: {api.get(f'/{instance_id}').json()}")
         time.sleep(POLL)
     elapsed = time.perf_counter() - began
     api.post(f"/{instance_id}/action", json={"action": "stop"})
     while api.get(f"/{instance_id}").json()["status"] != "STOPPED":
         time.sleep(0.1)
     api.delete(f"/{instance_id}")
-    while processes_of(instance_id):
+    while not gone(instance_id):
         time.sleep(0.1)
     return elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=7)
-    args = parser.parse_args()
+def run_process(samples: int) -> tuple[str, list[float], list[float]] | None:
     with tempfile.TemporaryDirectory(prefix="dm-bench-") as tmp:
         root = Path(tmp)
         root.chmod(0o711)  # as root, instance uids must reach their volumes below it
         server = ServerProcess(root / "server", backend="process").start()
         try:
             with server.client() as api:
-                bare_start(root)  # warm the file-system cache for both sides
+                bare_process(root)  # warm the file-system cache for both sides
                 bare, managed = [], []
-                for i in range(args.samples):
+                for i in range(samples):
                     work = root / f"bare{i}"
                     work.mkdir()
-                    bare.append(bare_start(work))
-                    managed.append(demanager_start(api, f"bench-{i}"))
-                    print(
-                        f"  sample {i + 1}: bare {bare[-1]:.3f}s  demanager {managed[-1]:.3f}s",
-                        flush=True,
+                    bare.append(bare_process(work))
+                    managed.append(
+                        demanager_start(api, f"bench-{i}", lambda i_d: not processes_of(i_d))
                     )
+                    _sample(i, bare[-1], managed[-1])
         finally:
             server.close()
+    return "bare jupyter lab", bare, managed
+
+
+# --- docker ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def docker_or_reason() -> Iterator[tuple[Any, str | None]]:
+    """A Docker client and None, or None and why the docker mode cannot run here."""
+    try:
+        import docker
+    except ImportError as exc:
+        yield None, f"the docker SDK is missing ({exc})"
+        return
+    address = os.environ.get("DOCKER_HOST") or "the default socket"
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:  # any way of not reaching it: say so and skip
+        yield None, f"no Docker daemon answers at {address}: {exc}"
+        return
+    try:
+        image = recipe_of(ContainerRecipe, "docker", _profile()).image or _profile().image
+        cpus = int(client.info()["NCPU"])
+        if not _has_image(client, image):
+            yield None, f"the image {image} is missing: run `make image`"
+        elif cpus < 2:
+            yield None, f"{FLAVOR} needs 2 CPUs; the Docker host has {cpus}"
+        else:
+            yield client, None
+    finally:
+        client.close()
+
+
+def _has_image(client: Any, image: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def bare_docker(client: Any, network: str, label: str) -> float:
+    """Seconds from ``docker run -d`` of the profile's image, with the Jupyter command the
+    backend gives it, to a 200 from /api/status at the container's address."""
+    recipe = recipe_of(ContainerRecipe, "docker", _profile())
+    token = secrets.token_hex(16)
+    base_url = "/notebooks/bare/"
+    values = {"port": str(recipe.port), "base_url": base_url, "cpus": "2",
+              "work_dir": recipe.work_dir}
+    began = time.perf_counter()
+    container = client.containers.run(
+        recipe.image or _profile().image,
+        [part.format(**values) for part in recipe.command],
+        detach=True,
+        user=recipe.user,
+        environment={"JUPYTER_TOKEN": token},
+        network=network,
+        labels={"io.demanager.managed": label},
+    )
+    try:
+        container.reload()
+        address = container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+        def failed() -> str | None:
+            container.reload()
+            return None if container.status == "running" else "the bare container exited"
+
+        _until_answers(f"http://{address}:{recipe.port}{base_url}api/status", token, failed)
+        return time.perf_counter() - began
+    finally:
+        container.remove(force=True)
+
+
+def run_docker(samples: int) -> tuple[str, list[float], list[float]] | None:
+    with docker_or_reason() as (client, reason):
+        if client is None:
+            print(f"docker: skipped: {reason}")
+            return None
+        label = f"bench-{uuid.uuid4().hex[:10]}"
+        client.networks.create(label, driver="bridge", labels={"io.demanager.managed": label})
+
+        def gone(instance_id: str) -> bool:
+            labelled = {"label": f"io.demanager.instance={instance_id}"}
+            return not client.containers.list(all=True, filters=labelled) and not (
+                client.volumes.list(filters=labelled)
+            )
+
+        env = {"DEMANAGER_INSTANCE_LABEL": label, "DEMANAGER_DOCKER__NETWORK": label,
+               "DEMANAGER_DOCKER__PULL": "never"}
+        with tempfile.TemporaryDirectory(prefix="dm-bench-") as tmp:
+            server = ServerProcess(Path(tmp) / "server", backend="docker", env=env).start()
+            try:
+                with server.client() as api:
+                    bare_docker(client, label, label)  # warm the daemon and the page cache
+                    bare, managed = [], []
+                    for i in range(samples):
+                        bare.append(bare_docker(client, label, label))
+                        managed.append(demanager_start(api, f"bench-{i}", gone))
+                        _sample(i, bare[-1], managed[-1])
+            finally:
+                server.close()
+                _remove_labelled(client, label)
+    return "bare docker run", bare, managed
+
+
+def _remove_labelled(client: Any, label: str) -> None:
+    labelled = {"label": f"io.demanager.managed={label}"}
+    for container in client.containers.list(all=True, filters=labelled):
+        container.remove(force=True)
+    for volume in client.volumes.list(filters=labelled):
+        volume.remove(force=True)
+    for network in client.networks.list(filters=labelled):
+        network.remove()
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+def _sample(i: int, bare: float, managed: float) -> None:
+    print(f"  sample {i + 1}: bare {bare:.3f}s  demanager {managed:.3f}s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=7)
+    parser.add_argument("--backend", choices=["process", "docker"], default="process")
+    args = parser.parse_args()
+    run = run_docker if args.backend == "docker" else run_process
+    measured = run(args.samples)
+    if measured is None:
+        return
+    what, bare, managed = measured
     b, m = statistics.median(bare), statistics.median(managed)
-    print(f"bare jupyter lab -> /api/status   median {b:.3f}s  (n={len(bare)})")
-    print(f"demanager create -> RUNNING       median {m:.3f}s  (n={len(managed)})")
-    print(f"ratio demanager / bare            {m / b:.3f}  (target <= 1.20)")
+    print(f"{what + ' -> /api/status':<34}median {b:.3f}s  (n={len(bare)})")
+    print(f"{'demanager create -> RUNNING':<34}median {m:.3f}s  (n={len(managed)})")
+    print(f"{'ratio demanager / bare':<34}{m / b:.3f}  (target <= 1.20)")
 
 
 if __name__ == "__main__":
