@@ -214,6 +214,22 @@ async def test_a_root_recipe_fails_before_the_daemon_is_asked(tmp_path: Path) ->
         await backend.close()
 
 
+async def test_object_storage_is_refused_before_the_daemon_is_asked(tmp_path: Path) -> None:
+    address = f"unix://{tmp_path}/no-docker.sock"
+    backend = DockerBackend(DockerOptions(host=address), BackendContext(data_dir=tmp_path))
+    bucket = Storage("obs", Location(path="/bucket/folder/"))
+    try:
+        for spec in (
+            dataclasses.replace(_spec(f"DE-{uuid.uuid4()}"), storage=bucket),
+            dataclasses.replace(_spec(f"DE-{uuid.uuid4()}"), extend_storage=(bucket,)),
+        ):
+            with pytest.raises(PermanentBackendError, match="EVS volumes only") as raised:
+                await backend.start(spec)
+            assert raised.value.code == "ModelArts.6324"
+    finally:
+        await backend.close()
+
+
 # --- with a real daemon ----------------------------------------------------------------
 
 

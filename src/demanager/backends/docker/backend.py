@@ -107,6 +107,12 @@ class DockerBackend:
     async def start(self, spec: LaunchSpec) -> DockerHandle:
         began = time.monotonic()
         instance_id = spec.instance_id
+        if spec.storage.type != "evs" or spec.extend_storage:
+            raise PermanentBackendError(
+                "the docker backend keeps notebooks on EVS volumes only: object storage "
+                "(obs, obsfs) would need a host folder mounted into the container",
+                "ModelArts.6324",
+            )
         recipe = recipe_of(ContainerRecipe, self.name, spec.profile)
         check_user(recipe.user)
         image = recipe.image or spec.profile.image

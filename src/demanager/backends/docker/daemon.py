@@ -36,6 +36,9 @@ T = TypeVar("T")
 MIN_API_VERSION = (1, 40)
 """Docker 19.03: the oldest daemon that takes device requests (GPUs)."""
 RETRY_SECONDS = 5.0
+POOL_SIZE = 32
+"""Connections kept to the daemon: as many as worker threads may call it at once (the
+default executor's most), so none is opened and dropped per call under load."""
 ICC = "com.docker.network.bridge.enable_icc"
 USAGE_SECONDS = 3
 """How long measuring a volume may take (``du`` in the container) before it is left
@@ -94,7 +97,10 @@ class Daemon:
         if self._host:
             environment["DOCKER_HOST"] = self._host  # TLS settings still come from DOCKER_*
         client = docker.from_env(
-            version="auto", timeout=math.ceil(self._timeout), environment=environment
+            version="auto",
+            timeout=math.ceil(self._timeout),
+            environment=environment,
+            max_pool_size=POOL_SIZE,
         )
         version = client.api.api_version
         if api_version(version) < MIN_API_VERSION:
