@@ -25,3 +25,7 @@ doctor.register(app)
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
