@@ -351,11 +351,11 @@ async def test_a_missing_image_with_pulling_off_is_permanent(make_backend: Any) 
     ]
 
 
-async def test_check_says_the_network_will_be_created(make_backend: Any, label: str) -> None:
-    backend = make_backend()
-    assert await backend.check() == [
-        f"the Docker network {label!r} does not exist yet: it will be created at the first start"
-    ]
+async def test_check_passes_before_the_first_start_creates_the_network(
+    client: docker.DockerClient, make_backend: Any, label: str
+) -> None:
+    assert not client.networks.list(names=[label])
+    assert await make_backend().check() == [], "a network the first start creates is fine"
     assert await make_backend(network_mode="host").check() == []
     assert "runtime" in " ".join(await make_backend(runtime="no-such-runtime").check())
 
@@ -470,3 +470,26 @@ def test_naming_the_backend_does_not_load_the_docker_sdk() -> None:
         "assert 'docker' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_doctor_names_the_images_the_host_lacks(
+    client: docker.DockerClient, label: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from demanager.cli.main import app
+
+    for key, value in {
+        "DEMANAGER_DATA_DIR": str(tmp_path / "data"),
+        "DEMANAGER_DOCKER__NETWORK": label,
+        "DEMANAGER_DOCKER__PULL": "never",
+    }.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(app, ["doctor", "--backend", "docker", "--catalog", str(CATALOG)])
+    assert result.exit_code == 1, result.output
+    problems = [line for line in result.output.splitlines() if line.startswith("problem")]
+    assert problems == [
+        "problem  backend docker: the image demanager/no-such-image:missing is not on the "
+        "Docker host and pulling is off (DEMANAGER_DOCKER__PULL=never): build it with "
+        "`make image` or pull it"
+    ]

@@ -221,7 +221,8 @@ class DockerBackend:
             raise _refusal(exc, f"remove the volume of {instance_id}") from exc
 
     async def check(self) -> list[str]:
-        """The daemon (reachable, recent enough), the network and the runtime."""
+        """The daemon (reachable, recent enough), the network (a bridge, if it exists
+        yet) and the runtime."""
         try:
             info = await self._daemon.run(_info)
             problems = []
@@ -242,7 +243,8 @@ class DockerBackend:
 
     async def missing_images(self, images: list[str]) -> list[str]:
         """One line per image of ``images`` the daemon does not hold, for
-        ``demanager doctor`` (which names the catalog's images)."""
+        ``demanager doctor`` (which names the catalog's images). A daemon that does not
+        answer gives no line here: ``check`` already says so."""
         lines = []
         try:
             for image in dict.fromkeys(images):
@@ -252,11 +254,11 @@ class DockerBackend:
                     lines.append(missing_image(image))
                 else:
                     lines.append(
-                        f"the image {image} is not on the Docker host: the first start of a "
-                        "profile that runs it pulls it"
+                        f"the image {image} is not on the Docker host: the first start that "
+                        "runs it will pull it (build it with `make image` if no registry has it)"
                     )
-        except BackendError as exc:
-            return [exc.message]
+        except BackendError:
+            return lines
         except APIError as exc:
             return [*lines, f"the Docker daemon refused an image lookup: {daemon.refused(exc)}"]
         return lines
@@ -381,12 +383,10 @@ def _info(client: DockerClient) -> dict[str, Any]:
 
 
 def _network_problems(client: DockerClient, name: str) -> list[str]:
+    """A network that is not a bridge. A missing one is not a problem: the first start
+    creates it (``demanager doctor`` counts every line as one)."""
     driver = daemon.network_driver(client, name)
-    if driver is None:
-        return [
-            f"the Docker network {name!r} does not exist yet: it will be created at the first start"
-        ]
-    return [] if driver == "bridge" else [daemon.not_a_bridge(name, driver)]
+    return [] if driver in (None, "bridge") else [daemon.not_a_bridge(name, driver)]
 
 
 def _refusal(exc: APIError, doing: str) -> BackendError:
