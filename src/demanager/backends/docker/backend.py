@@ -7,7 +7,8 @@ Each instance gets:
   that lost a handle (a crash between launching and storing it) finds and adopts it;
 * a named volume ``demanager-vol-{id}`` at the recipe's ``work_dir``: its EVS disk,
   kept by ``stop`` and removed by ``delete``. Docker's local driver cannot cap its
-  size: the size asked for is a label, and what it holds is measured once per start;
+  size: the size asked for is a label, and what it holds is measured at each start,
+  while the notebook boots (``Observation.volume_bytes`` once it is READY);
 * a random Jupyter token per launch, in the container's environment (where a server
   that adopts the container reads it back); the proxy sends it, callers never see it;
 * an address the proxy reaches: its IP on the user-defined bridge network
@@ -72,8 +73,6 @@ class DockerHandle(Handle):
     port: int
     base_url: str
     host_network: bool = False
-    volume_bytes: int | None = None
-    """What the volume held at launch (``du``), None when it could not be measured."""
 
 
 def missing_image(image: str) -> str:
@@ -96,6 +95,9 @@ class DockerBackend:
         self._daemon = daemon.Daemon(options.host, options.request_timeout_seconds)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=0.5))
         self._cpus: int | None = None
+        self._usage: dict[str, asyncio.Task[int | None]] = {}
+        """What each container launched here found on its volume, measured (``du`` in the
+        container) while its notebook boots, by container id."""
 
     @property
     def _network(self) -> str | None:
@@ -159,7 +161,11 @@ class DockerBackend:
                 f"the notebook's container cannot start: {daemon.refused(exc)}"
             ) from exc
         log.info("%s: container %s launched from %s", instance_id, container.short_id, image)
-        used = await self._daemon.call(daemon.volume_usage, container, recipe.work_dir, recipe.user)
+        measuring = asyncio.create_task(
+            self._daemon.call(daemon.volume_usage, container, recipe.work_dir, recipe.user)
+        )
+        measuring.add_done_callback(_retrieved)
+        self._usage[str(container.id)] = measuring
         return DockerHandle(
             container_id=str(container.id),
             token=launch.token,
@@ -167,7 +173,6 @@ class DockerBackend:
             base_url=base_url(instance_id),
             host_network=network is None,
             launched_at=launch.launched_at,
-            volume_bytes=used,
         )
 
     async def observe(
@@ -190,9 +195,7 @@ class DockerBackend:
         handle = handle or adopted
         if handle is None:  # not launched by this backend: a start replaces it
             return Observation(Workload.ABSENT)
-        seen: Observation[DockerHandle] = Observation(
-            Workload.BOOTING, handle.launched_at, adopted, volume_bytes=handle.volume_bytes
-        )
+        seen: Observation[DockerHandle] = Observation(Workload.BOOTING, handle.launched_at, adopted)
         endpoint = self._endpoint(container, handle)
         if state.get("Status") != "running" or endpoint is None:
             return seen
@@ -205,7 +208,10 @@ class DockerBackend:
             return seen
         if response.status_code != 200:
             return seen
-        return dataclasses.replace(seen, workload=Workload.READY, endpoint=endpoint)
+        used = await self._volume_bytes(handle.container_id)
+        return dataclasses.replace(
+            seen, workload=Workload.READY, endpoint=endpoint, volume_bytes=used
+        )
 
     async def stop(self, instance_id: str, handle: DockerHandle | None) -> None:
         try:
@@ -265,6 +271,8 @@ class DockerBackend:
 
     async def close(self) -> None:
         # Containers outlive the server on purpose: a restarted server adopts them.
+        for task in self._usage.values():
+            task.cancel()
         await self._http.aclose()
         await self._daemon.close()
 
@@ -307,15 +315,19 @@ class DockerBackend:
         """Stop and remove every container of the instance: the handle's, and any other
         labelled with its id (a launch whose handle was never stored)."""
 
-        def remove(client: DockerClient) -> None:
+        def remove(client: DockerClient) -> list[str]:
             found = daemon.instance_containers(client, self._label, instance_id)
             if handle is not None and all(c.id != handle.container_id for c in found):
                 own = daemon.container_by_id(client, handle.container_id)
                 found += [own] if own is not None else []
             for container in found:
                 daemon.remove_container(container, grace_seconds)
+            return [str(container.id) for container in found]
 
-        await self._daemon.run(remove)
+        for container_id in await self._daemon.run(remove):
+            measuring = self._usage.pop(container_id, None)
+            if measuring is not None:
+                measuring.cancel()
 
     async def _failure(self, container: Container, state: dict[str, Any]) -> FailedReason | None:
         """Why a container that is not running can never run as launched: the daemon could
@@ -335,6 +347,18 @@ class DockerBackend:
         reason = f"The notebook's command cannot be run (exit code {code})"
         return FailedReason("ModelArts.6361", f"{reason}: {said}" if said else f"{reason}.")
 
+    async def _volume_bytes(self, container_id: str) -> int | None:
+        """What the volume held when the container was launched here (None for a container
+        adopted from another server): measured while the notebook booted, so it is
+        normally ready when the notebook is, and waited for otherwise (it is bounded)."""
+        task = self._usage.get(container_id)
+        if task is None:
+            return None
+        await asyncio.wait({task})  # neither raises what the task raised, nor cancels it
+        if task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
+
     def _endpoint(self, container: Container, handle: DockerHandle) -> Endpoint | None:
         if handle.host_network:
             host: str | None = LOOPBACK
@@ -348,6 +372,13 @@ class DockerBackend:
             base_path=handle.base_url,
             headers={"Authorization": f"token {handle.token}"},
         )
+
+
+def _retrieved(task: asyncio.Task[int | None]) -> None:
+    """Mark a measurement's failure as seen (the daemon's trouble is reported by the
+    calls that need it), so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _adopt(container: Container, instance_id: str) -> DockerHandle | None:

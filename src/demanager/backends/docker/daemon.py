@@ -41,8 +41,9 @@ POOL_SIZE = 32
 default executor's most), so none is opened and dropped per call under load."""
 ICC = "com.docker.network.bridge.enable_icc"
 USAGE_SECONDS = 3
-"""How long measuring a volume may take (``du`` in the container) before it is left
-unmeasured: a start never waits on a huge volume."""
+"""How long measuring a volume may take (``du`` in the container, while the notebook
+boots) before it is left unmeasured: a huge volume holds the notebook's first READY
+observation up by this much at most."""
 
 
 class Daemon:
