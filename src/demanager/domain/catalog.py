@@ -143,6 +143,8 @@ def _req(entry: Mapping[str, Any], key: str, what: str) -> Any:
 def _profile(entry: Mapping[str, Any]) -> Profile:
     pid = str(_req(entry, "id", "profile"))
     image = entry.get("image", {}) or {}
+    if "process" in entry:
+        raise CatalogError(f"profile {pid!r}: 'process' moved under 'launch' (launch.process)")
     launch = entry.get("launch", {}) or {}
     if not isinstance(launch, dict) or not all(
         isinstance(k, str) and isinstance(v, dict) for k, v in launch.items()

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from demanager.backends.base import Backend, BackendContext, recipe_of
+from demanager.backends.base import Backend, BackendContext, Options, recipe_of
 from demanager.backends.node import replica_name, this_node
 from demanager.catalog import load_catalog
 from demanager.domain.catalog import Catalog, CatalogError
@@ -67,10 +67,11 @@ def backend_context(settings: Settings) -> BackendContext:
     )
 
 
-def load_backend(settings: Settings, catalog: Catalog | None = None) -> Backend:
-    """Build the chosen backend from its own settings section; with ``catalog``, check
-    first that the backend can read each profile's ``launch`` section for it."""
-    cls = backend_class(settings.backend)
+def check_backend_settings(
+    cls: type[Backend], settings: Settings, catalog: Catalog | None = None
+) -> Options:
+    """The backend's options from its settings section; with ``catalog``, also check that
+    the backend can read each profile's ``launch`` section for it."""
     try:
         options = cls.options_type.model_validate(backend_section(settings, settings.backend))
     except ValidationError as exc:
@@ -84,7 +85,14 @@ def load_backend(settings: Settings, catalog: Catalog | None = None) -> Backend:
                 recipe_of(cls.recipe_type, settings.backend, profile)
             except PermanentBackendError as exc:
                 raise CatalogError(str(exc)) from exc
-    return cls(options, backend_context(settings))
+    return options
+
+
+def load_backend(settings: Settings, catalog: Catalog | None = None) -> Backend:
+    """Build the chosen backend from its own settings section (see
+    ``check_backend_settings``)."""
+    cls = backend_class(settings.backend)
+    return cls(check_backend_settings(cls, settings, catalog), backend_context(settings))
 
 
 def data_dir_mode() -> int:
