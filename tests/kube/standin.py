@@ -5,6 +5,7 @@ Kubernetes API that the Kubernetes backend uses, with the semantics the backend
 relies on, and runs "pods" as loopback HTTP servers that look like Jupyter:
 
 * ``GET /version``; ``GET /api/v1/namespaces/{ns}`` (the namespaces given at start);
+  discovery (``/api``, ``/apis``, ``/api/v1``), enough for ``kubectl -s URL``;
 * core/v1 ``pods``, ``persistentvolumeclaims``, ``services`` and ``secrets`` in a
   namespace: create (POST; 409 AlreadyExists and 422 Invalid with Status bodies),
   get, list with ``labelSelector`` (equality and set-based), delete (with
@@ -100,6 +101,10 @@ class StandIn:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_problems])
         app.router.add_get("/version", self._version)
+        app.router.add_get("/api", self._api_versions)
+        app.router.add_get("/apis", self._api_groups)
+        app.router.add_get("/api/v1", self._api_resources)
+        app.router.add_get("/apis/authorization.k8s.io/v1", self._authorization_resources)
         app.router.add_get("/api/v1/namespaces/{name}", self._namespace)
         base = "/api/v1/namespaces/{ns}/{plural}"
         app.router.add_get(base, self._list)
@@ -143,6 +148,33 @@ class StandIn:
 
     async def _version(self, request: web.Request) -> web.Response:
         return _json(VERSION)
+
+    # Discovery, enough for kubectl (``kubectl -s URL get pods -n demanager``).
+
+    async def _api_versions(self, request: web.Request) -> web.Response:
+        return _json({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}]})
+
+    async def _api_groups(self, request: web.Request) -> web.Response:
+        group = {"name": "authorization.k8s.io",
+                 "versions": [{"groupVersion": "authorization.k8s.io/v1", "version": "v1"}],
+                 "preferredVersion": {"groupVersion": "authorization.k8s.io/v1",
+                                      "version": "v1"}}
+        return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]})
+
+    async def _api_resources(self, request: web.Request) -> web.Response:
+        verbs = ["create", "delete", "get", "list", "watch"]
+        resources = [{"name": plural, "singularName": kind.lower(), "namespaced": True,
+                      "kind": kind, "verbs": verbs} for plural, kind in KINDS.items()]
+        resources.append({"name": "namespaces", "singularName": "namespace",
+                          "namespaced": False, "kind": "Namespace", "verbs": ["get"]})
+        return _json({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources})
+
+    async def _authorization_resources(self, request: web.Request) -> web.Response:
+        review = {"name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview",
+                  "namespaced": False, "kind": "SelfSubjectAccessReview", "verbs": ["create"]}
+        return _json({"kind": "APIResourceList", "groupVersion": "authorization.k8s.io/v1",
+                      "resources": [review]})
 
     async def _namespace(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -113,6 +113,9 @@ async def _running(kube: AsyncClient, name: str) -> Pod:
 async def test_version_and_namespaces(standin: StandIn, kube: AsyncClient) -> None:
     async with httpx.AsyncClient(base_url=standin.url) as http:
         assert (await http.get("/version")).json()["major"] == "1"
+        assert (await http.get("/api")).json()["versions"] == ["v1"]
+        kinds = {r["kind"] for r in (await http.get("/api/v1")).json()["resources"]}
+        assert {"Pod", "PersistentVolumeClaim", "Service", "Secret", "Namespace"} <= kinds
         unknown = await http.get("/api/v1/nothing")
         assert unknown.status_code == 404 and unknown.json()["kind"] == "Status"
     assert (await kube.get(Namespace, NS)).metadata.name == NS
