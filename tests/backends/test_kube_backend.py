@@ -276,3 +276,15 @@ def test_a_deployment_name_must_be_a_label_value(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="label"):
         KubernetesBackend(KubernetesOptions(server="http://127.0.0.1:9"),
                           BackendContext(data_dir=tmp_path, instance_label="not valid!"))
+
+
+async def test_an_api_server_down_from_the_start_fails_observations_fast(
+    tmp_path: Path,
+) -> None:
+    down = _backend("http://127.0.0.1:9", tmp_path, request_timeout_seconds=0.5)
+    try:
+        for _ in range(3):  # after the first sync's grace, each fails at once
+            with pytest.raises(TransientBackendError):
+                await down.observe("DE-x", None)
+    finally:
+        await down.close()

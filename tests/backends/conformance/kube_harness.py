@@ -23,7 +23,7 @@ from demanager.backends.kubernetes.backend import KubernetesBackend
 from demanager.backends.kubernetes.manifests import INSTANCE, label_value
 from demanager.backends.options import KubernetesOptions
 from tests.backends.conformance.harness import Harness
-from tests.server import free_port
+from tests.server import _die_with_parent, free_port
 
 NAMESPACE = "demanager"
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -49,6 +49,7 @@ class KubernetesHarness(Harness):
             [sys.executable, "-m", "tests.kube.standin", "--port", str(port),
              "--state", str(self.state), "--namespace", NAMESPACE],
             cwd=REPOSITORY, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + 30

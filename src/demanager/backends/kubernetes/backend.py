@@ -228,8 +228,7 @@ class KubernetesBackend:
     async def _pod_of(self, instance_id: str, handle: KubernetesHandle | None) -> Pod | None:
         """The instance's pod (the handle's, when given): from the watch's cache, or from
         the API server when the cache is not following it or has not seen the pod yet."""
-        if self._pods.relists == 0:
-            await self._pods.wait_synced(self._options.request_timeout_seconds)
+        await self._pods.first_sync(self._options.request_timeout_seconds)
         if handle is None:
             if self._pods.synced:
                 return self._pods.get(manifests.label_value(instance_id))

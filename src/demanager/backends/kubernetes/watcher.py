@@ -55,6 +55,7 @@ class PodWatch:
         self._changed = asyncio.Event()
         """Set, and replaced by a fresh one, whenever the cache changes."""
         self._task: asyncio.Task[None] | None = None
+        self._started = 0.0
         self.relists = 0
         """How many times the pods were listed (the first time included)."""
 
@@ -66,13 +67,18 @@ class PodWatch:
     def start(self) -> None:
         """Start watching (once; it needs a running event loop)."""
         if self._task is None:
+            self._started = asyncio.get_running_loop().time()
             self._task = asyncio.create_task(self._run(), name="kubernetes-pod-watch")
 
-    async def wait_synced(self, seconds: float) -> bool:
-        """Start watching if need be; true once the cache is synced, within ``seconds``."""
+    async def first_sync(self, seconds: float) -> bool:
+        """Start watching if need be, and give the first listing up to ``seconds`` from
+        the start to arrive; true if the cache is synced. Once that time has passed, it
+        waits no more: an API server that is down must not slow every observation."""
         self.start()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._synced.wait(), seconds)
+        left = self._started + seconds - asyncio.get_running_loop().time()
+        if not self.synced and left > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._synced.wait(), left)
         return self.synced
 
     async def until_absent(self, instance_label: str, seconds: float) -> bool:
