@@ -1,9 +1,10 @@
 """The Kubernetes backend: each instance is a Pod, a PersistentVolumeClaim and a Service.
 
-``manifests.py`` builds the objects; this module creates, reads and deletes them
-with lightkube's AsyncClient, and ``watcher.py`` keeps one watch of the deployment's
-pods that ``observe`` answers from. Every replica of demanager reaches the cluster,
-so ``node`` is None: whichever replica holds an instance's lease drives it.
+``manifests.py`` builds the objects, ``api.py`` makes the calls (and translates their
+errors), ``watcher.py`` keeps one watch of the deployment's pods that ``observe``
+answers from, and ``pods.py`` reads what a pod says. Every replica of demanager
+reaches the cluster, so ``node`` is None: whichever replica holds an instance's lease
+drives it.
 
 * ``start`` deletes any pod of the instance and waits for it to go, makes sure the
   volume claim exists, writes a fresh token Secret, creates the pod and its Service.
@@ -14,53 +15,35 @@ so ``node`` is None: whichever replica holds an instance's lease drives it.
 * ``stop`` deletes the pod, the Service and the Secret, and waits for the pod to go;
   ``delete`` also deletes the claim, which owns whatever might be left.
 
-API errors: 5xx, 429, timeouts and connection failures are transient; a 4xx answer to
-a create is permanent, with the API server's message. Deleting what is gone is fine.
+Errors are the contract's (``api.py``): an API server that cannot answer now is a
+transient error, one that refuses to create an object a permanent one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import secrets
 import time
-from collections.abc import Awaitable
-from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import httpx
 import httpx2
-from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.config.client_adapter import AsyncClient as adapter_client
-from lightkube.config.client_adapter import ConnectionParams
-from lightkube.config.models import Cluster, User
-from lightkube.core.resource import NamespacedResource
-from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
-from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
-from lightkube.resources.core_v1 import (
-    Namespace,
-    PersistentVolumeClaim,
-    Pod,
-    Secret,
-    Service,
-)
+from lightkube import ApiError
+from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod, Secret, Service
 from lightkube.types import CascadeType
 
 from demanager.backends.base import BackendContext, Handle, LaunchSpec, recipe_of
-from demanager.backends.kubernetes import manifests
+from demanager.backends.kubernetes import manifests, pods
+from demanager.backends.kubernetes.api import NamespaceApi, connect, name_of, uid_of
 from demanager.backends.kubernetes.manifests import ManifestError, Owner
 from demanager.backends.kubernetes.watcher import PodWatch
 from demanager.backends.options import KubernetesOptions, KubernetesRecipe
-from demanager.domain.instance import Endpoint, FailedReason, Storage
+from demanager.domain.instance import Endpoint, Storage
 from demanager.domain.planning import Observation, Workload
-from demanager.errors import BackendError, PermanentBackendError, TransientBackendError
+from demanager.errors import PermanentBackendError, TransientBackendError
 
 log = logging.getLogger(__name__)
-
-R = TypeVar("R")
-N = TypeVar("N", bound=NamespacedResource)
 
 PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("get", "namespaces"),
@@ -74,9 +57,6 @@ PERMISSIONS: tuple[tuple[str, str], ...] = (
 """Every verb on every core resource the backend uses, in its namespace: ``check``
 asks the API server about each, and deploy/kubernetes/rbac.yaml grants exactly these."""
 
-IMAGE_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-                            "ErrImageNeverPull"})
-CONFIG_FAILURES = frozenset({"CreateContainerConfigError"})
 GONE_POLL_CAP = 1.0
 CACHE_GRACE_SECONDS = 2.0
 """After the API server says a deleted pod is gone, how long a stop waits for the
@@ -112,16 +92,12 @@ class KubernetesBackend:
         self._options = options
         self._namespace = options.namespace
         self._deployment = context.instance_label
-        self._client = AsyncClient(
-            config=_config(options),
-            namespace=options.namespace,
-            timeout=httpx2.Timeout(options.request_timeout_seconds),
-            field_manager="demanager",
-        )
+        client = connect(options)
+        self._api = NamespaceApi(client, options.namespace, options.request_timeout_seconds)
         # Notebooks are reached directly, never through a proxy the environment names.
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=0.5), trust_env=False)
         self._pods = PodWatch(
-            self._client, self._namespace, manifests.deployment_labels(self._deployment)
+            client, self._namespace, manifests.deployment_labels(self._deployment)
         )
 
     # --- start --------------------------------------------------------------------------
@@ -136,14 +112,14 @@ class KubernetesBackend:
                 "object storage (obs, obsfs) is not supported", "ModelArts.6324",
             )
         # A recipe that cannot make a pod fails the start before anything is created.
-        self._object(Pod, self._pod_manifest(spec, recipe, Owner("PersistentVolumeClaim",
-                                                                 "-", "-"), 0), "pod")
+        self._api.model(Pod, self._pod_manifest(spec, recipe, Owner("PersistentVolumeClaim",
+                                                                    "-", "-"), 0), "pod")
         self._pods.start()
         await self._stop(instance_id)
         claim = await self._ensure_claim(spec)
-        owner = Owner("PersistentVolumeClaim", _name(claim), _uid(claim))
+        owner = Owner("PersistentVolumeClaim", name_of(claim), uid_of(claim))
         token = secrets.token_hex(16)
-        await self._create_fresh(
+        await self._api.create_fresh(
             Secret,
             manifests.token_secret(
                 instance_id=instance_id, namespace=self._namespace,
@@ -153,22 +129,22 @@ class KubernetesBackend:
         )
         launched_at = spec.now_ms + int((time.monotonic() - began) * 1000)
         manifest = self._pod_manifest(spec, recipe, owner, launched_at)
-        created = await self._create(Pod, manifest, "create the pod")
+        created = await self._api.create(Pod, manifest, "create the pod")
         if created is None:
             raise TransientBackendError(
                 f"the pod {manifest['metadata']['name']} still exists", TRANSIENT_RETRY
             )
-        await self._create_fresh(
+        await self._api.create_fresh(
             Service,
             manifests.service(
                 instance_id=instance_id, namespace=self._namespace,
                 deployment=self._deployment, port=recipe.port,
-                owner=Owner("Pod", _name(created), _uid(created)),
+                owner=Owner("Pod", name_of(created), uid_of(created)),
             ),
             "create the service",
         )
         return KubernetesHandle(
-            pod=_name(created), uid=_uid(created), token=token,
+            pod=name_of(created), uid=uid_of(created), token=token,
             base_url=f"/notebooks/{instance_id}/", port=recipe.port, launched_at=launched_at,
         )
 
@@ -189,9 +165,9 @@ class KubernetesBackend:
             deployment=self._deployment, size_gib=manifests.volume_size_gib(spec.storage),
             storage_class=self._options.storage_class,
         )
-        claim = await self._create(PersistentVolumeClaim, manifest, "create the volume")
+        claim = await self._api.create(PersistentVolumeClaim, manifest, "create the volume")
         if claim is None:  # it exists: the instance's volume, kept across stops
-            claim = await self._get(PersistentVolumeClaim, manifest["metadata"]["name"])
+            claim = await self._api.get(PersistentVolumeClaim, manifest["metadata"]["name"])
         if claim is None:
             raise TransientBackendError("the volume vanished while it was created", 1.0)
         if claim.metadata is not None and claim.metadata.deletionTimestamp is not None:
@@ -204,21 +180,21 @@ class KubernetesBackend:
         self, instance_id: str, handle: KubernetesHandle | None
     ) -> Observation[KubernetesHandle]:
         pod = await self._pod_of(instance_id, handle)
-        if pod is None or _gone(pod):
+        if pod is None or pods.gone(pod):
             return Observation(Workload.ABSENT)
         found = None
         if handle is None:
             found = await self._adopt(instance_id, pod)
         current = handle if handle is not None else found
         if current is None:
-            return Observation(Workload.BOOTING, _launched_at(pod))
+            return Observation(Workload.BOOTING, pods.launched_at(pod))
         booting: Observation[KubernetesHandle] = Observation(
             Workload.BOOTING, current.launched_at, found
         )
-        failure = _launch_failure(pod)
+        failure = pods.launch_failure(pod)
         if failure is not None:
             return Observation(Workload.BOOTING, current.launched_at, found, failure=failure)
-        if not _running(pod):
+        if not pods.running(pod):
             return booting
         endpoint = self._endpoint(instance_id, pod, current)
         if endpoint is None or not await self._answers(endpoint):
@@ -232,42 +208,27 @@ class KubernetesBackend:
         if handle is None:
             if self._pods.synced:
                 return self._pods.get(manifests.label_value(instance_id))
-            return await self._find(instance_id)
+            labels = manifests.instance_labels(instance_id, self._deployment)
+            return await self._api.first_pod(dict(labels))
         cached = self._pods.get(manifests.label_value(instance_id)) if self._pods.synced else None
-        pod = cached if cached is not None and _uid(cached) == handle.uid else None
+        pod = cached if cached is not None and uid_of(cached) == handle.uid else None
         if pod is None:  # just created, or gone: ask
-            pod = await self._get(Pod, handle.pod)
-        return pod if pod is not None and _uid(pod) == handle.uid else None
-
-    async def _find(self, instance_id: str) -> Pod | None:
-        labels: dict[str, Any] = manifests.instance_labels(instance_id, self._deployment)
-
-        async def first() -> Pod | None:
-            async for pod in self._client.list(Pod, namespace=self._namespace, labels=labels):
-                return pod
-            return None
-
-        return await self._api("list the instance's pods", first())
+            pod = await self._api.get(Pod, handle.pod)
+        return pod if pod is not None and uid_of(pod) == handle.uid else None
 
     async def _adopt(self, instance_id: str, pod: Pod) -> KubernetesHandle | None:
         """The handle of a pod this backend launched, rebuilt from the pod and its Secret."""
-        container = _notebook_container(pod)
-        if container is None:
-            return None
-        token = next(
-            (e.value for e in container.env or [] if e.name == manifests.TOKEN_ENV and e.value),
-            None,
-        )
+        token = pods.token_in_env(pod)
         if token is None:
-            secret = await self._get(Secret, manifests.secret_name(instance_id))
-            token = _secret_token(secret)
+            secret = await self._api.get(Secret, manifests.secret_name(instance_id))
+            token = pods.secret_token(secret)
         if token is None:
             return None
-        ports = container.ports or []
         return KubernetesHandle(
-            pod=_name(pod), uid=_uid(pod), token=token, base_url=f"/notebooks/{instance_id}/",
-            port=ports[0].containerPort if ports else KubernetesRecipe().port,
-            launched_at=_launched_at(pod),
+            pod=name_of(pod), uid=uid_of(pod), token=token,
+            base_url=f"/notebooks/{instance_id}/",
+            port=pods.port_of(pod) or KubernetesRecipe().port,
+            launched_at=pods.launched_at(pod),
         )
 
     def _endpoint(self, instance_id: str, pod: Pod, handle: KubernetesHandle) -> Endpoint | None:
@@ -307,15 +268,15 @@ class KubernetesBackend:
         await self.stop(instance_id, handle)
         # In the foreground: in the background, a claim that a pod still uses waits for
         # the pod (pvc-protection) while the pod waits for its owner, the claim, to go.
-        await self._delete(PersistentVolumeClaim, manifests.object_name(instance_id), "volume",
-                           cascade=CascadeType.FOREGROUND)
+        await self._api.delete(PersistentVolumeClaim, manifests.object_name(instance_id),
+                               cascade=CascadeType.FOREGROUND)
 
     async def _stop(self, instance_id: str) -> None:
         """Delete the pod, its Service and its Secret; wait for the pod to go."""
         name = manifests.object_name(instance_id)
-        existed = await self._delete(Pod, name, "pod")
-        await self._delete(Service, name, "service")
-        await self._delete(Secret, manifests.secret_name(instance_id), "token secret")
+        existed = await self._api.delete(Pod, name)
+        await self._api.delete(Service, name)
+        await self._api.delete(Secret, manifests.secret_name(instance_id))
         if existed:
             await self._until_gone(instance_id, name)
 
@@ -323,7 +284,7 @@ class KubernetesBackend:
         wait = self._options.stop_timeout_seconds + 2 * self._options.request_timeout_seconds
         deadline = time.monotonic() + wait
         delay = 0.05
-        while await self._get(Pod, name) is not None:
+        while await self._api.get(Pod, name) is not None:
             if time.monotonic() >= deadline:
                 raise TransientBackendError(f"the pod {name} is still terminating", 1.0)
             await asyncio.sleep(delay)
@@ -334,15 +295,15 @@ class KubernetesBackend:
     # --- doctor -------------------------------------------------------------------------
 
     async def check(self) -> list[str]:
-        server = self._client.config.cluster.server
+        server = self._api.client.config.cluster.server
         try:
-            version = await self._version()
+            version = await self._api.version()
         except (httpx2.HTTPError, ValueError) as exc:
             return [f"cannot reach the Kubernetes API server at {server}: {exc}"]
         log.info("Kubernetes API server %s, version %s", server, version)
         problems = []
         try:
-            await self._client.get(Namespace, self._namespace)
+            await self._api.read_namespace()
         except ApiError as exc:
             if exc.status.code == 404:
                 problems.append(
@@ -355,7 +316,7 @@ class KubernetesBackend:
             return [*problems, f"cannot read the namespace {self._namespace!r}: {exc}"]
         for verb, resource in PERMISSIONS:
             try:
-                allowed = await self._allowed(verb, resource)
+                allowed = await self._api.allowed(verb, resource)
             except httpx2.HTTPError as exc:
                 problems.append(f"cannot ask whether it may {verb} {resource}: {exc}")
                 continue
@@ -366,207 +327,8 @@ class KubernetesBackend:
                 )
         return problems
 
-    async def _version(self) -> str:
-        params = ConnectionParams(timeout=httpx2.Timeout(self._options.request_timeout_seconds))
-        async with adapter_client(self._client.config, params) as http:
-            response = await http.get("/version")
-            response.raise_for_status()
-            body = response.json()
-        return str(body.get("gitVersion", "?")) if isinstance(body, dict) else "?"
-
-    async def _allowed(self, verb: str, resource: str) -> bool:
-        review = SelfSubjectAccessReview(
-            spec=SelfSubjectAccessReviewSpec(
-                resourceAttributes=ResourceAttributes(
-                    namespace=self._namespace, verb=verb, resource=resource, group=""
-                )
-            )
-        )
-        answer = await self._client.create(review)
-        return bool(answer.status is not None and answer.status.allowed)
-
     async def close(self) -> None:
         # The pods outlive the server on purpose: a restarted server adopts them.
         await self._pods.close()
-        await self._client.close()
+        await self._api.client.close()
         await self._http.aclose()
-
-    # --- API calls, with their errors translated ----------------------------------------
-
-    async def _api(self, what: str, call: Awaitable[R], *, creating: bool = False) -> R:
-        try:
-            return await call
-        except ApiError as exc:
-            raise _translate(exc, what, creating=creating) from exc
-        except httpx2.HTTPError as exc:
-            raise TransientBackendError(
-                f"cannot {what}: {exc or type(exc).__name__}", TRANSIENT_RETRY
-            ) from exc
-
-    async def _get(self, kind: type[N], name: str) -> N | None:
-        try:
-            return await self._client.get(kind, name, namespace=self._namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise _translate(exc, f"read {kind.__name__} {name}") from exc
-        except httpx2.HTTPError as exc:
-            raise TransientBackendError(
-                f"cannot read {kind.__name__} {name}: {exc or type(exc).__name__}",
-                TRANSIENT_RETRY,
-            ) from exc
-
-    async def _create(self, kind: type[N], manifest: dict[str, Any], what: str) -> N | None:
-        """The created object, or None when one of that name exists (409)."""
-        obj = self._object(kind, manifest, what)
-        try:
-            return await self._api(what, self._client.create(obj), creating=True)
-        except TransientBackendError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ApiError) and cause.status.code == 409:
-                return None
-            raise
-
-    @staticmethod
-    def _object(kind: type[N], manifest: dict[str, Any], what: str) -> N:
-        """The manifest as lightkube's model, which checks the fields' types."""
-        try:
-            obj: N = cast(Any, kind).from_dict(manifest)
-        except Exception as exc:  # msgspec's ValidationError, raised on a wrong field type
-            raise PermanentBackendError(f"cannot {what}: the manifest is invalid: {exc}") from exc
-        return obj
-
-    async def _create_fresh(self, kind: type[N], manifest: dict[str, Any], what: str) -> N:
-        """Create the object, replacing one of that name left by an earlier launch."""
-        name = manifest["metadata"]["name"]
-        for _ in range(2):
-            created = await self._create(kind, manifest, what)
-            if created is not None:
-                return created
-            await self._delete(kind, name, kind.__name__)
-        raise TransientBackendError(f"cannot {what}: {name} keeps existing", TRANSIENT_RETRY)
-
-    async def _delete(
-        self, kind: type[NamespacedResource], name: str, what: str,
-        cascade: CascadeType = CascadeType.BACKGROUND,
-    ) -> bool:
-        """Delete; True if it existed. The garbage collector removes what it owned."""
-        try:
-            await self._client.delete(kind, name, namespace=self._namespace, cascade=cascade)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return False
-            raise _translate(exc, f"delete the {what} {name}") from exc
-        except httpx2.HTTPError as exc:
-            raise TransientBackendError(
-                f"cannot delete the {what} {name}: {exc or type(exc).__name__}", TRANSIENT_RETRY
-            ) from exc
-        return True
-
-
-# --- helpers ----------------------------------------------------------------------------
-
-
-def _config(options: KubernetesOptions) -> KubeConfig:
-    if options.server:
-        # KubeConfig.from_server leaves the user out, which lightkube 1.0's client then
-        # refuses ("Missing user"): an anonymous user is what a bare URL means.
-        return KubeConfig.from_one(
-            cluster=Cluster(server=options.server), user=User(), namespace=options.namespace
-        )
-    try:
-        return KubeConfig.from_env()
-    except Exception as exc:
-        raise ValueError(
-            "no Kubernetes configuration: run demanager in the cluster with a service "
-            "account, set KUBECONFIG, or set DEMANAGER_KUBERNETES__SERVER "
-            f"({exc})"
-        ) from exc
-
-
-def _translate(exc: ApiError, what: str, *, creating: bool = False) -> BackendError:
-    code = exc.status.code or 0
-    message = exc.status.message or str(exc)
-    if creating and 400 <= code < 500 and code not in (408, 409, 429):
-        return PermanentBackendError(f"Kubernetes refused to {what}: {message}")
-    return TransientBackendError(f"cannot {what} ({code}): {message}", TRANSIENT_RETRY)
-
-
-def _name(obj: Any) -> str:
-    return str(obj.metadata.name)
-
-
-def _uid(obj: Any) -> str:
-    return str(obj.metadata.uid)
-
-
-def _gone(pod: Pod) -> bool:
-    """Terminating, or ended: restartPolicy Never means an ended pod never comes back."""
-    if pod.metadata is not None and pod.metadata.deletionTimestamp is not None:
-        return True
-    return pod.status is not None and pod.status.phase in ("Failed", "Succeeded")
-
-
-def _running(pod: Pod) -> bool:
-    status = pod.status
-    if status is None or status.phase != "Running":
-        return False
-    return any(
-        s.name == manifests.CONTAINER and s.state is not None and s.state.running is not None
-        for s in status.containerStatuses or []
-    )
-
-
-def _launch_failure(pod: Pod) -> FailedReason | None:
-    """Why the pod can never start as launched: its image cannot be pulled, or its
-    container cannot be made. The kubelet would retry forever; the start fails now."""
-    status = pod.status
-    if status is None or status.phase != "Pending":
-        return None
-    for container in status.containerStatuses or []:
-        waiting = container.state.waiting if container.state is not None else None
-        if waiting is None:
-            continue
-        said = waiting.message or waiting.reason or "no reason given"
-        if waiting.reason in IMAGE_FAILURES:
-            image = container.image or _image_of(pod)
-            return FailedReason("ModelArts.6361", f"image {image} cannot be pulled: {said}",
-                                {"reason": waiting.reason})
-        if waiting.reason in CONFIG_FAILURES:
-            return FailedReason("ModelArts.6361",
-                                f"the notebook's container cannot be created: {said}",
-                                {"reason": waiting.reason})
-    return None
-
-
-def _notebook_container(pod: Pod) -> Any:
-    containers = pod.spec.containers if pod.spec is not None else []
-    return next((c for c in containers if c.name == manifests.CONTAINER), None)
-
-
-def _image_of(pod: Pod) -> str:
-    container = _notebook_container(pod)
-    return str(container.image) if container is not None else "?"
-
-
-def _secret_token(secret: Secret | None) -> str | None:
-    if secret is None or not secret.data or manifests.TOKEN_KEY not in secret.data:
-        return None
-    try:
-        return base64.b64decode(secret.data[manifests.TOKEN_KEY]).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
-def _launched_at(pod: Pod) -> int | None:
-    """When the pod was launched, in ms: its annotation, else its creation time."""
-    meta = pod.metadata
-    if meta is None:
-        return None
-    stamp = (meta.annotations or {}).get(manifests.LAUNCHED_AT)
-    if stamp is not None and stamp.isdigit():
-        return int(stamp)
-    created = meta.creationTimestamp
-    if isinstance(created, datetime):
-        return int(created.timestamp() * 1000)
-    return None
