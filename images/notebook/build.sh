@@ -29,6 +29,9 @@ readonly catalog=$repo/src/demanager/default_catalog.yaml
 python=${CATALOG_PYTHON:-$repo/.venv/bin/python}
 
 say() { printf '%s\n' "$*"; }
+# Seconds since the step began (lap=$SECONDS), for the progress lines.
+lap=$SECONDS
+took() { printf '%d s' $((SECONDS - lap)); }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Run a step with its output in a log; on failure show the log's tail, then fail.
@@ -128,8 +131,9 @@ apply_tags() {
 # --- what to build, and whether it is built already --------------------------------
 
 command -v docker >/dev/null || die "the docker command is missing (apt-get install docker.io)"
-docker version --format '{{ .Server.Version }}' >/dev/null 2>&1 \
-  || die "no Docker daemon answers at ${DOCKER_HOST:-unix:///var/run/docker.sock} (set DOCKER_HOST)"
+if ! docker_error=$(docker version --format '{{ .Server.Version }}' 2>&1 >/dev/null); then
+  die "no Docker daemon answers at ${DOCKER_HOST:-unix:///var/run/docker.sock} (set DOCKER_HOST): ${docker_error##*$'\n'}"
+fi
 [ -x "$python" ] || die "$python is missing: run make install (or set CATALOG_PYTHON)"
 catalog_out=$(catalog_images) || die "cannot read the image names from $catalog"
 mapfile -t catalog_refs < <(printf '%s\n' "$catalog_out" | grep .)
@@ -175,6 +179,8 @@ cleanup() {
     | while read -r target; do umount -l "$target" || true; done
   rm -rf --one-file-system "$work"
 }
+# A signal that reaches only this shell lets the running step finish, then cleans up:
+# nothing is removed under a debootstrap or pip still writing there.
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -189,7 +195,9 @@ if [ "${NOTEBOOK_IMAGE_REBUILD:-}" != 1 ] && [ -s "$tarball" ]; then
 else
   command -v debootstrap >/dev/null || die "debootstrap is missing (apt-get install debootstrap)"
   say "debootstrap $codename from $mirror…"
+  lap=$SECONDS
   logged "$work/debootstrap.log" debootstrap "${debootstrap_args[@]}" "$rootfs" "$mirror"
+  say "  done in $(took)"
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*
   rm -f "$cache"/debootstrap-*.tar # the one kept is the one this recipe needs
   tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" .
@@ -230,10 +238,11 @@ in_chroot install -d -o "$NB_UID" -g "$NB_GID" -m 0755 "$NB_HOME/work"
 chmod 0755 "$rootfs$NB_HOME"
 
 say "pip install ${PIP_REQUIREMENTS[*]} into $VENV…"
+lap=$SECONDS
 logged "$work/venv.log" in_chroot python3 -m venv "$VENV"
 logged "$work/pip.log" in_chroot "$VENV/bin/pip" install --no-cache-dir --no-input \
   --disable-pip-version-check --progress-bar off "${PIP_REQUIREMENTS[@]}"
-in_chroot "$VENV/bin/jupyter" lab --version | sed 's/^/jupyterlab /'
+say "  jupyterlab $(in_chroot "$VENV/bin/jupyter" lab --version), done in $(took)"
 
 # What the image needs not carry. The .pyc files stay: the container's user cannot
 # write them, so without them every start would compile JupyterLab's imports again.
@@ -249,6 +258,7 @@ find "$rootfs/var/log" -type f -delete
 
 old_id=$(image_id "$IMAGE")
 say "docker import…"
+lap=$SECONDS
 new_id=$(tar --numeric-owner -C "$rootfs" --exclude='./dev/*' -c . | docker import \
   --change "USER $NB_UID:$NB_GID" \
   --change "WORKDIR $NB_HOME/work" \
@@ -260,8 +270,8 @@ new_id=$(tar --numeric-owner -C "$rootfs" --exclude='./dev/*' -c . | docker impo
   --change "LABEL $RECIPE_LABEL=$recipe" \
   --message "demanager notebook image, recipe $recipe" \
   - "$IMAGE")
-say "imported as $IMAGE (${new_id:7:12}, $(docker image inspect --format '{{ .Size }}' "$IMAGE" \
-  | awk '{ printf "%.0f MB", $1 / 1e6 }'))"
+size=$(docker image inspect --format '{{ .Size }}' "$IMAGE" | awk '{ printf "%.0f MB", $1 / 1e6 }')
+say "imported as $IMAGE (${new_id:7:12}, $size) in $(took)"
 apply_tags
 
 # The image this one replaces has lost its tags to it; drop it unless a container uses it.
