@@ -10,7 +10,7 @@ NOTEBOOK_ENV ?= /opt/demanager/notebook-env
 NOTEBOOK_PYTHON_BASE ?= /usr/bin/python3
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 ifeq ($(IS_ROOT),yes)
-export DEMANAGER_NOTEBOOK_PYTHON ?= $(NOTEBOOK_ENV)/bin/python
+export DEMANAGER_PROCESS__NOTEBOOK_PYTHON ?= $(NOTEBOOK_ENV)/bin/python
 NOTEBOOK_DEPS := notebook-env
 # Instances' users must pass through every parent of the data dir, which a checkout
 # under a private home (/root is 0700) does not allow.

@@ -496,7 +496,7 @@ def run_stop_latency(args: argparse.Namespace, root: Path, admin_url: str | None
                 secrets.token_hex(32),
                 instance_quota=str(n + args.samples + 10),
                 workers=str(args.workers),
-                fake_start_delay_seconds=str(args.start_delay),
+                fake__start_delay_seconds=str(args.start_delay),
                 reconcile_interval_seconds=str(args.sweep_interval),
             )
             try:

@@ -39,8 +39,8 @@ def bare_start(workdir: Path) -> float:
     port, token = free_port(), secrets.token_hex(16)
     base_url = "/notebooks/bare/"
     values = {
-        "python": os.environ.get("DEMANAGER_NOTEBOOK_PYTHON")
-        or notebook_python_env().get("DEMANAGER_NOTEBOOK_PYTHON", sys.executable),
+        "python": os.environ.get("DEMANAGER_PROCESS__NOTEBOOK_PYTHON")
+        or notebook_python_env().get("DEMANAGER_PROCESS__NOTEBOOK_PYTHON", sys.executable),
         "port": str(port),
         "root_dir": str(workdir),
         "base_url": base_url,

@@ -31,12 +31,22 @@ FALLBACK_TAG = "NOTEBOOK_INSTANCE_TAG"
 """The process backend's environment tag when the host has no writable cgroup."""
 
 
+def notebook_python() -> Path | None:
+    """The notebook interpreter a process backend built in a test should use: the one the
+    environment names, else (as root) the world-readable notebook environment."""
+    named = os.environ.get("DEMANAGER_PROCESS__NOTEBOOK_PYTHON")
+    if named:
+        return Path(named)
+    return Path(python) if (python := notebook_python_env().get(
+        "DEMANAGER_PROCESS__NOTEBOOK_PYTHON")) else None
+
+
 def notebook_python_env() -> dict[str, str]:
     """As root, point the process backend at the world-readable notebook environment."""
-    if "DEMANAGER_NOTEBOOK_PYTHON" in os.environ or os.geteuid() != 0:
+    if "DEMANAGER_PROCESS__NOTEBOOK_PYTHON" in os.environ or os.geteuid() != 0:
         return {}
     if NOTEBOOK_ENV_PYTHON.exists():
-        return {"DEMANAGER_NOTEBOOK_PYTHON": str(NOTEBOOK_ENV_PYTHON)}
+        return {"DEMANAGER_PROCESS__NOTEBOOK_PYTHON": str(NOTEBOOK_ENV_PYTHON)}
     return {}
 
 

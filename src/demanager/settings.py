@@ -16,9 +16,15 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from demanager.backends.options import DockerOptions, FakeOptions, KubernetesOptions, ProcessOptions
+
+BUILT_IN_SECTIONS = ("process", "docker", "kubernetes", "fake")
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DEMANAGER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DEMANAGER_", env_nested_delimiter="__", extra="ignore"
+    )
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -29,7 +35,16 @@ class Settings(BaseSettings):
     public_url: str | None = None
     """Base URL clients reach the server at (``target_domain``); default from host/port."""
     backend: str = "process"
-    """Entry point name in the ``demanager.backends`` group: process or fake."""
+    """Entry point name in the ``demanager.backends`` group: process, docker, kubernetes,
+    fake, or a third-party backend's name. Its settings are its own section."""
+    process: ProcessOptions = Field(default_factory=ProcessOptions)
+    """The process backend's section (``DEMANAGER_PROCESS__…``)."""
+    docker: DockerOptions = Field(default_factory=DockerOptions)
+    """The Docker backend's section (``DEMANAGER_DOCKER__…``)."""
+    kubernetes: KubernetesOptions = Field(default_factory=KubernetesOptions)
+    """The Kubernetes backend's section (``DEMANAGER_KUBERNETES__…``)."""
+    fake: FakeOptions = Field(default_factory=FakeOptions)
+    """The fake backend's section (``DEMANAGER_FAKE__…``), for tests and benchmarks."""
     catalog_file: Path | None = None
     """YAML catalog of profiles, flavors and pools; default: the built-in catalog."""
     bootstrap_token: str | None = None
@@ -75,15 +90,6 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(default=43200, ge=60, le=604800)
     """Lifetime of the proxy's session cookie and of the token route's value."""
     log_level: str = "info"
-    notebook_python: Path | None = None
-    """Process backend: the interpreter (with JupyterLab) notebooks run with, the catalog's
-    ``{python}``; default the server's own. As root it must be executable by any uid."""
-    fake_start_delay_seconds: float = 0.0
-    """Fake backend only: how long a workload takes to become ready."""
-    fake_state_dir: Path | None = None
-    """Fake backend only: a directory whose SQLite file holds the workloads, shared by every
-    server given the same directory, like a cluster that outlives any one replica; unset:
-    in the server's memory."""
     keystone_token_ttl_seconds: int = Field(default=86_400, ge=60)
     """Lifetime of the tokens ``POST /v3/auth/tokens`` issues."""
     keystone_domain_name: str = "Default"
@@ -133,6 +139,25 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+
+def backend_section(settings: Settings, name: str) -> Any:
+    """A backend's settings section: the built-in backends' own models, or for any other
+    backend a mapping gathered from ``DEMANAGER_{NAME}__{KEY}`` variables over the config
+    file's ``{name}:`` mapping, which the backend's ``options_type`` then checks."""
+    if name in BUILT_IN_SECTIONS:
+        return getattr(settings, name)
+    section: dict[str, Any] = {}
+    config_file = os.environ.get("DEMANAGER_CONFIG_FILE")
+    if config_file:
+        loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+        if isinstance(loaded, dict) and isinstance(loaded.get(name), dict):
+            section.update(loaded[name])
+    prefix = f"DEMANAGER_{name.upper()}__"
+    for key, value in os.environ.items():
+        if key.upper().startswith(prefix):
+            section[key[len(prefix) :].lower()] = value
+    return section
 
 
 def load_settings(**overrides: Any) -> Settings:

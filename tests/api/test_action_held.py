@@ -59,7 +59,7 @@ def held(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Held]:
             for instance_id in stopped:
                 wait_for_status(api, instance_id, "STOPPED", timeout=30)
         first.stop()
-        slow_env = {**env, "DEMANAGER_FAKE_START_DELAY_SECONDS": "600", "DEMANAGER_WORKERS": "64",
+        slow_env = {**env, "DEMANAGER_FAKE__START_DELAY_SECONDS": "600", "DEMANAGER_WORKERS": "64",
                     "DEMANAGER_DATA_DIR": str(first.data_dir)}
         if first.database.url:
             slow_env["DEMANAGER_DATABASE_URL"] = first.database.url

@@ -15,7 +15,7 @@ CATALOG = f"""
 profiles:
   - id: "{PROFILE}"
     flavor_type: CPU
-    process: {{command: ["true"]}}
+    launch: {{process: {{command: ["true"]}}}}
 flavors:
   - name: {FREE}
     type: CPU

@@ -1,5 +1,5 @@
 """The fake backend on its own: in memory, and with workloads in a directory several
-servers share (``DEMANAGER_FAKE_STATE_DIR``)."""
+servers share (``DEMANAGER_FAKE__STATE_DIR``)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,19 @@ import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from demanager.backends.base import LaunchSpec
-from demanager.backends.fake import FakeBackend
+from demanager.backends.base import BackendContext, LaunchSpec
+from demanager.backends.fake import FakeBackend, FakeHandle
 from demanager.backends.fake_state import Launch, launches, workloads
+from demanager.backends.options import FakeOptions
 from demanager.catalog import load_catalog
 from demanager.domain.instance import Storage
 from demanager.domain.planning import Workload
 from demanager.errors import PermanentBackendError
-from demanager.settings import Settings
 
 CATALOG = load_catalog(None)
 
@@ -46,8 +47,8 @@ async def make(tmp_path: Path) -> AsyncIterator[BackendFactory]:
     """Fake backends on ``tmp_path``'s data dir; closed after the test."""
     made: list[FakeBackend] = []
 
-    def build(**settings: object) -> FakeBackend:
-        backend = FakeBackend(Settings(data_dir=tmp_path / "data", **settings))  # type: ignore[arg-type]
+    def build(**options: Any) -> FakeBackend:
+        backend = FakeBackend(FakeOptions(**options), BackendContext(data_dir=tmp_path / "data"))
         made.append(backend)
         return backend
 
@@ -59,12 +60,12 @@ async def make(tmp_path: Path) -> AsyncIterator[BackendFactory]:
 async def test_two_servers_on_one_directory_share_workloads(
     make: BackendFactory, tmp_path: Path
 ) -> None:
-    one = make(fake_state_dir=tmp_path / "state")
-    two = make(fake_state_dir=tmp_path / "state")
+    one = make(state_dir=tmp_path / "state")
+    two = make(state_dir=tmp_path / "state")
     assert one.node is None and two.node is None
 
     handle = await one.start(_spec("DE-a", generation=7, now_ms=1_234))
-    assert handle["launched_at"] == 1_234 and handle["generation"] == 7
+    assert handle.launched_at == 1_234 and handle.generation == 7
     seen = await two.observe("DE-a", None)
     assert seen.workload is Workload.READY
     assert seen.launched_at == 1_234
@@ -75,7 +76,7 @@ async def test_two_servers_on_one_directory_share_workloads(
 
 
 async def test_a_workload_boots_for_the_start_delay(make: BackendFactory, tmp_path: Path) -> None:
-    backend = make(fake_state_dir=tmp_path / "state", fake_start_delay_seconds=0.3)
+    backend = make(state_dir=tmp_path / "state", start_delay_seconds=0.3)
     await backend.start(_spec("DE-a"))
     assert (await backend.observe("DE-a", None)).workload is Workload.BOOTING
     await asyncio.sleep(0.35)
@@ -84,7 +85,7 @@ async def test_a_workload_boots_for_the_start_delay(make: BackendFactory, tmp_pa
 
 async def test_every_launch_is_in_the_ledger(make: BackendFactory, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    one, two = make(fake_state_dir=state), make(fake_state_dir=state)
+    one, two = make(state_dir=state), make(state_dir=state)
     first = await one.start(_spec("DE-a", generation=1, now_ms=10))
     second = await two.start(_spec("DE-a", generation=2, now_ms=20))
     await one.start(_spec("DE-b", generation=5, now_ms=30))
@@ -100,7 +101,7 @@ async def test_every_launch_is_in_the_ledger(make: BackendFactory, tmp_path: Pat
 
 
 async def test_stop_and_delete_are_idempotent(make: BackendFactory, tmp_path: Path) -> None:
-    backend = make(fake_state_dir=tmp_path / "state")
+    backend = make(state_dir=tmp_path / "state")
     handle = await backend.start(_spec("DE-a"))
     for _ in range(2):
         await backend.stop("DE-a", handle)
@@ -115,40 +116,38 @@ async def test_stop_and_delete_are_idempotent(make: BackendFactory, tmp_path: Pa
 
 
 async def test_workloads_outlive_the_server(make: BackendFactory, tmp_path: Path) -> None:
-    first = make(fake_state_dir=tmp_path / "state")
+    first = make(state_dir=tmp_path / "state")
     handle = await first.start(_spec("DE-a"))
     await first.close()
-    later = make(fake_state_dir=tmp_path / "state")
+    later = make(state_dir=tmp_path / "state")
     assert (await later.observe("DE-a", None)).handle == handle
 
 
 async def test_the_echo_upstream_serves_what_its_server_launched(
     make: BackendFactory, tmp_path: Path
 ) -> None:
-    one = make(fake_state_dir=tmp_path / "state")
-    two = make(fake_state_dir=tmp_path / "state")
+    one = make(state_dir=tmp_path / "state")
+    two = make(state_dir=tmp_path / "state")
     mine = await one.start(_spec("DE-a"))
     theirs = await two.start(_spec("DE-b"))
-    assert mine["port"] != theirs["port"]
+    assert mine.port != theirs.port
     async with httpx.AsyncClient() as http:
 
-        async def get(handle: object, instance_id: str, port: int) -> int:
-            endpoint = one.endpoint(instance_id, handle)  # type: ignore[arg-type]
-            assert endpoint is not None
-            response = await http.get(f"http://127.0.0.1:{port}{endpoint.base_path}api",
-                                      headers=endpoint.headers)
+        async def get(handle: FakeHandle, instance_id: str, port: int) -> int:
+            response = await http.get(f"http://127.0.0.1:{port}{handle.base_url}api",
+                                      headers={"Authorization": f"token {handle.token}"})
             return response.status_code
 
-        assert await get(mine, "DE-a", mine["port"]) == 200
-        assert await get(theirs, "DE-b", theirs["port"]) == 200
+        assert await get(mine, "DE-a", mine.port) == 200
+        assert await get(theirs, "DE-b", theirs.port) == 200
         # Each echo server knows only its own workloads; a stopped one is refused.
-        assert await get(theirs, "DE-b", mine["port"]) == 403
+        assert await get(theirs, "DE-b", mine.port) == 403
         await two.stop("DE-a", None)
-        assert await get(mine, "DE-a", mine["port"]) == 403
+        assert await get(mine, "DE-a", mine.port) == 403
 
 
 async def test_a_failing_profile_launches_nothing(make: BackendFactory, tmp_path: Path) -> None:
-    backend = make(fake_state_dir=tmp_path / "state")
+    backend = make(state_dir=tmp_path / "state")
     spec = _spec("DE-a")
     failing = replace(spec, profile=replace(spec.profile, id="fail-me"))
     with pytest.raises(PermanentBackendError):
@@ -170,7 +169,7 @@ async def test_in_memory_workloads_stay_in_their_server(make: BackendFactory) ->
 
 
 async def test_workloads_lists_what_exists(make: BackendFactory, tmp_path: Path) -> None:
-    backend = make(fake_state_dir=tmp_path / "state")
+    backend = make(state_dir=tmp_path / "state")
     await backend.start(_spec("DE-a", generation=4))
     await backend.start(_spec("DE-b"))
     await backend.stop("DE-b", None)

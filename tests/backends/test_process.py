@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from demanager.backends import node, process
-from demanager.backends.base import Handle, LaunchSpec
+from demanager.backends.base import BackendContext, Handle, LaunchSpec
+from demanager.backends.options import ProcessOptions
 from demanager.backends.process import ProcessBackend
 from demanager.catalog import load_catalog
 from demanager.domain.instance import Storage
 from demanager.domain.planning import Workload
-from demanager.settings import Settings
-from tests.server import notebook_python_env, traversable_dir
+from tests.server import notebook_python, traversable_dir
 
 CATALOG = load_catalog(None)
 
@@ -40,9 +40,8 @@ def data_dir() -> Iterator[Path]:
 async def backend(data_dir: Path) -> AsyncIterator[ProcessBackend]:
     # Only when the environment does not already name one (as `make test` does as root):
     # an explicit None would override it.
-    python = notebook_python_env().get("DEMANAGER_NOTEBOOK_PYTHON")
-    settings = Settings(data_dir=data_dir, **({"notebook_python": python} if python else {}))
-    built = await asyncio.to_thread(ProcessBackend, settings)
+    options = ProcessOptions(notebook_python=notebook_python())
+    built = await asyncio.to_thread(ProcessBackend, options, BackendContext(data_dir=data_dir))
     yield built
     await built.close()
 
@@ -94,13 +93,15 @@ def test_defect_11_pid_guard_ignores_wall_clock_jumps(
     ticks = node.start_ticks(sleeper.pid)
     assert isinstance(ticks, int)
     # The wall clock moved an hour since the handle was written: still the same process.
-    jumped: dict[str, Any] = {"pid": sleeper.pid, "created": created + 3600, "start_ticks": ticks}
+    jumped = process.ProcessHandle(pid=sleeper.pid, port=1, token="t", base_url="/",
+                                   created=created + 3600, start_ticks=ticks)
     assert backend._process(jumped) is not None
-    reused = {**jumped, "created": created, "start_ticks": ticks + 1}
+    reused = jumped.model_copy(update={"created": created, "start_ticks": ticks + 1})
     assert backend._process(reused) is None, "another process under the same pid"
-    older = {"pid": sleeper.pid, "created": created}  # a handle from before start_ticks
+    # A handle from before start_ticks
+    older = jumped.model_copy(update={"created": created, "start_ticks": None})
     assert backend._process(older) is not None
-    assert backend._process({**older, "created": created + 3600}) is None
+    assert backend._process(older.model_copy(update={"created": created + 3600})) is None
 
 
 # --- the start ----------------------------------------------------------------------------
@@ -118,7 +119,7 @@ async def test_defect_10_taken_port_does_not_fail_the_start(
         real = process._free_port
         monkeypatch.setattr(process, "_free_port", lambda: next(picks, None) or real())
         handle = await backend.start(_spec(instance))
-        assert handle["port"] != busy
+        assert handle.port != busy
         await _ready(backend, instance, handle)
 
 
@@ -134,7 +135,7 @@ async def test_defect_04_launched_at_is_taken_at_the_spawn(
 
     monkeypatch.setattr(process, "_disk_usage", slow_scan)
     handle = await backend.start(_spec(instance, now_ms=1_000_000))
-    assert handle["launched_at"] >= 1_001_000
+    assert handle.launched_at >= 1_001_000
     await _ready(backend, instance, handle)
 
 
@@ -169,7 +170,7 @@ async def test_defect_07_start_caps_the_log_and_drops_stale_server_files(
     await _ready(backend, instance, handle)
     assert not stale.exists()
     assert [p.name for p in jupyter_runtime.glob("jpserver-*.json")] == [
-        f"jpserver-{handle['pid']}.json"
+        f"jpserver-{handle.pid}.json"
     ]
     kept = server_log.read_bytes()
     assert len(kept) < process.LOG_KEEP_BYTES + 1024 * 1024

@@ -1,7 +1,7 @@
 """Three replicas on one PostgreSQL, two of them killed with SIGKILL and restarted, while
 a seeded stream of creates and actions goes to whichever replica is alive.
 
-The fake backend runs in its shared mode (one ``DEMANAGER_FAKE_STATE_DIR``), so every
+The fake backend runs in its shared mode (one ``DEMANAGER_FAKE__STATE_DIR``), so every
 replica reaches every workload, as on a cluster, and its ledger records every launch.
 
 Each instance is driven by one actor at a time: it sends an action only once the
@@ -314,8 +314,8 @@ def replicas(tmp_path: Path) -> Iterator[Replicas]:
     state = tmp_path / "fake-state"
     env = {
         "DEMANAGER_SECRET_KEY": secrets.token_hex(32),
-        "DEMANAGER_FAKE_STATE_DIR": str(state),
-        "DEMANAGER_FAKE_START_DELAY_SECONDS": str(START_DELAY_SECONDS),
+        "DEMANAGER_FAKE__STATE_DIR": str(state),
+        "DEMANAGER_FAKE__START_DELAY_SECONDS": str(START_DELAY_SECONDS),
         "DEMANAGER_LEASE_SECONDS": str(LEASE_SECONDS),
         "DEMANAGER_RATE_LIMIT_PER_SECOND": "0",
         "DEMANAGER_INSTANCE_QUOTA": "1000",

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from demanager.domain.lifecycle import CALLER_TABLE, TRANSITIONS, InstanceStatus, Operation
-from demanager.settings import Settings
+from demanager.settings import BUILT_IN_SECTIONS, Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 LIFECYCLE = DOCS / "explanation" / "lifecycle.md"
@@ -59,6 +59,16 @@ def test_every_setting_is_documented() -> None:
     text = (DOCS / "reference" / "configuration.md").read_text(encoding="utf-8")
     missing = [n for n in Settings.model_fields if f"DEMANAGER_{n.upper()}" not in text]
     assert missing == []
+
+
+def test_every_backend_setting_is_documented() -> None:
+    text = (DOCS / "reference" / "configuration.md").read_text(encoding="utf-8")
+    names = [
+        f"DEMANAGER_{section.upper()}__{field.upper()}"
+        for section in BUILT_IN_SECTIONS
+        for field in type(getattr(Settings(), section)).model_fields
+    ]
+    assert [name for name in names if f"`{name}`" not in text] == []
 
 
 def render_cli(tmp: Path) -> str:

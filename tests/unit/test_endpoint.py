@@ -11,7 +11,7 @@ import pytest
 from demanager.backends.fake import FakeBackend
 from demanager.domain.lifecycle import InstanceStatus
 from demanager.engine.clock import FakeClock
-from demanager.engine.runtime import Runtime
+from demanager.engine.runtime import Runtime, backend_context
 from demanager.settings import Settings
 from demanager.store.database import upgrade
 from tests.unit.test_reconciler import PRINCIPAL, _body
@@ -21,7 +21,8 @@ from tests.unit.test_reconciler import PRINCIPAL, _body
 async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
     settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
     await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
-    built = await Runtime.build(settings, clock=FakeClock(), backend=FakeBackend(settings))
+    fake = FakeBackend(settings.fake, backend_context(settings))
+    built = await Runtime.build(settings, clock=FakeClock(), backend=fake)
     yield built
     await built.close()
 

@@ -7,6 +7,7 @@ import pytest
 from demanager.domain.instance import (
     AutoStop,
     Desired,
+    FailedReason,
     Instance,
     InstanceId,
     ProjectId,
@@ -156,3 +157,18 @@ def test_defect_02_an_unresponsive_workload_is_waited_for_not_relaunched() -> No
     assert plan(fault, Observation(BOOTING, NOW - 10), NOW) is Step.WAIT
     assert plan(fault, Observation(BOOTING, None), NOW) is Step.WAIT
     assert plan(fault, Observation(READY, NOW - 100), NOW) is Step.MARK_RUNNING
+
+
+@pytest.mark.parametrize("status", [S.CREATING, S.STARTING, S.RESTARTING, S.UNAVAILABLE])
+@pytest.mark.parametrize("workload", [ABSENT, BOOTING])
+def test_a_workload_that_can_never_come_up_fails_the_start(status: S, workload: Workload) -> None:
+    # An image that cannot be pulled: failing now beats waiting out the start timeout.
+    reason = FailedReason("ModelArts.6361", "image x:1 cannot be pulled")
+    assert plan(instance(status), Observation(workload, failure=reason), NOW) is Step.FAIL
+
+
+@pytest.mark.parametrize("status", [S.RUNNING, S.STOPPED, S.STOPPING, S.START_FAILED])
+def test_a_failure_is_only_acted_on_while_launching(status: S) -> None:
+    reason = FailedReason("ModelArts.6361", "image x:1 cannot be pulled")
+    observed = Observation(ABSENT, failure=reason)
+    assert plan(instance(status), observed, NOW) is plan(instance(status), Observation(ABSENT), NOW)

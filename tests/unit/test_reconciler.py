@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from demanager.backends.base import BackendContext
 from demanager.backends.fake import FakeBackend
+from demanager.backends.options import FakeOptions
 from demanager.domain.instance import Location, Owner, ProjectId, Storage, UserId
 from demanager.domain.lifecycle import InstanceStatus
 from demanager.engine.clock import FakeClock
-from demanager.engine.runtime import Runtime
+from demanager.engine.runtime import Runtime, backend_context
 from demanager.identity.principal import Principal, Role
 from demanager.settings import Settings
 from demanager.store.database import upgrade
@@ -40,7 +42,7 @@ async def _engine(
     """A runtime on a fresh SQLite store with a fake clock and the given backend."""
     settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
     await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
-    backend = backend_type(settings)
+    backend = backend_type(settings.fake, backend_context(settings))
     rt = await Runtime.build(settings, clock=FakeClock(), backend=backend)
     try:
         yield rt, backend
@@ -53,7 +55,8 @@ async def runtime(tmp_path: Path) -> AsyncIterator[tuple[Runtime, FakeClock]]:
     settings = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
     await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
     clock = FakeClock()
-    built = await Runtime.build(settings, clock=clock, backend=FakeBackend(settings))
+    fake = FakeBackend(settings.fake, backend_context(settings))
+    built = await Runtime.build(settings, clock=clock, backend=fake)
     yield built, clock
     await built.close()
 
@@ -113,12 +116,12 @@ def test_volume_over_its_size_is_reported_not_refused() -> None:
     from demanager.engine.run_terms import GB, volume_overuse
 
     base = _instance_with(Storage("evs", Location(path="/home/ma-user/work", volume_size=5)))
-    assert volume_overuse(base, {"volume_bytes": 5 * GB}) is None
-    warning = volume_overuse(base, {"volume_bytes": 6 * GB})
+    assert volume_overuse(base, 5 * GB) is None
+    warning = volume_overuse(base, 6 * GB)
     assert warning is not None and warning.code == "ModelArts.6528"
     assert warning.detail["volume_size_gb"] == "5"
     obs = _instance_with(Storage("obs", Location(path="/bucket/dir/")))
-    assert volume_overuse(obs, {"volume_bytes": 100 * GB}) is None
+    assert volume_overuse(obs, 100 * GB) is None
 
 
 def _instance_with(storage: object) -> object:
@@ -185,8 +188,8 @@ class _GatedBackend(FakeBackend):
     """Observes only the workload its handle names (as the process backend does when the
     row holds an older handle), and can hold a launch until the test releases it."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, options: FakeOptions, context: BackendContext) -> None:
+        super().__init__(options, context)
         self.gate: asyncio.Event | None = None
         self.entered = asyncio.Event()
 
@@ -200,7 +203,7 @@ class _GatedBackend(FakeBackend):
         from demanager.domain.planning import Observation, Workload
 
         workload = self._store.get(instance_id)
-        if handle is None or workload is None or workload.token != handle.get("token"):
+        if handle is None or workload is None or workload.token != handle.token:
             return Observation(Workload.ABSENT)
         return await super().observe(instance_id, handle)
 
@@ -231,8 +234,8 @@ class _FreezableBackend(FakeBackend):
     """A frozen workload is alive but does not answer: observe says BOOTING, as the
     process backend does for a Jupyter stopped with SIGSTOP."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, options: FakeOptions, context: BackendContext) -> None:
+        super().__init__(options, context)
         self.frozen: set[str] = set()
         self.launches = 0
 
@@ -254,7 +257,7 @@ async def test_defect_02_a_hung_notebook_turns_unavailable_and_back(tmp_path: Pa
                         health_failures=3)
     await asyncio.to_thread(upgrade, settings.sqlalchemy_url)
     clock = FakeClock()
-    backend = _FreezableBackend(settings)
+    backend = _FreezableBackend(settings.fake, backend_context(settings))
     rt = await Runtime.build(settings, clock=clock, backend=backend)
     created = await rt.service.create(principal=PRINCIPAL, body=_body("hung"))
     await rt.reconciler.settle()

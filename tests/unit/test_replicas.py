@@ -17,7 +17,7 @@ from demanager.domain.instance import Owner, ProjectId, UserId
 from demanager.domain.lifecycle import InstanceStatus
 from demanager.domain.planning import Step
 from demanager.engine.clock import Clock, FakeClock, SystemClock
-from demanager.engine.runtime import Runtime
+from demanager.engine.runtime import Runtime, backend_context
 from demanager.engine.steps import NODE_KEY
 from demanager.identity.principal import Principal, Role
 from demanager.settings import Settings
@@ -45,7 +45,8 @@ async def _runtime(
            "instance_quota": 500, **settings}
     )
     await asyncio.to_thread(upgrade, config.sqlalchemy_url)
-    rt = await Runtime.build(config, clock=clock, backend=backend or FakeBackend(config))
+    backend = backend or FakeBackend(config.fake, backend_context(config))
+    rt = await Runtime.build(config, clock=clock, backend=backend)
     try:
         yield rt
     finally:
@@ -140,7 +141,8 @@ async def test_defect_08_a_long_step_keeps_its_lease(tmp_path: Path) -> None:
     clock = SystemClock()
     config = Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t")
     async with _runtime(
-        tmp_path, clock=clock, backend=_SlowStopBackend(config), lease_seconds=0.3,
+        tmp_path, clock=clock, backend=_SlowStopBackend(config.fake, backend_context(config)),
+        lease_seconds=0.3,
         reconcile_interval_seconds=0.1,
     ) as rt:
         created = await rt.service.create(principal=PRINCIPAL, body=_body("slow"))
@@ -252,8 +254,8 @@ async def test_replicas_split_the_sweep_between_them(tmp_path: Path) -> None:
     state = tmp_path / "cluster"
     clock_a, clock_b = FakeClock(), FakeClock()
     async with (
-        _runtime(tmp_path, clock=clock_a, fake_state_dir=state) as a,
-        _runtime(tmp_path, clock=clock_b, fake_state_dir=state) as b,
+        _runtime(tmp_path, clock=clock_a, fake={"state_dir": state}) as a,
+        _runtime(tmp_path, clock=clock_b, fake={"state_dir": state}) as b,
     ):
         assert a.backend.node is None and b.backend.node is None
         for n in range(40):

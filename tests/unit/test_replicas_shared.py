@@ -8,13 +8,13 @@ import asyncio
 from pathlib import Path
 from typing import Literal
 
-from demanager.backends.base import Handle
-from demanager.backends.fake import FakeBackend
+from demanager.backends.base import BackendContext
+from demanager.backends.fake import FakeBackend, FakeHandle
 from demanager.backends.fake_state import launches, workloads
+from demanager.backends.options import FakeOptions
 from demanager.domain.lifecycle import InstanceStatus
 from demanager.domain.planning import Observation
 from demanager.engine.clock import FakeClock
-from demanager.settings import Settings
 from tests.unit.test_replicas import PRINCIPAL, _body, _runtime
 
 Hold = Literal["before", "after"]
@@ -25,13 +25,13 @@ class _LateBackend(FakeBackend):
     answer is held up (``after``: the workload is observed, then the answer waits) or
     the look itself (``before``), until the test lets it through."""
 
-    def __init__(self, settings: Settings, *, hold: Hold) -> None:
-        super().__init__(settings)
+    def __init__(self, options: FakeOptions, context: BackendContext, *, hold: Hold) -> None:
+        super().__init__(options, context)
         self.hold = hold
         self.release = asyncio.Event()
         self.waiting = asyncio.Event()
 
-    async def observe(self, instance_id: str, handle: Handle | None) -> Observation:
+    async def observe(self, instance_id: str, handle: FakeHandle | None) -> Observation[FakeHandle]:
         if self.hold == "before":
             await self._wait()
         observed = await super().observe(instance_id, handle)
@@ -45,15 +45,15 @@ class _LateBackend(FakeBackend):
 
 
 def _late(tmp_path: Path, hold: Hold) -> _LateBackend:
-    return _LateBackend(Settings(data_dir=tmp_path, backend="fake", bootstrap_token="t",
-                                 fake_state_dir=tmp_path / "fake-state"), hold=hold)
+    return _LateBackend(FakeOptions(state_dir=tmp_path / "fake-state"),
+                        BackendContext(data_dir=tmp_path), hold=hold)
 
 
 async def test_a_plan_made_before_the_claim_is_not_acted_on(tmp_path: Path) -> None:
     state = tmp_path / "fake-state"
     late = _late(tmp_path, "after")
     async with (
-        _runtime(tmp_path, clock=FakeClock(), fake_state_dir=state) as a,
+        _runtime(tmp_path, clock=FakeClock(), fake={"state_dir": state}) as a,
         _runtime(tmp_path, clock=FakeClock(), backend=late) as b,
     ):
         # b records the create and begins to drive it: it sees no workload yet, and its
@@ -81,7 +81,7 @@ async def test_a_stale_status_does_not_stop_a_fresh_start(tmp_path: Path) -> Non
     late = _late(tmp_path, "before")
     clock = FakeClock()  # one for both, moved on between actions: each is a generation
     async with (
-        _runtime(tmp_path, clock=clock, fake_state_dir=state) as a,
+        _runtime(tmp_path, clock=clock, fake={"state_dir": state}) as a,
         _runtime(tmp_path, clock=clock, backend=late) as b,
     ):
         created = await a.service.create(principal=PRINCIPAL, body=_body("stopped"))

@@ -25,9 +25,9 @@ CATALOG = Catalog.from_mapping(
     {
         "workspaces": ["0", "ws"],
         "profiles": [
-            {"id": "cpu", "flavor_type": "CPU", "process": LAUNCH},
-            {"id": "gpu", "flavor_type": "GPU", "process": LAUNCH},
-            {"id": "npu", "flavor_type": "Ascend", "process": LAUNCH},
+            {"id": "cpu", "flavor_type": "CPU", "launch": {"process": LAUNCH}},
+            {"id": "gpu", "flavor_type": "GPU", "launch": {"process": LAUNCH}},
+            {"id": "npu", "flavor_type": "Ascend", "launch": {"process": LAUNCH}},
         ],
         "flavors": [
             {"name": "c", "type": "CPU"},
@@ -284,7 +284,9 @@ def test_validate_list_rejects(params: dict[str, str], error: type[Exception]) -
 def test_control_characters_in_paths_are_refused(storage: dict[str, Any], pool: str | None) -> None:
     base = Catalog.from_mapping(
         {
-            "profiles": [{"id": "p", "flavor_type": "CPU", "process": {"command": ["x"]}}],
+            "profiles": [
+                {"id": "p", "flavor_type": "CPU", "launch": {"process": {"command": ["x"]}}}
+            ],
             "flavors": [{"name": "f", "type": "CPU", "storage_list": ["obs", "evs"]}],
         }
     )

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from demanager.backends.base import Handle, LaunchSpec
+from demanager.backends.base import BackendContext, Handle, LaunchSpec
 from demanager.backends.echo_upstream import EchoUpstream
 from demanager.backends.fake_state import (
     FakeWorkload,
@@ -28,31 +28,41 @@ from demanager.backends.fake_state import (
     SharedWorkloads,
 )
 from demanager.backends.node import this_node
+from demanager.backends.options import FakeOptions, FakeRecipe
 from demanager.domain.instance import Endpoint, Storage
 from demanager.domain.planning import Observation, Workload
 from demanager.errors import PermanentBackendError
-from demanager.settings import Settings
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
+class FakeHandle(Handle):
+    token: str
+    port: int
+    base_url: str
+    generation: int = 0
+
+
 class FakeBackend:
     name = "fake"
+    options_type = FakeOptions
+    handle_type = FakeHandle
+    recipe_type = FakeRecipe
 
-    def __init__(self, settings: Settings) -> None:
-        self._delay = settings.fake_start_delay_seconds
+    def __init__(self, options: FakeOptions, context: BackendContext) -> None:
+        self._delay = options.start_delay_seconds
         self._store: MemoryWorkloads | SharedWorkloads
         self._clock: Callable[[], float]
-        if settings.fake_state_dir is None:
+        if options.state_dir is None:
             # Only this process sees its workloads.
-            self.node: str | None = f"{this_node(settings.node_id)}-fake-{secrets.token_hex(4)}"
+            self.node: str | None = f"{this_node(context.node_id)}-fake-{secrets.token_hex(4)}"
             self._store = MemoryWorkloads()
             self._clock = time.monotonic
         else:
             # Every server on the directory reaches every workload.
             self.node = None
-            self._store = SharedWorkloads(settings.fake_state_dir)
+            self._store = SharedWorkloads(options.state_dir)
             self._clock = time.time  # compared across processes
         self._upstream = EchoUpstream(self._token_of)
 
@@ -73,7 +83,7 @@ class FakeBackend:
 
     # --- the contract ------------------------------------------------------------------
 
-    async def start(self, spec: LaunchSpec) -> Handle:
+    async def start(self, spec: LaunchSpec) -> FakeHandle:
         if "fail" in spec.profile.id.lower():
             raise PermanentBackendError("the fake backend was told to fail this profile")
         port = await self._upstream.ensure_started()
@@ -88,30 +98,30 @@ class FakeBackend:
         await self._run(self._store.put, spec.instance_id, workload)
         return self._handle(spec.instance_id, workload)
 
-    async def observe(self, instance_id: str, handle: Handle | None) -> Observation:
+    async def observe(
+        self, instance_id: str, handle: FakeHandle | None
+    ) -> Observation[FakeHandle]:
         workload = await self._run(self._store.get, instance_id)
         if workload is None:
             return Observation(Workload.ABSENT)
+        found = self._handle(instance_id, workload)
         ready = self._clock() >= workload.ready_at
         state = Workload.READY if ready else Workload.BOOTING
+        endpoint = _endpoint(found) if ready else None
         if isinstance(self._store, MemoryWorkloads):
-            return Observation(state, workload.launched_at)
+            return Observation(state, workload.launched_at, endpoint=endpoint)
         # The stored handle lets a server adopt a workload whose launcher died before
         # it saved the handle.
-        return Observation(state, workload.launched_at, self._handle(instance_id, workload))
+        return Observation(state, workload.launched_at, found, endpoint=endpoint)
 
-    async def stop(self, instance_id: str, handle: Handle | None) -> None:
+    async def stop(self, instance_id: str, handle: FakeHandle | None) -> None:
         await self._run(self._store.remove, instance_id)
 
-    async def delete(self, instance_id: str, handle: Handle | None, storage: Storage) -> None:
+    async def delete(self, instance_id: str, handle: FakeHandle | None, storage: Storage) -> None:
         await self.stop(instance_id, handle)
 
-    def endpoint(self, instance_id: str, handle: Handle) -> Endpoint | None:
-        if "port" not in handle or "token" not in handle:
-            return None
-        return Endpoint(host="127.0.0.1", port=int(handle["port"]),
-                        base_path=str(handle.get("base_url", f"/notebooks/{instance_id}/")),
-                        headers={"Authorization": f"token {handle['token']}"})
+    async def check(self) -> list[str]:
+        return ["the fake backend runs no notebooks: it is for tests and benchmarks"]
 
     async def close(self) -> None:
         await self._upstream.close()
@@ -119,7 +129,12 @@ class FakeBackend:
         await self._run(self._store.close)
 
     @staticmethod
-    def _handle(instance_id: str, workload: FakeWorkload) -> Handle:
-        return {"launched_at": workload.launched_at, "token": workload.token,
-                "port": workload.port, "base_url": f"/notebooks/{instance_id}/",
-                "generation": workload.generation}
+    def _handle(instance_id: str, workload: FakeWorkload) -> FakeHandle:
+        return FakeHandle(launched_at=workload.launched_at, token=workload.token,
+                          port=workload.port, base_url=f"/notebooks/{instance_id}/",
+                          generation=workload.generation)
+
+
+def _endpoint(handle: FakeHandle) -> Endpoint:
+    return Endpoint(host="127.0.0.1", port=handle.port, base_path=handle.base_url,
+                    headers={"Authorization": f"token {handle.token}"})

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import logging
 import os
 import secrets
@@ -37,19 +37,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 
 from demanager.backends import cgroups, sandbox
-from demanager.backends.base import Handle, LaunchSpec
+from demanager.backends.base import BackendContext, Handle, LaunchSpec, recipe_of
 from demanager.backends.node import start_ticks, this_node
+from demanager.backends.options import ProcessOptions, ProcessRecipe
 from demanager.domain.instance import WORK_DIR, Endpoint, Storage
 from demanager.domain.planning import Observation, Workload
 from demanager.domain.validation import bucket_dirs
 from demanager.errors import PermanentBackendError, TransientBackendError
-from demanager.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +69,31 @@ STATE_DIR = ".demanager"
 """Inside the private volume, owned by the instance: Jupyter's runtime and config dirs."""
 
 
+class ProcessHandle(Handle):
+    pid: int
+    port: int
+    token: str
+    base_url: str
+    created: float = 0.0
+    """The process's creation time: the PID-reuse guard of handles without start ticks."""
+    start_ticks: int | None = None
+    """Clock ticks since boot at which the process started: the PID-reuse guard."""
+    volume_bytes: int | None = None
+    volume_scan_complete: bool = True
+
+
 class ProcessBackend:
     name = "process"
+    options_type = ProcessOptions
+    handle_type = ProcessHandle
+    recipe_type = ProcessRecipe
 
-    def __init__(self, settings: Settings) -> None:
-        self.node: str | None = this_node(settings.node_id)
-        self._volumes = settings.data_dir / "volumes"
-        self._runtime = settings.data_dir / "runtime"
-        self._object_root = settings.object_storage_root
-        self._python = str(settings.notebook_python or sys.executable)
+    def __init__(self, options: ProcessOptions, context: BackendContext) -> None:
+        self.node: str | None = this_node(context.node_id)
+        self._volumes = context.data_dir / "volumes"
+        self._runtime = context.data_dir / "runtime"
+        self._object_root = context.object_storage_root
+        self._python = str(options.notebook_python or sys.executable)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=0.5))
         self._users = sandbox.Users() if sandbox.is_root() else None
@@ -89,8 +104,8 @@ class ProcessBackend:
             if problem:
                 raise sandbox.SandboxError(
                     f"{problem}. As root, every instance runs under an unprivileged uid of "
-                    "its own: set DEMANAGER_NOTEBOOK_PYTHON to a Python with JupyterLab that "
-                    "any user can execute (`make notebook-env` builds "
+                    "its own: set DEMANAGER_PROCESS__NOTEBOOK_PYTHON to a Python with "
+                    "JupyterLab that any user can execute (`make notebook-env` builds "
                     "/opt/demanager/notebook-env), and make every parent of the data dir "
                     "traversable (o+x). See docs/security.md."
                 )
@@ -153,11 +168,12 @@ class ProcessBackend:
 
     # --- contract ---------------------------------------------------------------------
 
-    async def start(self, spec: LaunchSpec) -> Handle:
+    async def start(self, spec: LaunchSpec) -> ProcessHandle:
         # launched_at is when the server is spawned, on the engine's clock: what comes
         # before (stopping a leftover, preparing and measuring the volume) is not boot time.
         began = time.monotonic()
         instance_id = spec.instance_id
+        recipe = recipe_of(ProcessRecipe, self.name, spec.profile)
         await self.stop(instance_id, self._read_server_file(instance_id))
         try:
             account, obs_gid = await self._identity(spec)
@@ -210,8 +226,8 @@ class ProcessBackend:
             port = _free_port()
             values["port"] = str(port)
             try:
-                argv = [part.format(**values) for part in spec.profile.launch.command]
-                extra_env = {k: v.format(**values) for k, v in spec.profile.launch.env.items()}
+                argv = [part.format(**values) for part in recipe.command]
+                extra_env = {k: v.format(**values) for k, v in recipe.env.items()}
             except (KeyError, IndexError, ValueError) as exc:
                 raise PermanentBackendError(f"bad launch template in the catalog: {exc}") from exc
             env = sandbox.notebook_env(
@@ -222,20 +238,20 @@ class ProcessBackend:
             if not await self._lost_port(proc, port, runtime / "server.log", log_offset):
                 break
             log.warning("port %d of %s was taken (attempt %d)", port, instance_id, attempt)
-        handle = {
-            "pid": proc.pid,
-            "port": port,
-            "token": token,
-            "base_url": base_url,
-            "launched_at": launched_at,
-            "created": _create_time(proc.pid),
-            "start_ticks": start_ticks(proc.pid),
-            "volume_bytes": used,
-            "volume_scan_complete": complete,
-        }
+        handle = ProcessHandle(
+            pid=proc.pid,
+            port=port,
+            token=token,
+            base_url=base_url,
+            launched_at=launched_at,
+            created=_create_time(proc.pid),
+            start_ticks=start_ticks(proc.pid),
+            volume_bytes=used,
+            volume_scan_complete=complete,
+        )
         fd = _open_private(runtime / "server.json", os.O_WRONLY | os.O_TRUNC)
         with os.fdopen(fd, "w", encoding="utf-8") as record:
-            record.write(json.dumps(handle))
+            record.write(handle.model_dump_json())
         return handle
 
     def _spawn(
@@ -301,23 +317,52 @@ class ProcessBackend:
             return account, None
         return account, await self._users.ensure_group(sandbox.project_group(spec.project_id))
 
-    async def observe(self, instance_id: str, handle: Handle | None) -> Observation:
+    async def observe(
+        self, instance_id: str, handle: ProcessHandle | None
+    ) -> Observation[ProcessHandle]:
         found = None if handle else self._read_server_file(instance_id)
         handle = handle or found
         if not handle or self._process(handle) is None:
             return Observation(Workload.ABSENT)
-        launched_at = handle.get("launched_at")
-        url = f"http://127.0.0.1:{handle['port']}{handle['base_url']}api/status"
+        seen: Observation[ProcessHandle] = Observation(
+            Workload.BOOTING, handle.launched_at, found, volume_bytes=handle.volume_bytes
+        )
+        endpoint = _endpoint(handle)
         try:
             response = await self._http.get(
-                url, headers={"Authorization": f"token {handle['token']}"}
+                f"http://{endpoint.host}:{endpoint.port}{endpoint.base_path}api/status",
+                headers=dict(endpoint.headers),
             )
         except httpx.HTTPError:
-            return Observation(Workload.BOOTING, launched_at, found)
-        state = Workload.READY if response.status_code == 200 else Workload.BOOTING
-        return Observation(state, launched_at, found)
+            return seen
+        if response.status_code != 200:
+            return seen
+        return dataclasses.replace(seen, workload=Workload.READY, endpoint=endpoint)
 
-    async def stop(self, instance_id: str, handle: Handle | None) -> None:
+    async def check(self) -> list[str]:
+        problems = []
+        if not os.access(self._python, os.X_OK):
+            problems.append(f"the notebook interpreter {self._python} is not executable")
+        else:
+            probe = await asyncio.create_subprocess_exec(
+                self._python, "-c", "import jupyterlab",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )
+            if await probe.wait() != 0:
+                problems.append(
+                    f"{self._python} cannot import jupyterlab: install it there, or set "
+                    "DEMANAGER_PROCESS__NOTEBOOK_PYTHON"
+                )
+        if self._users is None:
+            problems.append(
+                "not running as root: notebooks run as the server's own user and can read "
+                "its files (docs/security.md)"
+            )
+        if self._cgroups is None:
+            problems.append("no writable cgroup hierarchy: limits and clean stops are weaker")
+        return problems
+
+    async def stop(self, instance_id: str, handle: ProcessHandle | None) -> None:
         handle = handle or self._read_server_file(instance_id)
         main = self._process(handle) if handle else None
         if main is not None:
@@ -361,7 +406,9 @@ class ProcessBackend:
             if child.poll() is not None:
                 self._children.pop(pid, None)
 
-    async def delete(self, instance_id: str, handle: Handle | None, storage: Storage) -> None:
+    async def delete(
+        self, instance_id: str, handle: ProcessHandle | None, storage: Storage
+    ) -> None:
         await self.stop(instance_id, handle)
         try:
             await asyncio.to_thread(shutil.rmtree, self.volume_dir(instance_id), True)
@@ -374,49 +421,37 @@ class ProcessBackend:
             except sandbox.SandboxError as exc:
                 raise TransientBackendError(str(exc), 5.0) from exc
 
-    def endpoint(self, instance_id: str, handle: Handle) -> Endpoint | None:
-        try:
-            return Endpoint(
-                host="127.0.0.1",
-                port=int(handle["port"]),
-                base_path=str(handle["base_url"]),
-                headers={"Authorization": f"token {handle['token']}"},
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
     async def close(self) -> None:
         # Workloads outlive the server on purpose: a restarted server adopts them.
         await self._http.aclose()
 
     # --- helpers ----------------------------------------------------------------------
 
-    def _read_server_file(self, instance_id: str) -> dict[str, Any] | None:
+    def _read_server_file(self, instance_id: str) -> ProcessHandle | None:
         try:
-            data = json.loads((self.runtime_dir(instance_id) / "server.json").read_text("utf-8"))
+            data = (self.runtime_dir(instance_id) / "server.json").read_text("utf-8")
+            return ProcessHandle.model_validate_json(data)
         except (OSError, ValueError):
             return None
-        return data if isinstance(data, dict) else None
 
-    def _process(self, handle: Handle) -> psutil.Process | None:
+    def _process(self, handle: ProcessHandle) -> psutil.Process | None:
         """The handle's server process if it still runs (guarding against PID reuse)."""
-        child = self._children.get(int(handle.get("pid", 0)))
+        child = self._children.get(handle.pid)
         if child is not None and child.poll() is not None:
             self._children.pop(child.pid, None)
             return None
         try:
-            proc = psutil.Process(int(handle["pid"]))
-            ticks = handle.get("start_ticks")
-            if isinstance(ticks, int):
+            proc = psutil.Process(handle.pid)
+            if handle.start_ticks is not None:
                 # Clock ticks since boot: a wall-clock jump does not move them.
-                if start_ticks(proc.pid) != ticks:
+                if start_ticks(proc.pid) != handle.start_ticks:
                     return None
-            elif abs(proc.create_time() - float(handle.get("created", 0))) > 1.0:
+            elif abs(proc.create_time() - handle.created) > 1.0:
                 return None  # a handle written before start_ticks existed
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             return proc
-        except (psutil.Error, KeyError, ValueError):
+        except psutil.Error:
             return None
 
     @staticmethod
@@ -427,6 +462,15 @@ class ProcessBackend:
             return [main, *main.children(recursive=True)]
         except psutil.Error:
             return [main]
+
+
+def _endpoint(handle: ProcessHandle) -> Endpoint:
+    return Endpoint(
+        host="127.0.0.1",
+        port=handle.port,
+        base_path=handle.base_url,
+        headers={"Authorization": f"token {handle.token}"},
+    )
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from demanager.cli import catalog, instances, login, server
+from demanager.cli import catalog, doctor, instances, login, server
 
 app = typer.Typer(
     name="demanager",
@@ -20,7 +20,12 @@ server.register(app)
 login.register(app)
 instances.register(app)
 catalog.register(app)
+doctor.register(app)
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -11,9 +11,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from demanager.settings import Settings
 
 DataDir = Annotated[
     Path | None,
@@ -42,26 +45,38 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     data_dir: DataDir = None,
-    backend: Annotated[str | None, typer.Option(help="Backend: process or fake.")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="Backend: process, docker, kubernetes, or an installed plugin's name."),
+    ] = None,
     catalog: Annotated[Path | None, typer.Option(help="Catalog YAML file.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
 ) -> None:
     """Run the API server and the engine (SQLite and the process backend by default)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from demanager.api.app import create_app
     from demanager.engine.runtime import operator_token
     from demanager.settings import load_settings
 
-    settings = load_settings(
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        backend=backend,
-        catalog_file=catalog,
-        log_level=log_level,
-    )
+    try:
+        settings = load_settings(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            backend=backend,
+            catalog_file=catalog,
+            log_level=log_level,
+        )
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = "__".join(str(part) for part in error["loc"]).upper()
+            typer.echo(f"error: {'DEMANAGER_' + where if where else 'settings'}: "
+                       f"{error['msg']}", err=True)
+        raise typer.Exit(2) from None
     _configure_logging(settings.log_level)
+    _preflight(settings)
     # Whatever the server writes is private unless it says otherwise (the data dir,
     # volumes and shared object-storage folders set their modes explicitly).
     os.umask(0o077)
@@ -83,6 +98,23 @@ def serve(
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=5,
     )
+
+
+def _preflight(settings: Settings) -> None:
+    """A wrong backend name, backend section or catalog is one line and exit code 2, not a
+    traceback from inside the server's start (``demanager doctor`` says more)."""
+    from pydantic import ValidationError
+
+    from demanager.catalog import load_catalog
+    from demanager.domain.catalog import CatalogError
+    from demanager.engine.runtime import UnknownBackend, backend_class, check_backend_settings
+
+    try:
+        catalog = load_catalog(settings.catalog_file)
+        check_backend_settings(backend_class(settings.backend), settings, catalog)
+    except (UnknownBackend, CatalogError, ValidationError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _configure_logging(level: str) -> None:

@@ -8,6 +8,7 @@ start with a clear message instead of surfacing as a 500 later.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,18 +16,6 @@ from typing import Any
 
 class CatalogError(ValueError):
     """The catalog file is not usable; the message names the entry."""
-
-
-@dataclass(frozen=True)
-class ProcessLaunch:
-    """How the process backend starts a profile: an argv template and extra environment.
-
-    Placeholders: ``{python}`` (the server's interpreter), ``{port}``, ``{token}``,
-    ``{root_dir}``, ``{base_url}``.
-    """
-
-    command: tuple[str, ...]
-    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -39,7 +28,9 @@ class Profile:
     image_name: str
     image_tag: str
     category: str | None
-    launch: ProcessLaunch
+    launch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """How each backend runs the profile, by backend name (``process``, ``docker``,
+    ``kubernetes``, …): raw sections that the backend itself reads and checks."""
     provision_annotations: Mapping[str, str] | None = None
     labels: Mapping[str, str] | None = None
 
@@ -47,6 +38,31 @@ class Profile:
     def image(self) -> str:
         """The container image the docker and kubernetes backends run."""
         return f"{self.namespace}/{self.image_name}:{self.image_tag}"
+
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_bytes(value: object) -> int | None:
+    """``8GiB``, ``512Mi``, ``4G``, ``4GB`` or a number of bytes; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*", str(value), re.IGNORECASE)
+    if match is None:
+        raise CatalogError(f"not a size: {value!r} (use e.g. 8GiB or 512MiB)")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a flavor gives each instance: the limits the container backends enforce."""
+
+    cpus: float
+    memory_bytes: int | None
+    gpus: int
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,14 @@ class Flavor:
     @property
     def free(self) -> bool:
         return self.promo_type == "Free"
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(
+            cpus=float(self.params.get("CPU", 1)),
+            memory_bytes=parse_bytes(self.params.get("memory")),
+            gpus=int(self.params.get("GPU", 0) or 0),
+        )
 
     def permits(self, user_name: str) -> bool:
         return self.permitted_users is None or user_name in self.permitted_users
@@ -119,10 +143,13 @@ def _req(entry: Mapping[str, Any], key: str, what: str) -> Any:
 def _profile(entry: Mapping[str, Any]) -> Profile:
     pid = str(_req(entry, "id", "profile"))
     image = entry.get("image", {}) or {}
-    launch = entry.get("process", {}) or {}
-    command = launch.get("command")
-    if not isinstance(command, list) or not command:
-        raise CatalogError(f"profile {pid!r} needs process.command, a non-empty list")
+    if "process" in entry:
+        raise CatalogError(f"profile {pid!r}: 'process' moved under 'launch' (launch.process)")
+    launch = entry.get("launch", {}) or {}
+    if not isinstance(launch, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in launch.items()
+    ):
+        raise CatalogError(f"profile {pid!r}: 'launch' must map backend names to mappings")
     flavor_type = str(_req(entry, "flavor_type", "profile"))
     if flavor_type.upper() not in {"CPU", "GPU", "ASCEND"}:
         raise CatalogError(f"profile {pid!r}: flavor_type must be CPU, GPU or Ascend")
@@ -135,10 +162,7 @@ def _profile(entry: Mapping[str, Any]) -> Profile:
         image_name=str(image.get("name", "demanager-notebook")),
         image_tag=str(image.get("tag", "latest")),
         category=entry.get("category"),
-        launch=ProcessLaunch(
-            command=tuple(str(c) for c in command),
-            env={str(k): str(v) for k, v in (launch.get("env") or {}).items()},
-        ),
+        launch=launch,
         provision_annotations=entry.get("provision_annotations"),
         labels=entry.get("labels"),
     )
@@ -150,10 +174,17 @@ def _flavor(entry: Mapping[str, Any]) -> Flavor:
     if ftype not in {"CPU", "GPU", "ASCEND"}:
         raise CatalogError(f"flavor {name!r}: type must be CPU, GPU or ASCEND")
     permitted = entry.get("permitted_users")
+    params = dict(entry.get("params") or {})
+    try:
+        parse_bytes(params.get("memory"))
+        float(params.get("CPU", 1))
+        int(params.get("GPU", 0) or 0)
+    except (CatalogError, TypeError, ValueError) as exc:
+        raise CatalogError(f"flavor {name!r}: bad params: {exc}") from exc
     return Flavor(
         name=name,
         type=ftype,
-        params=dict(entry.get("params") or {}),
+        params=params,
         promo_type=str(entry.get("promo_type", "NoDiscount")),
         storage_list=tuple(str(s) for s in entry.get("storage_list", ["obs", "evs"])),
         capacity=entry.get("capacity"),

@@ -8,12 +8,11 @@ crash between any two steps is repaired by planning from scratch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from demanager.domain.instance import Desired, Instance
+from demanager.domain.instance import Desired, Endpoint, FailedReason, Instance
 from demanager.domain.lifecycle import QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
 
@@ -51,22 +50,35 @@ class Step(Enum):
     MARK_STOPPED = "mark_stopped"
     DESTROY = "destroy"
     """Remove the workload and the volume of a deleted instance."""
+    FAIL = "fail"
+    """The backend says the launched workload can never come up: fail the start."""
     ADMIT = "admit"
     """A queued instance got its slot: CREATE_QUEUING -> CREATING,
     START_QUEUING -> READY_TO_START."""
 
 
+H = TypeVar("H")
+
+
 @dataclass(frozen=True)
-class Observation:
+class Observation(Generic[H]):
     workload: Workload
     launched_at: int | None = None
     """ms at which the observed workload was launched, when known."""
-    handle: Mapping[str, Any] | None = None
-    """The workload's handle, when the backend found it without being given one
-    (a crash between launching and persisting the handle)."""
+    handle: H | None = None
+    """The workload's handle (the backend's own type), when the backend found it without
+    being given one (a crash between launching and persisting the handle)."""
+    endpoint: Endpoint | None = None
+    """Where the proxy reaches the workload, when it is READY."""
+    volume_bytes: int | None = None
+    """Bytes the instance's own volume holds, when the backend measured them."""
+    failure: FailedReason | None = None
+    """Why the workload can never come up as launched (its image cannot be pulled, its
+    spec is refused): the engine fails the start with it instead of waiting it out."""
 
 
 _BRINGING_UP = frozenset({S.CREATING, S.STARTING})
+_LAUNCHING = _BRINGING_UP | {S.RESTARTING, S.UNAVAILABLE}
 
 UNANSWERED_KEY = "unanswered_probes"
 """Key in the instance's stored handle that counts the health probes a RUNNING workload
@@ -84,7 +96,7 @@ def unanswered(instance: Instance) -> int:
 
 def plan(
     instance: Instance,
-    observed: Observation,
+    observed: Observation[Any],
     now_ms: int,
     *,
     admissible: bool = False,
@@ -105,6 +117,9 @@ def plan(
 
     if status in QUEUED and work is Workload.ABSENT:
         return Step.ADMIT if admissible else Step.NOTHING
+
+    if observed.failure is not None and status in _LAUNCHING:
+        return Step.FAIL
 
     if status in _BRINGING_UP:
         return _bring_up(work)
@@ -147,7 +162,7 @@ def plan(
     return Step.HALT if work is not Workload.ABSENT else Step.NOTHING
 
 
-def _stopped_answering(instance: Instance, observed: Observation) -> bool:
+def _stopped_answering(instance: Instance, observed: Observation[Any]) -> bool:
     """The observed workload is the one that ran before the fault, not a relaunch."""
     return (
         instance.running_since is not None

@@ -20,7 +20,7 @@ import zlib
 from collections import defaultdict
 
 from demanager import errors
-from demanager.backends.base import Backend
+from demanager.backends.base import Backend, Handle
 from demanager.backends.node import is_dead_neighbour
 from demanager.domain.catalog import Catalog
 from demanager.domain.instance import FailedReason, Instance
@@ -235,7 +235,7 @@ class Reconciler:
             if planned is None:
                 return
             observed, step = planned
-            if step is Step.NOTHING and not self._steps.lacks_endpoint(instance, observed):
+            if step is Step.NOTHING and not self._steps.stale_endpoint(instance, observed):
                 await self._let_go(instance_id)
                 return
             if not await self._hold(instance_id):
@@ -259,11 +259,13 @@ class Reconciler:
                 self._launches[instance_id] += 1
             instance = await self._repo.load(instance_id)
 
-    async def _observe_and_plan(self, instance: Instance) -> tuple[Observation, Step] | None:
+    async def _observe_and_plan(
+        self, instance: Instance
+    ) -> tuple[Observation[Handle], Step] | None:
         """Observe the workload once and plan; None when the backend cannot tell now (it
         is asked again later) or cannot ever (the start fails)."""
         try:
-            observed = await self._backend.observe(instance.id, instance.handle)
+            observed = await self._backend.observe(instance.id, self._steps.typed(instance.handle))
         except errors.TransientBackendError as exc:
             log.warning("%s: %s; observing again in %.1fs", instance.id, exc, exc.retry_after)
             self._queue.submit_after(instance.id, exc.retry_after)
@@ -284,7 +286,9 @@ class Reconciler:
         log.debug("%s %s/%s -> %s", instance.id, instance.status, observed.workload, step)
         return observed, step
 
-    async def _act(self, instance: Instance, observed: Observation, step: Step) -> Outcome | None:
+    async def _act(
+        self, instance: Instance, observed: Observation[Handle], step: Step
+    ) -> Outcome | None:
         """Run one step under the lease (renewed while it runs); None: stop driving."""
         now = self._clock.now_ms()
         current = Pass(instance, observed, now, self._launches[instance.id])

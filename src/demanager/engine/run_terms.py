@@ -3,9 +3,6 @@ stop (auto-stop, §4.4, and a free flavor's forced duration), and the EVS size c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from demanager.domain.catalog import Catalog
 from demanager.domain.instance import FailedReason, Instance
 
@@ -27,16 +24,16 @@ def stop_deadline(instance: Instance, catalog: Catalog, running_since_ms: int) -
     return min(candidates) if candidates else None
 
 
-def volume_overuse(instance: Instance, handle: Mapping[str, Any] | None) -> FailedReason | None:
+def volume_overuse(instance: Instance, used: int | None) -> FailedReason | None:
     """A warning when the volume holds more than its requested size.
 
-    A folder cannot enforce a size, so the process backend measures it at each
-    start and the instance reports the excess in ``failed_reasons`` while it runs,
-    rather than refusing to start and locking the user out of their own files.
+    Not every backend can enforce a size (a folder, a local Docker volume), so the
+    backend measures the volume and the instance reports the excess in
+    ``failed_reasons`` while it runs, rather than refusing to start and locking the
+    user out of their own files.
     """
     size_gb = instance.storage.location.volume_size
-    used = (handle or {}).get("volume_bytes")
-    if instance.storage.type != "evs" or not size_gb or not isinstance(used, int):
+    if instance.storage.type != "evs" or not size_gb or used is None:
         return None
     if used <= size_gb * GB:
         return None

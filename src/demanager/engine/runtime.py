@@ -16,21 +16,23 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from demanager.backends.base import Backend
+from demanager.backends.base import Backend, BackendContext, Options, recipe_of
 from demanager.backends.node import replica_name, this_node
 from demanager.catalog import load_catalog
-from demanager.domain.catalog import Catalog
+from demanager.domain.catalog import Catalog, CatalogError
 from demanager.engine.clock import Clock, SystemClock
 from demanager.engine.reconciler import Reconciler
 from demanager.engine.service import InstanceService
 from demanager.engine.views import InstanceViews
+from demanager.errors import PermanentBackendError
 from demanager.identity.secrets import load_server_key
 from demanager.identity.service import OPERATOR_NAME, IdentityService
 from demanager.identity.throttle import LoginThrottle
-from demanager.settings import Settings
+from demanager.settings import Settings, backend_section
 from demanager.store.database import make_engine, make_sessionmaker, upgrade
 from demanager.store.identity import IdentityRepository
 from demanager.store.instances import InstanceRepository
@@ -47,14 +49,50 @@ class UnknownBackend(ValueError):
     pass
 
 
-def load_backend(settings: Settings) -> Backend:
-    found = entry_points(group="demanager.backends", name=settings.backend)
+def backend_class(name: str) -> type[Backend]:
+    """The backend registered as ``name`` in the ``demanager.backends`` entry points."""
+    found = entry_points(group="demanager.backends", name=name)
     if not found:
         names = sorted(ep.name for ep in entry_points(group="demanager.backends"))
-        raise UnknownBackend(f"unknown backend {settings.backend!r}; installed: {', '.join(names)}")
-    factory = next(iter(found)).load()
-    backend: Backend = factory(settings)
-    return backend
+        raise UnknownBackend(f"unknown backend {name!r}; installed: {', '.join(names)}")
+    cls: type[Backend] = next(iter(found)).load()
+    return cls
+
+
+def backend_context(settings: Settings) -> BackendContext:
+    return BackendContext(
+        data_dir=settings.data_dir,
+        node_id=settings.node_id,
+        object_storage_root=settings.object_storage_root,
+    )
+
+
+def check_backend_settings(
+    cls: type[Backend], settings: Settings, catalog: Catalog | None = None
+) -> Options:
+    """The backend's options from its settings section; with ``catalog``, also check that
+    the backend can read each profile's ``launch`` section for it."""
+    try:
+        options = cls.options_type.model_validate(backend_section(settings, settings.backend))
+    except ValidationError as exc:
+        raise UnknownBackend(
+            f"settings of the {settings.backend} backend (DEMANAGER_"
+            f"{settings.backend.upper()}__…): {exc}"
+        ) from exc
+    if catalog is not None:
+        for profile in catalog.profiles.values():
+            try:
+                recipe_of(cls.recipe_type, settings.backend, profile)
+            except PermanentBackendError as exc:
+                raise CatalogError(str(exc)) from exc
+    return options
+
+
+def load_backend(settings: Settings, catalog: Catalog | None = None) -> Backend:
+    """Build the chosen backend from its own settings section (see
+    ``check_backend_settings``)."""
+    cls = backend_class(settings.backend)
+    return cls(check_backend_settings(cls, settings, catalog), backend_context(settings))
 
 
 def data_dir_mode() -> int:
@@ -145,7 +183,7 @@ class Runtime:
         clock = clock or SystemClock()
         prepare_data_dir(settings)
         catalog = load_catalog(settings.catalog_file)
-        backend = backend or load_backend(settings)
+        backend = backend or load_backend(settings, catalog)
         db = make_engine(settings.sqlalchemy_url)
         sessions = make_sessionmaker(db)
         instances = InstanceRepository(sessions)

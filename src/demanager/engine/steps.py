@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from pydantic import ValidationError
+
 from demanager import errors
 from demanager.backends.base import Backend, Handle, LaunchSpec
 from demanager.domain.catalog import Catalog
@@ -57,7 +59,7 @@ class Pass:
     """One round of plan-and-act: what was read, what was seen, and when."""
 
     instance: Instance
-    observed: Observation
+    observed: Observation[Handle]
     now_ms: int
     launches: int
     """Workloads launched for the instance since it was last at rest."""
@@ -91,6 +93,7 @@ class StepRunner:
             Step.LAUNCH: self._launch,
             Step.RELAUNCH: self._launch,
             Step.MARK_RUNNING: self._mark_running,
+            Step.FAIL: self._fail_launch,
             Step.ADMIT: self._admit,
             Step.MARK_STARTING: self._mark_starting,
             Step.COUNT_UNANSWERED: self._count_unanswered,
@@ -117,41 +120,58 @@ class StepRunner:
             instance, target, now_ms=now_ms, fence=self._owner, **changes
         )
 
-    def stamped(self, handle: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """``handle`` with the node its workload runs on, and without the engine's count
-        of missed probes."""
-        if not handle:
+    def stamped(self, handle: Handle | None) -> dict[str, Any] | None:
+        """The stored form of the backend's ``handle``: its fields, plus the node its
+        workload runs on."""
+        if handle is None:
             return None
-        clean = {k: v for k, v in handle.items() if k != UNANSWERED_KEY}
+        return self.restamped(handle.model_dump(mode="json"))
+
+    def restamped(self, stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """A stored handle with this backend's node, and without the engine's count of
+        missed probes."""
+        if not stored:
+            return None
+        clean = {k: v for k, v in stored.items() if k != UNANSWERED_KEY}
         if self._backend.node is not None:
             clean[NODE_KEY] = self._backend.node
         return clean
 
+    def typed(self, stored: Mapping[str, Any] | None) -> Handle | None:
+        """The backend's own handle from the stored one; None when there is none, or when
+        it no longer parses (a handle of an older release): the backend then looks the
+        workload up by instance id, as after a crash before the handle was stored."""
+        if not stored:
+            return None
+        try:
+            return self._backend.handle_type.model_validate(stored)
+        except ValidationError as exc:
+            log.warning("stored handle does not parse as %s: %s",
+                        self._backend.handle_type.__name__, exc.errors()[:1])
+            return None
+
     # --- the handlers -----------------------------------------------------------------
 
     async def _store_endpoint(self, p: Pass) -> Outcome:
-        """NOTHING, except that a workload running since before endpoints were stored (an
-        upgrade) gets its endpoint now."""
-        if self.lacks_endpoint(p.instance, p.observed):
-            handle = p.observed.handle or p.instance.handle or {}
-            await self._save(
-                p.instance, p.now_ms, endpoint=self._backend.endpoint(p.instance.id, handle)
-            )
+        """NOTHING, except that a RUNNING workload whose endpoint moved (or was never
+        stored: an upgrade) gets the one the backend sees now."""
+        if self.stale_endpoint(p.instance, p.observed):
+            await self._save(p.instance, p.now_ms, endpoint=p.observed.endpoint)
         return Outcome.DONE
 
-    def lacks_endpoint(self, instance: Instance, observed: Observation) -> bool:
-        """RUNNING without a stored endpoint although the backend can name one."""
-        handle = observed.handle or instance.handle
+    @staticmethod
+    def stale_endpoint(instance: Instance, observed: Observation[Handle]) -> bool:
+        """RUNNING and READY, but the stored endpoint is not where the workload answers."""
         return (
             instance.status is S.RUNNING
-            and instance.endpoint is None
             and observed.workload is Workload.READY
-            and bool(handle)
-            and self._backend.endpoint(instance.id, handle or {}) is not None
+            and observed.endpoint is not None
+            and observed.endpoint != instance.endpoint
         )
 
     async def _wait(self, p: Pass) -> Outcome:
-        started = p.observed.launched_at or (p.instance.handle or {}).get("launched_at")
+        stored = self.typed(p.instance.handle)
+        started = p.observed.launched_at or (stored.launched_at if stored else None)
         if started is not None and p.now_ms - int(started) > self._start_timeout_ms:
             await self.fail(
                 p.instance,
@@ -172,7 +192,7 @@ class StepRunner:
             )
             return Outcome.DONE
         if p.observed.workload is not Workload.ABSENT:  # RELAUNCH: a stale workload runs
-            await self._backend.stop(instance.id, instance.handle)
+            await self._backend.stop(instance.id, self.typed(instance.handle))
         try:
             launched = await self._backend.start(self._launch_spec(instance, p.now_ms))
         except errors.BackendError:
@@ -183,6 +203,11 @@ class StepRunner:
             raise errors.PermanentBackendError(f"The backend failed: {exc}") from exc
         await self._keep_launched(instance, launched, p.now_ms)
         return Outcome.LAUNCHED
+
+    async def _fail_launch(self, p: Pass) -> Outcome:
+        if p.observed.failure is not None:
+            await self.fail(p.instance, p.observed.failure)
+        return Outcome.DONE
 
     async def _keep_launched(self, instance: Instance, handle: Handle, now: int) -> None:
         """Store the handle of what was just launched, or stop it if it is no longer wanted.
@@ -210,14 +235,15 @@ class StepRunner:
     async def _mark_running(self, p: Pass) -> Outcome:
         instance = p.instance
         keep = instance.status is S.UNAVAILABLE and instance.running_since is not None
-        handle = self.stamped(p.observed.handle or instance.handle)
+        adopted = p.observed.handle
+        handle = self.stamped(adopted) if adopted else self.restamped(instance.handle)
         await self._transition(
             instance,
             S.RUNNING,
             p.now_ms,
-            failed=volume_overuse(instance, handle),
+            failed=volume_overuse(instance, p.observed.volume_bytes),
             handle=handle,
-            endpoint=self._backend.endpoint(instance.id, handle) if handle else None,
+            endpoint=p.observed.endpoint,
             running_since=instance.running_since if keep else p.now_ms,
             stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, p.now_ms),
         )
@@ -240,7 +266,7 @@ class StepRunner:
         return Outcome.DONE  # the next sweep probes again
 
     async def _reset_unanswered(self, p: Pass) -> Outcome:
-        await self._save(p.instance, p.now_ms, handle=self.stamped(p.instance.handle))
+        await self._save(p.instance, p.now_ms, handle=self.restamped(p.instance.handle))
         return Outcome.DONE
 
     async def _mark_unavailable(self, p: Pass) -> Outcome:
@@ -249,7 +275,7 @@ class StepRunner:
             S.UNAVAILABLE,
             p.now_ms,
             failed=self._fault(p.observed),
-            handle=self.stamped(p.instance.handle),
+            handle=self.restamped(p.instance.handle),
         )
         return Outcome.AGAIN
 
@@ -260,7 +286,7 @@ class StepRunner:
         return Outcome.AGAIN
 
     async def _halt(self, p: Pass) -> Outcome:
-        await self._backend.stop(p.instance.id, p.instance.handle)
+        await self._backend.stop(p.instance.id, self.typed(p.instance.handle))
         await self._save(p.instance, p.now_ms, handle=None)
         return Outcome.AGAIN
 
@@ -281,13 +307,13 @@ class StepRunner:
 
     async def _destroy(self, p: Pass) -> Outcome:
         instance = p.instance
-        await self._backend.delete(instance.id, instance.handle, instance.storage)
+        await self._backend.delete(instance.id, self.typed(instance.handle), instance.storage)
         await self._save(instance, p.now_ms, handle=None, cleanup_pending=False)
         return Outcome.DONE
 
     # --- helpers ----------------------------------------------------------------------
 
-    def _fault(self, observed: Observation) -> FailedReason:
+    def _fault(self, observed: Observation[Handle]) -> FailedReason:
         """Why a RUNNING instance became UNAVAILABLE.
 
         The contract has no code of its own for a fault; 6361 (internal service error)
@@ -329,7 +355,7 @@ class StepRunner:
         """Stop whatever runs and record why the create or start failed."""
         log.warning("%s failed: %s", instance.id, reason.message)
         with contextlib.suppress(errors.BackendError):
-            await self._backend.stop(instance.id, instance.handle)
+            await self._backend.stop(instance.id, self.typed(instance.handle))
         for _ in range(5):
             current = await self._repo.load(instance.id)
             if current is None or current.status not in (

@@ -51,3 +51,16 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations synchronously; call before the event loop starts."""
     command.upgrade(alembic_config(url), revision)
+
+
+async def schema_revisions(engine: AsyncEngine) -> tuple[str | None, str | None]:
+    """(the database's migration revision, the newest this release knows)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    async with engine.connect() as connection:
+        current = await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+    return current, head

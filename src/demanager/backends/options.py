@@ -1,0 +1,117 @@
+"""The built-in backends' settings sections and catalog sections, as pydantic models.
+
+Kept apart from the backends themselves so that the server's settings can name the
+sections (``DEMANAGER_PROCESS__…``, ``DEMANAGER_DOCKER__…``) without importing the
+Docker or Kubernetes client libraries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from demanager.backends.base import Options, Recipe
+
+JUPYTERLAB_ARGS: tuple[str, ...] = (
+    "--no-browser",
+    "--ServerApp.port_retries=0",
+    "--ServerApp.base_url={base_url}",
+    "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    "--LabApp.news_url=",
+    "--LabApp.extension_manager=readonly",
+)
+"""What every JupyterLab a backend launches is told, whatever runs it."""
+
+
+class ProcessOptions(Options):
+    notebook_python: Path | None = None
+    """The interpreter (with JupyterLab) notebooks run with, the catalog's ``{python}``;
+    default the server's own. As root it must be executable by any uid."""
+
+
+class ProcessRecipe(Recipe):
+    """``launch.process`` of a profile: an argv template and extra environment.
+
+    Placeholders: ``{python}``, ``{port}``, ``{root_dir}``, ``{base_url}``, ``{cpus}``.
+    """
+
+    command: tuple[str, ...] = (
+        "{python}", "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.port={port}", "--ServerApp.allow_root=True",
+        "--ServerApp.root_dir={root_dir}", *JUPYTERLAB_ARGS,
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class FakeOptions(Options):
+    start_delay_seconds: float = Field(default=0.0, ge=0)
+    """How long a workload takes to become ready."""
+    state_dir: Path | None = None
+    """A directory whose SQLite file holds the workloads, shared by every server given the
+    same directory, like a cluster that outlives any one replica; unset: in the server's
+    memory."""
+
+
+class FakeRecipe(Recipe):
+    """The fake backend reads nothing from a profile (a profile id containing ``fail``
+    makes its starts fail)."""
+
+
+class ContainerRecipe(Recipe):
+    """What the container backends run for a profile. Placeholders in ``command`` and
+    ``env``: ``{port}``, ``{base_url}``, ``{cpus}``."""
+
+    image: str | None = None
+    """The image; default the profile's ``namespace/name:tag``."""
+    command: tuple[str, ...] = (
+        "jupyter", "lab", "--ServerApp.ip=0.0.0.0", "--ServerApp.port={port}",
+        "--ServerApp.root_dir={work_dir}", *JUPYTERLAB_ARGS,
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    port: int = Field(default=8888, ge=1, le=65535)
+    """The port the notebook server listens on inside the container (or pod)."""
+    user: str = "1000:100"
+    """uid:gid the notebook runs as; never root."""
+    work_dir: str = "/home/jovyan/work"
+    """Where the instance's volume is mounted and Jupyter's root."""
+
+
+class DockerOptions(Options):
+    host: str | None = None
+    """The Docker daemon's address (``unix:///…`` or ``tcp://…``); default ``DOCKER_HOST``
+    or the local socket."""
+    network: str = "demanager"
+    """The user-defined bridge network instances join (created if missing); the proxy
+    reaches each container at its address on it."""
+    network_mode: Literal["bridge", "host"] = "bridge"
+    """``host``: containers share the host's network (for hosts without bridges); each
+    notebook then listens on a free loopback port of its own."""
+    pull: Literal["missing", "never", "always"] = "missing"
+    """When to pull the profile's image: ``never`` for hosts with no registry."""
+    pull_timeout_seconds: float = Field(default=300.0, gt=0)
+    """A pull that takes longer fails the start with a clear reason."""
+    stop_timeout_seconds: int = Field(default=10, ge=0)
+    """How long a notebook gets to shut its kernels down before it is killed."""
+    runtime: str | None = None
+    """The container runtime (``runc``, ``nvidia``, ``runsc``…); default the daemon's."""
+
+
+class KubernetesOptions(Options):
+    server: str | None = None
+    """The API server's URL; default from the in-cluster service account, else the
+    kubeconfig (``KUBECONFIG`` or ``~/.kube/config``)."""
+    namespace: str = "demanager"
+    """Where instances' pods, volumes and services are created."""
+    storage_class: str | None = None
+    """The PVCs' storage class; default the cluster's default class."""
+    address: Literal["service", "pod"] = "service"
+    """How the proxy reaches a notebook: its Service's cluster DNS name, or its pod's IP."""
+    cluster_domain: str = "cluster.local"
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
+    pool_label: str = "demanager.io/pool"
+    """Dedicated pools: pods of a pool get a node selector and a toleration with this
+    key and the pool's id as value."""
+    gpu_resource: str = "nvidia.com/gpu"
+    request_timeout_seconds: float = Field(default=10.0, gt=0)

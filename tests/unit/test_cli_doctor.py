@@ -1,0 +1,79 @@
+"""``demanager doctor`` and the checks ``serve`` makes before it starts: one line per
+problem, and an exit code a script can test."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from demanager.cli.main import app
+from tests.server import notebook_python_env, traversable_dir
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    # As root the process backend needs a data dir its instances' uids can traverse.
+    base = traversable_dir("demanager-doctor-")
+    for key, value in notebook_python_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DEMANAGER_DATA_DIR", str(base / "data"))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_doctor_passes_on_the_defaults(env: Path) -> None:
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "ok  catalog: 8 profiles" in result.output
+    assert "not created yet" in result.output
+    assert "backend process: ready" in result.output
+
+
+def test_doctor_names_an_unknown_backend(env: Path) -> None:
+    result = CliRunner().invoke(app, ["doctor", "--backend", "nope"])
+    assert result.exit_code == 1
+    assert "unknown backend 'nope'; installed: " in result.output
+    assert "process" in result.output
+
+
+def test_doctor_reports_a_bad_catalog_section_for_the_backend(env: Path) -> None:
+    catalog = env / "catalog.yaml"
+    catalog.write_text(
+        "profiles:\n"
+        "  - {id: p, flavor_type: CPU, launch: {process: {command: [x], nonsense: 1}}}\n"
+        "flavors:\n  - {name: f, type: CPU, params: {CPU: 1}}\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["doctor", "--catalog", str(catalog)])
+    assert result.exit_code == 1
+    assert "profile 'p': bad launch.process section in the catalog: nonsense" in result.output
+
+
+def test_doctor_reports_an_old_schema(env: Path) -> None:
+    from demanager.settings import load_settings
+    from demanager.store.database import upgrade
+
+    (env / "data").mkdir()
+    upgrade(load_settings().sqlalchemy_url, "0001")
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 1
+    assert "schema at 0001" in result.output and "demanager db upgrade" in result.output
+
+
+def test_serve_refuses_an_unknown_setting_of_a_backend_in_one_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEMANAGER_DOCKER__BOGUS", "1")
+    result = CliRunner().invoke(app, ["serve", "--backend", "docker", "--port", "1"])
+    assert result.exit_code == 2
+    assert "DEMANAGER_DOCKER__BOGUS: Extra inputs are not permitted" in result.output
+
+
+def test_serve_refuses_an_unknown_backend_in_one_line(env: Path) -> None:
+    result = CliRunner().invoke(app, ["serve", "--backend", "nope", "--port", "1"])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: unknown backend 'nope'")
