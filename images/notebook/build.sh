@@ -7,8 +7,9 @@
 # recipe a matter of seconds. docs/notebook-image.md explains it all.
 #
 # Environment: DOCKER_HOST (the daemon), DEBIAN_MIRROR (default: the host's apt
-# mirror), CATALOG_PYTHON (a Python with PyYAML; default the repository's .venv),
-# NOTEBOOK_IMAGE_REBUILD=1 (ignore both caches), XDG_CACHE_HOME, TMPDIR.
+# mirror), CATALOG_PYTHON (a Python where demanager is installed; default the
+# repository's .venv), NOTEBOOK_IMAGE_REBUILD=1 (ignore both caches), XDG_CACHE_HOME,
+# TMPDIR.
 set -euo pipefail
 umask 022
 
@@ -25,7 +26,6 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 readonly here repo
 readonly script=$here/build.sh
-readonly catalog=$repo/src/demanager/default_catalog.yaml
 python=${CATALOG_PYTHON:-$repo/.venv/bin/python}
 
 say() { printf '%s\n' "$*"; }
@@ -92,25 +92,21 @@ host_mirror() {
   done
 }
 
-# namespace/name:tag of every profile's image in the default catalog, once each.
+# Every image the default catalog's profiles name, once each: the profile's image
+# (namespace/name:tag) and any a container backend's launch section puts instead. The
+# project's own loader reads them, so its defaults and its checks are the backends'.
 catalog_images() {
-  "$python" - "$catalog" <<'EOF'
-import sys
+  "$python" - <<'EOF'
+from demanager.catalog import load_catalog
 
-import yaml
-
-with open(sys.argv[1], encoding="utf-8") as f:
-    catalog = yaml.safe_load(f)
-seen = []
-for profile in catalog.get("profiles") or []:
-    image = profile.get("image")
-    if not image:
-        continue
-    name = f"{image['namespace']}/{image['name']}" if image.get("namespace") else image["name"]
-    ref = f"{name}:{image.get('tag') or 'latest'}"
-    if ref not in seen:
-        seen.append(ref)
-        print(ref)
+refs = {}
+for profile in load_catalog(None).profiles.values():
+    refs[profile.image] = None
+    for backend in ("docker", "kubernetes"):
+        image = profile.launch.get(backend, {}).get("image")
+        if image:
+            refs[str(image)] = None
+print("\n".join(refs))
 EOF
 }
 
@@ -135,7 +131,7 @@ if ! docker_error=$(docker version --format '{{ .Server.Version }}' 2>&1 >/dev/n
   die "no Docker daemon answers at ${DOCKER_HOST:-unix:///var/run/docker.sock} (set DOCKER_HOST): ${docker_error##*$'\n'}"
 fi
 [ -x "$python" ] || die "$python is missing: run make install (or set CATALOG_PYTHON)"
-catalog_out=$(catalog_images) || die "cannot read the image names from $catalog"
+catalog_out=$(catalog_images) || die "cannot read the image names from the default catalog"
 mapfile -t catalog_refs < <(printf '%s\n' "$catalog_out" | grep .)
 
 # shellcheck disable=SC1091  # os-release is the host's, not the repository's

@@ -11,12 +11,11 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import yaml
 
+from demanager.catalog import load_catalog
 from tests.docker_env import (  # noqa: F401  (the fixtures docker_client and notebook_image)
     MANAGED_LABEL,
     docker_client_fixture,
@@ -138,12 +137,15 @@ def test_default_command_serves_jupyterlab(
 
 
 def catalog_image_refs() -> list[str]:
-    text = resources.files("demanager").joinpath("default_catalog.yaml").read_text()
-    refs = []
-    for profile in yaml.safe_load(text)["profiles"]:
-        image = profile["image"]
-        refs.append(f"{image['namespace']}/{image['name']}:{image.get('tag') or 'latest'}")
-    return sorted(set(refs))
+    """What ``make image`` tags: each default profile's image, and any image a container
+    backend's launch section names instead."""
+    refs = set()
+    for profile in load_catalog(None).profiles.values():
+        refs.add(profile.image)
+        for backend in ("docker", "kubernetes"):
+            if image := profile.launch.get(backend, {}).get("image"):
+                refs.add(str(image))
+    return sorted(refs)
 
 
 def test_every_default_profile_names_this_image(
