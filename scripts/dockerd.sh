@@ -54,6 +54,10 @@ start() {
   fi
   local -a extra=()
   read -ra extra <<<"${DOCKERD_EXTRA_ARGS:-}"
+  if [ -e /sys/class/net/docker0 ] && [[ " ${extra[*]} " != *" --bridge"* ]]; then
+    note "note: docker0 exists; if another daemon uses it, give this one its own bridge" \
+      "(DOCKERD_EXTRA_ARGS=--bridge=NAME), or their containers' addresses may clash"
+  fi
   mkdir -p "$dir/data" "$dir/exec"
   setsid dockerd --iptables=false --data-root "$dir/data" --exec-root "$dir/exec" \
     -H "$host" --pidfile "$pidfile" "${extra[@]}" </dev/null >"$log" 2>&1 &
