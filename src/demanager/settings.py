@@ -169,7 +169,17 @@ def load_settings(**overrides: Any) -> Settings:
         if not isinstance(loaded, dict):
             raise ValueError(f"{config_file}: expected a mapping of settings")
         file_values = {
-            k: v for k, v in loaded.items() if f"DEMANAGER_{k.upper()}" not in os.environ
+            k: _without_environment(k, v)
+            for k, v in loaded.items()
+            if f"DEMANAGER_{k.upper()}" not in os.environ
         }
     clean = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**{**file_values, **clean})
+
+
+def _without_environment(key: str, value: Any) -> Any:
+    """A backend section of the config file, less what the environment sets (which wins,
+    setting by setting)."""
+    if key not in BUILT_IN_SECTIONS or not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if f"DEMANAGER_{key}__{k}".upper() not in os.environ}

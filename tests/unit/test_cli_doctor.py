@@ -77,3 +77,16 @@ def test_serve_refuses_an_unknown_backend_in_one_line(env: Path) -> None:
     result = CliRunner().invoke(app, ["serve", "--backend", "nope", "--port", "1"])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: unknown backend 'nope'")
+
+
+def test_a_backend_section_merges_the_config_file_under_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from demanager.settings import load_settings
+
+    config = tmp_path / "demanager.yaml"
+    config.write_text("docker:\n  network: from-file\n  pull: never\n", encoding="utf-8")
+    monkeypatch.setenv("DEMANAGER_CONFIG_FILE", str(config))
+    monkeypatch.setenv("DEMANAGER_DOCKER__NETWORK", "from-env")
+    settings = load_settings()
+    assert (settings.docker.network, settings.docker.pull) == ("from-env", "never")
