@@ -19,7 +19,7 @@ else
 DATA_DIR ?= ./demanager-data
 endif
 
-.PHONY: notebook-env run test test-suite test-fast lint typecheck bench bench-replicas install install-test browser clean
+.PHONY: image notebook-env run test test-suite test-fast lint typecheck bench bench-replicas install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ $(NOTEBOOK_ENV)/.installed:
 	umask 022 && $(NOTEBOOK_PYTHON_BASE) -m venv $(NOTEBOOK_ENV)
 	umask 022 && $(NOTEBOOK_ENV)/bin/pip install --quiet 'jupyterlab>=4.2' 'ipykernel>=6.29'
 	touch $@
+
+# The image the docker and kubernetes backends run, built from Debian packages and PyPI with
+# debootstrap and `docker import` (no registry); as root, with a Docker daemon (DOCKER_HOST).
+image: install  ## build demanager/notebook:latest and tag it as the default catalog's images
+	CATALOG_PYTHON=$(BIN)/python images/notebook/build.sh
 
 run: install $(NOTEBOOK_DEPS)  ## serve on 127.0.0.1:8080 with SQLite and the process backend
 	$(BIN)/demanager serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)

@@ -311,7 +311,8 @@ def test_queue_rank_is_shown(
         "profiles:\n"
         f"  - id: \"{CPU_PROFILE}\"\n"
         "    flavor_type: CPU\n"
-        "    process: {command: [\"true\"]}\n"  # never run: the fake backend starts nothing
+        # never run: the fake backend starts nothing
+        "    launch: {process: {command: [\"true\"]}}\n"
         "flavors:\n"
         "  - name: modelarts.vm.cpu.free\n"
         "    type: CPU\n"

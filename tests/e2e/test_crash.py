@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.e2e.jupyter import Notebook
-from tests.server import ServerProcess, processes_of, wait_for_status
+from tests.server import ServerProcess, processes_of, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -101,9 +101,12 @@ def test_a_dead_workload_is_restarted(server_factory: Callable[..., ServerProces
         os.kill(pid, signal.SIGKILL)
     server.start()
     with server.client() as api:
+        # The row says RUNNING until the first sweep finds the workload dead: wait for
+        # the notebook itself to answer again.
         back = wait_for_status(api, instance_id, "RUNNING")
         with Notebook(back["spec"]["annotations"]["url"], server.token) as nb:
-            assert nb.status() == 200
+            wait_until(lambda: nb.status() == 200, "the relaunched notebook answers", 120)
+        assert api.get(f"/{instance_id}").json()["status"] == "RUNNING"
         api.post(f"/{instance_id}/action", json={"action": "stop"})
         wait_for_status(api, instance_id, "STOPPED")
         api.delete(f"/{instance_id}")

@@ -60,3 +60,34 @@ async def test_a_running_row_without_endpoint_gets_one(runtime: Runtime) -> None
     await runtime.reconciler.settle()  # and then it is at rest: no write per sweep
     again = await runtime.instances.load(created.id)
     assert again is not None and again.version == refilled.version
+
+
+async def test_an_endpoint_that_moved_is_stored_again(runtime: Runtime) -> None:
+    """A container relaunched by another route (a daemon restart) answers elsewhere."""
+    from dataclasses import replace
+
+    created = await runtime.service.create(principal=PRINCIPAL, body=_body("m"))
+    await runtime.reconciler.settle()
+    running = await runtime.instances.load(created.id)
+    assert running is not None and running.endpoint is not None
+    elsewhere = replace(running.endpoint, port=1)
+    await runtime.instances.save(running, now_ms=running.updated_at, endpoint=elsewhere)
+    await runtime.reconciler.settle()
+    fixed = await runtime.instances.load(created.id)
+    assert fixed is not None and fixed.endpoint == running.endpoint
+
+
+async def test_the_proxy_reads_again_a_row_that_would_refuse(runtime: Runtime) -> None:
+    """A stop and a start within the proxy's cache period: the first request after the
+    start reaches the new workload, not the refusal the cached STOPPED row would give."""
+    from demanager.proxy.access import InstanceCache
+
+    cache = InstanceCache(runtime, ttl=60.0)
+    created = await runtime.service.create(principal=PRINCIPAL, body=_body("c"))
+    assert (await cache.get(created.id)).status is InstanceStatus.CREATING  # type: ignore[union-attr]
+    await runtime.reconciler.settle()
+    running = await cache.get(created.id)
+    assert running is not None and running.status is InstanceStatus.RUNNING
+    # Open rows are kept for the cache period: the store is not read again.
+    await runtime.instances.save(running, now_ms=running.updated_at, description="changed")
+    assert (await cache.get(created.id)).description == running.description  # type: ignore[union-attr]

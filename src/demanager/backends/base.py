@@ -94,6 +94,8 @@ class LaunchSpec:
     generation: int = 0
     """The caller action this launch serves (its ``requested_at``): a launch of a workload
     already launched for the same generation is a duplicate, which backends may count."""
+    pool_id: str | None = None
+    """The dedicated pool the instance runs in (``spec.pool_id``), None for the public one."""
 
 
 class Backend(Protocol):

@@ -8,7 +8,7 @@ Docker or Kubernetes client libraries.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -121,3 +121,24 @@ class KubernetesOptions(Options):
     key and the pool's id as value."""
     gpu_resource: str = "nvidia.com/gpu"
     request_timeout_seconds: float = Field(default=10.0, gt=0)
+    stop_timeout_seconds: int = Field(default=10, ge=0)
+    """The pods' termination grace period: how long a notebook gets to shut its kernels
+    down before it is killed. A stop waits this long plus ``request_timeout_seconds``
+    for the pod to go, then retries later."""
+
+
+class KubernetesRecipe(ContainerRecipe):
+    """``launch.kubernetes`` of a profile: the container recipe, plus two overrides.
+
+    ``pod`` is merged into the pod's ``spec`` and ``container`` into the notebook's
+    container, after demanager has built them: mappings merge key by key, lists are
+    extended (``pod: {tolerations: [...]}`` adds tolerations, ``pod: {containers:
+    [...]}`` adds a sidecar), any other value replaces demanager's. For example
+    ``container: {resources: {requests: {cpu: 250m}}}`` requests less than the flavor
+    allows, and ``pod: {priorityClassName: notebooks}`` sets a priority class.
+    """
+
+    pod: dict[str, Any] = Field(default_factory=dict)
+    """Merged into the pod's ``spec``."""
+    container: dict[str, Any] = Field(default_factory=dict)
+    """Merged into the notebook's container (``spec.containers[0]``)."""

@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from demanager.backends.base import Backend
+    from demanager.domain.catalog import Catalog
 
 OK, PROBLEM = "ok", "problem"
 
@@ -74,7 +78,7 @@ async def _diagnose(data_dir: Path | None, backend: str | None, catalog_file: Pa
         found = await built.check()
         missing_images = getattr(built, "missing_images", None)
         if missing_images is not None:
-            found += await missing_images(_images(catalog, settings.backend))
+            found += await missing_images(_images(catalog, built))
     finally:
         await built.close()
     for line in found:
@@ -111,17 +115,14 @@ async def _database(url: str) -> int:
     return 0
 
 
-def _images(catalog: object, backend: str) -> list[str]:
+def _images(catalog: Catalog, backend: Backend) -> list[str]:
     """The images the catalog's profiles run on a container backend."""
     from demanager.backends.base import recipe_of
-    from demanager.backends.options import ContainerRecipe
-    from demanager.domain.catalog import Catalog
 
-    assert isinstance(catalog, Catalog)
     images = set()
     for profile in catalog.profiles.values():
-        recipe = recipe_of(ContainerRecipe, backend, profile)
-        images.add(recipe.image or profile.image)
+        recipe = recipe_of(backend.recipe_type, backend.name, profile)
+        images.add(getattr(recipe, "image", None) or profile.image)
     return sorted(images)
 
 

@@ -349,6 +349,7 @@ class StepRunner:
             extend_storage=instance.extend_storage or (),
             now_ms=now,
             generation=instance.requested_at or instance.created_at,
+            pool_id=instance.pool_id,
         )
 
     async def fail(self, instance: Instance, reason: FailedReason) -> None:

@@ -96,7 +96,10 @@ class InstanceCache:
     second instead of once per request halves the proxy's cost. What may be stale
     is harmless: owner and project never change, and a status or endpoint at most
     ``ttl`` old only means a request reaches a workload that is stopping (and is
-    refused by it). Credentials are never cached: each request's is checked.
+    refused by it). Only a row that lets a request through is kept: one that would
+    refuse it (not running, no endpoint yet) is read again, so a notebook that has
+    just started again is reached at once, at its new endpoint. Credentials are never
+    cached: each request's is checked.
     """
 
     def __init__(self, runtime: Runtime, *, ttl: float = 1.0, size: int = 4096) -> None:
@@ -108,13 +111,21 @@ class InstanceCache:
     async def get(self, instance_id: str) -> Instance | None:
         now = time.monotonic()
         cached = self._rows.get(instance_id)
-        if cached is not None and now - cached[0] < self._ttl:
+        if cached is not None and now - cached[0] < self._ttl and _open(cached[1]):
             return cached[1]
         instance = await self._runtime.instances.load(instance_id)
         if len(self._rows) >= self._size:
             self._rows.clear()  # crude but bounded: ids are caller-chosen
         self._rows[instance_id] = (now, instance)
         return instance
+
+
+def _open(instance: Instance | None) -> bool:
+    return (
+        instance is not None
+        and instance.status is InstanceStatus.RUNNING
+        and instance.endpoint is not None
+    )
 
 
 async def admit(runtime: Runtime, credential: Credential | None, instance_id: str,

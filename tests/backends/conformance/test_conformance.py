@@ -41,12 +41,14 @@ START_TIMEOUT = 180.0
 @pytest.fixture(scope="module", params=sorted(HARNESSES))
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     workdir = traversable_dir(f"demanager-conformance-{request.param}-")
-    built = load_harness(request.param, workdir)
+    built: Harness | None = None
     try:
+        built = load_harness(request.param, workdir)
         built.setup()
         yield built
     finally:
-        built.teardown()
+        if built is not None:
+            built.teardown()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

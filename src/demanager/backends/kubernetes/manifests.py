@@ -1,0 +1,352 @@
+"""What the Kubernetes backend creates, built by pure functions as plain dicts.
+
+Per instance, in the backend's namespace, each named after the instance
+(``object_name``: ``dm-`` and the instance id in lower case):
+
+* a PersistentVolumeClaim, the instance's EVS volume. It owns everything else, so
+  deleting it removes the whole instance (Kubernetes' garbage collector follows the
+  owner references);
+* a Secret ``…-token`` holding the notebook's per-launch token, which reaches Jupyter
+  as ``JUPYTER_TOKEN`` through a ``secretKeyRef``, so the token is in no pod spec. It
+  must exist before the pod that reads it (else the kubelet reports
+  CreateContainerConfigError), so the claim owns it, not the pod; a stop deletes it;
+* the Pod, owned by the claim: one notebook container, never root, no privilege
+  escalation, no capabilities, no service-account token, the claim mounted at the
+  recipe's work dir, the flavor's CPU, memory and GPUs as requests and limits;
+* a ClusterIP Service selecting the pod, owned by the pod.
+
+Everything carries ``app.kubernetes.io/managed-by: demanager``, the instance's id
+(``demanager.io/instance``) and the deployment's name (``demanager.io/deployment``).
+tests/backends/test_kube_manifests.py checks the output against the published schemas
+of several Kubernetes versions.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from demanager.backends.base import LaunchSpec
+from demanager.backends.options import KubernetesOptions, KubernetesRecipe
+from demanager.domain.catalog import Resources
+from demanager.domain.instance import Storage
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "demanager"
+INSTANCE = "demanager.io/instance"
+DEPLOYMENT = "demanager.io/deployment"
+LAUNCHED_AT = "demanager.io/launched-at"
+"""Annotation of the pod: when it was launched, in ms on the engine's clock, so that a
+restarted server adopting the pod knows its start-timeout origin."""
+TOKEN_KEY = "token"
+TOKEN_ENV = "JUPYTER_TOKEN"
+CONTAINER = "notebook"
+VOLUME = "work"
+PORT_NAME = "http"
+DEFAULT_VOLUME_GIB = 5
+NAME_MAX = 57
+"""Object names stay within 57 characters, so that ``…-token`` is still a 63-character
+DNS label, as Service names and pod host names must be."""
+TOKEN_SUFFIX = "-token"
+
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+
+
+class ManifestError(ValueError):
+    """The catalog's recipe or the deployment's settings cannot make a valid object."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """An object that owns another: deleting it deletes the other."""
+
+    kind: str
+    name: str
+    uid: str
+    api_version: str = "v1"
+
+
+# --- names and labels -------------------------------------------------------------------
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:8]
+
+
+def label_value(value: str) -> str:
+    """``value`` when it is a valid label value, else a valid one made from it; a digest
+    of the original keeps distinct values distinct."""
+    if _LABEL_VALUE.fullmatch(value):
+        return value
+    cleaned = re.sub(r"[^-A-Za-z0-9_.]+", "-", value)[:54].strip("-_.")
+    return f"{cleaned}-{_digest(value)}" if cleaned else _digest(value)
+
+
+def object_name(instance_id: str) -> str:
+    """``dm-`` and the instance id in lower case (``DE-<uuid>`` gives 42 characters),
+    or, for an id that is no DNS label, a cleaned prefix of it and a digest."""
+    lowered = instance_id.lower()
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", lowered).strip("-")
+    name = f"dm-{cleaned}"
+    if cleaned == lowered and len(name) <= NAME_MAX:
+        return name
+    return f"dm-{cleaned[:44]}".rstrip("-") + f"-{_digest(instance_id)}"
+
+
+def secret_name(instance_id: str) -> str:
+    return object_name(instance_id) + TOKEN_SUFFIX
+
+
+def deployment_labels(deployment: str) -> dict[str, str]:
+    """What selects every object of one deployment (the shared watch's selector)."""
+    return {MANAGED_BY: MANAGER, DEPLOYMENT: deployment}
+
+
+def instance_labels(instance_id: str, deployment: str) -> dict[str, str]:
+    return {**deployment_labels(deployment), INSTANCE: label_value(instance_id)}
+
+
+def service_host(instance_id: str, namespace: str, cluster_domain: str) -> str:
+    """The cluster DNS name of the instance's Service."""
+    return f"{object_name(instance_id)}.{namespace}.svc.{cluster_domain}"
+
+
+def _metadata(
+    name: str, namespace: str, labels: Mapping[str, str], owner: Owner | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
+    if owner is not None:
+        meta["ownerReferences"] = [
+            {"apiVersion": owner.api_version, "kind": owner.kind, "name": owner.name,
+             "uid": owner.uid}
+        ]
+    return meta
+
+
+# --- quantities -------------------------------------------------------------------------
+
+
+def cpu_quantity(cpus: float) -> str:
+    """Whole cores as ``2``, fractions in millicores (``0.5`` → ``500m``)."""
+    if cpus <= 0:
+        raise ManifestError(f"a flavor needs a positive CPU count, not {cpus}")
+    if cpus == int(cpus):
+        return str(int(cpus))
+    return f"{round(cpus * 1000)}m"
+
+
+def memory_quantity(size: int) -> str:
+    """Bytes in the largest binary unit that divides them (``1Gi``, ``512Mi``)."""
+    if size <= 0:
+        raise ManifestError(f"a flavor needs a positive memory size, not {size}")
+    for suffix, unit in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
+def resources(flavor: Resources, gpu_resource: str) -> dict[str, dict[str, str]]:
+    """The flavor's CPU, memory and GPUs as requests equal to the limits: the scheduler
+    reserves what the flavor promises, and the pod is in the Guaranteed QoS class."""
+    amounts = {"cpu": cpu_quantity(flavor.cpus)}
+    if flavor.memory_bytes is not None:
+        amounts["memory"] = memory_quantity(flavor.memory_bytes)
+    if flavor.gpus > 0:
+        amounts[gpu_resource] = str(flavor.gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def volume_size_gib(storage: Storage) -> int:
+    return storage.location.volume_size or DEFAULT_VOLUME_GIB
+
+
+# --- templates and overrides ------------------------------------------------------------
+
+
+def run_as(user: str) -> tuple[int, int]:
+    """``uid:gid`` (or ``uid``, the group then the same number) as numbers; never root."""
+    match = re.fullmatch(r"(\d+)(?::(\d+))?", user.strip())
+    if match is None:
+        raise ManifestError(
+            f"launch.kubernetes.user must be numeric uid[:gid] (Kubernetes cannot look "
+            f"names up), not {user!r}"
+        )
+    uid = int(match.group(1))
+    gid = int(match.group(2)) if match.group(2) is not None else uid
+    if uid == 0:
+        raise ManifestError("launch.kubernetes.user must not be root (uid 0)")
+    return uid, gid
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ManifestError(f"bad launch template {template!r} in the catalog: {exc}") from exc
+
+
+def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``: mappings merge key by key, lists are extended, any other
+    value replaces. Neither argument is changed."""
+    merged = dict(base)
+    for key, value in extra.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = merge(current, value)
+        elif isinstance(current, list) and isinstance(value, list):
+            merged[key] = [*current, *value]
+        else:
+            merged[key] = value
+    return merged
+
+
+# --- the objects ------------------------------------------------------------------------
+
+
+def volume_claim(
+    *, instance_id: str, namespace: str, deployment: str, size_gib: int,
+    storage_class: str | None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": f"{size_gib}Gi"}},
+    }
+    if storage_class is not None:
+        spec["storageClassName"] = storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(
+            object_name(instance_id), namespace, instance_labels(instance_id, deployment)
+        ),
+        "spec": spec,
+    }
+
+
+def token_secret(
+    *, instance_id: str, namespace: str, deployment: str, token: str, owner: Owner
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(
+            secret_name(instance_id), namespace, instance_labels(instance_id, deployment), owner
+        ),
+        "type": "Opaque",
+        "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+def service(
+    *, instance_id: str, namespace: str, deployment: str, port: int, owner: Owner
+) -> dict[str, Any]:
+    labels = instance_labels(instance_id, deployment)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(object_name(instance_id), namespace, labels, owner),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels,
+            "ports": [
+                {"name": PORT_NAME, "port": port, "targetPort": PORT_NAME, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def pod(
+    spec: LaunchSpec,
+    recipe: KubernetesRecipe,
+    options: KubernetesOptions,
+    *,
+    deployment: str,
+    owner: Owner,
+    launched_at: int,
+) -> dict[str, Any]:
+    """The notebook's pod: ``recipe`` fills the container, ``spec`` the instance's size,
+    volume and pool, ``options`` the deployment's choices."""
+    instance_id = spec.instance_id
+    uid, gid = run_as(recipe.user)
+    values = {
+        "port": str(recipe.port),
+        "base_url": f"/notebooks/{instance_id}/",
+        "cpus": str(spec.flavor.params.get("CPU", 1)),
+        "work_dir": recipe.work_dir,
+    }
+    if TOKEN_ENV in recipe.env:
+        raise ManifestError(f"launch.kubernetes.env must not set {TOKEN_ENV}: demanager does")
+    env: list[dict[str, Any]] = [
+        {"name": key, "value": fill(value, values)} for key, value in recipe.env.items()
+    ]
+    env.append({
+        "name": TOKEN_ENV,
+        "valueFrom": {"secretKeyRef": {"name": secret_name(instance_id), "key": TOKEN_KEY}},
+    })
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": recipe.image or spec.profile.image,
+        "imagePullPolicy": options.image_pull_policy,
+        "command": [fill(part, values) for part in recipe.command],
+        "env": env,
+        "ports": [{"name": PORT_NAME, "containerPort": recipe.port, "protocol": "TCP"}],
+        "workingDir": recipe.work_dir,
+        "volumeMounts": [{"name": VOLUME, "mountPath": recipe.work_dir}],
+        "resources": resources(spec.flavor.resources, options.gpu_resource),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": gid,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        # The kubelet's view only (Service endpoints, kubectl); demanager itself asks
+        # Jupyter's /api/status, which needs the token a probe here would not have.
+        "readinessProbe": {
+            "tcpSocket": {"port": PORT_NAME},
+            "periodSeconds": 2,
+            "failureThreshold": 3,
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        # Service links would put every instance's service address into every pod.
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": options.stop_timeout_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": gid,
+            "fsGroup": gid,  # the volume's files are the notebook's group's
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [{"name": VOLUME, "persistentVolumeClaim": {"claimName": object_name(
+            instance_id)}}],
+        "containers": [merge(container, recipe.container)],
+    }
+    if spec.pool_id is not None:
+        pool = spec.pool_id
+        if not _LABEL_VALUE.fullmatch(pool):
+            raise ManifestError(f"pool id {pool!r} is not a valid Kubernetes label value")
+        pod_spec["nodeSelector"] = {options.pool_label: pool}
+        pod_spec["tolerations"] = [
+            {"key": options.pool_label, "operator": "Equal", "value": pool,
+             "effect": "NoSchedule"}
+        ]
+    metadata = _metadata(
+        object_name(instance_id), options.namespace, instance_labels(instance_id, deployment),
+        owner,
+    )
+    metadata["annotations"] = {LAUNCHED_AT: str(launched_at)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": merge(pod_spec, recipe.pod),
+    }
