@@ -31,11 +31,16 @@ from demanager.domain.catalog import Flavor, Profile, Resources
 from demanager.domain.instance import Location, Storage
 from demanager.domain.planning import Workload
 from demanager.errors import PermanentBackendError, TransientBackendError
-from tests.backends.conformance.docker_harness import docker_client, remove_labelled
+from tests.backends.conformance.docker_harness import remove_labelled
 from tests.backends.conformance.harness import CATALOG, FLAVOR, PROFILE, SMALL_FLAVOR
+from tests.docker_env import (  # noqa: F401  (the fixtures docker_client and notebook_image)
+    docker_client_fixture,
+    notebook_image_fixture,
+)
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.images import Image
 
 CONFORMANCE = load_catalog(CATALOG)
 DEFAULTS = load_catalog(None)
@@ -258,19 +263,13 @@ def _spec(
     )
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    built = docker_client()  # skips without a daemon or the image (fails in CI)
-    yield built
-    built.close()
-
-
 @pytest.fixture
-def label(client: docker.DockerClient) -> Iterator[str]:
-    """This test's deployment label (and network name): removed with all it labels."""
+def label(docker_client: docker.DockerClient, notebook_image: Image) -> Iterator[str]:
+    """This test's deployment label (and network name): removed with all it labels.
+    Skips (or fails, in CI) without a daemon or the notebook image."""
     name = f"test-{uuid.uuid4().hex[:10]}"
     yield name
-    remove_labelled(client, name, name)
+    remove_labelled(docker_client, name, name)
 
 
 @pytest.fixture
@@ -352,9 +351,9 @@ async def test_a_missing_image_with_pulling_off_is_permanent(make_backend: Any) 
 
 
 async def test_check_passes_before_the_first_start_creates_the_network(
-    client: docker.DockerClient, make_backend: Any, label: str
+    docker_client: docker.DockerClient, make_backend: Any, label: str
 ) -> None:
-    assert not client.networks.list(names=[label])
+    assert not docker_client.networks.list(names=[label])
     assert await make_backend().check() == [], "a network the first start creates is fine"
     assert await make_backend(network_mode="host").check() == []
     assert "runtime" in " ".join(await make_backend(runtime="no-such-runtime").check())
@@ -369,9 +368,9 @@ async def test_a_network_that_is_not_a_bridge_is_refused(make_backend: Any) -> N
 
 
 async def test_a_flavor_larger_than_the_host_is_refused(
-    client: docker.DockerClient, make_backend: Any
+    docker_client: docker.DockerClient, make_backend: Any
 ) -> None:
-    cpus = int(client.info()["NCPU"])
+    cpus = int(docker_client.info()["NCPU"])
     flavor = Flavor(name="huge", type="CPU", params={"CPU": cpus + 1, "memory": "1GiB"})
     with pytest.raises(PermanentBackendError, match=f"asks for {cpus + 1} CPUs.*only {cpus}"):
         await make_backend().start(_spec(f"DE-{uuid.uuid4()}", flavor=flavor))
@@ -406,7 +405,7 @@ async def test_a_command_that_cannot_be_run_is_a_failure(make_backend: Any) -> N
 
 
 async def test_host_network_mode_launches_and_answers(
-    client: docker.DockerClient, make_backend: Any
+    docker_client: docker.DockerClient, make_backend: Any
 ) -> None:
     backend = make_backend(network_mode="host")
     instance_id = f"DE-{uuid.uuid4()}"
@@ -422,7 +421,7 @@ async def test_host_network_mode_launches_and_answers(
             assert (await http.get(contents)).status_code == 403, "the token is required"
         async with httpx.AsyncClient(headers=dict(endpoint.headers)) as http:
             assert (await http.get(contents)).status_code == 200
-        container = client.containers.get(handle.container_id)
+        container = docker_client.containers.get(handle.container_id)
         assert container.attrs["HostConfig"]["NetworkMode"] == "host"
         adopted = await backend.observe(instance_id, None)
         assert adopted.handle is not None and adopted.handle.host_network
@@ -432,19 +431,19 @@ async def test_host_network_mode_launches_and_answers(
 
 
 async def test_the_volume_keeps_its_size_and_its_usage_is_measured(
-    client: docker.DockerClient, make_backend: Any, label: str
+    docker_client: docker.DockerClient, make_backend: Any, label: str
 ) -> None:
     backend = make_backend()
     instance_id = f"DE-{uuid.uuid4()}"
     spec = _spec(instance_id, volume_size=7)
     first = await backend.start(spec)
     try:
-        volume = client.volumes.get(f"demanager-vol-{instance_id}")
+        volume = docker_client.volumes.get(f"demanager-vol-{instance_id}")
         assert volume.attrs["Labels"]["io.demanager.size-gb"] == "7"
         assert volume.attrs["Labels"]["io.demanager.managed"] == label
         fresh = (await _ready(backend, instance_id, first)).volume_bytes
         assert fresh is not None and fresh < 1 << 20
-        written = client.containers.get(first.container_id).exec_run(
+        written = docker_client.containers.get(first.container_id).exec_run(
             ["sh", "-c", "head -c 3145728 /dev/urandom > /home/jovyan/work/blob"],
             user="1000:100",
         )
@@ -458,10 +457,10 @@ async def test_the_volume_keeps_its_size_and_its_usage_is_measured(
             "a server that did not launch it has not measured it"
         )
         await backend.stop(instance_id, second)
-        assert client.volumes.get(volume.name), "stop keeps the volume"
+        assert docker_client.volumes.get(volume.name), "stop keeps the volume"
     finally:
         await backend.delete(instance_id, None, spec.storage)
-    assert not client.volumes.list(filters={"label": f"io.demanager.instance={instance_id}"})
+    assert not docker_client.volumes.list(filters={"label": f"io.demanager.instance={instance_id}"})
 
 
 def test_naming_the_backend_does_not_load_the_docker_sdk() -> None:
@@ -477,7 +476,7 @@ def test_naming_the_backend_does_not_load_the_docker_sdk() -> None:
 
 
 def test_doctor_names_the_images_the_host_lacks(
-    client: docker.DockerClient, label: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    docker_client: docker.DockerClient, label: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from typer.testing import CliRunner
 

@@ -13,18 +13,20 @@ import httpx
 import pytest
 import websocket
 
-from tests.backends.conformance.docker_harness import (
-    INSTANCE,
-    docker_client,
-    remove_labelled,
+from tests.backends.conformance.docker_harness import INSTANCE, remove_labelled
+from tests.backends.conformance.harness import CATALOG, PROFILE, SMALL_FLAVOR
+from tests.docker_env import (  # noqa: F401  (the fixtures docker_client and notebook_image)
+    docker_client_fixture,
+    image_present,
+    notebook_image_fixture,
     skip_or_fail,
 )
-from tests.backends.conformance.harness import CATALOG, PROFILE, SMALL_FLAVOR
 from tests.e2e.jupyter import Notebook, _execute_request
 from tests.server import ServerProcess, wait_for_status, wait_until
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.images import Image
 
 pytestmark = pytest.mark.slow
 
@@ -89,21 +91,21 @@ class DockerServers:
 
 
 @pytest.fixture
-def docker_servers(server_factory: Callable[..., ServerProcess]) -> Iterator[DockerServers]:
-    client = docker_client()  # skips without a daemon or the notebook image (fails in CI)
-    try:
-        client.images.get(DEFAULT_IMAGE)
-    except Exception:
-        client.close()
+def docker_servers(
+    server_factory: Callable[..., ServerProcess],
+    docker_client: docker.DockerClient,
+    notebook_image: Image,
+) -> Iterator[DockerServers]:
+    """Skips (or fails, in CI) without a daemon or the images `make image` builds."""
+    if not image_present(docker_client, DEFAULT_IMAGE):
         skip_or_fail(f"{DEFAULT_IMAGE} is missing: run `make image`")
-    servers = DockerServers(server_factory, client)
+    servers = DockerServers(server_factory, docker_client)
     try:
         yield servers
     finally:
         for server in servers.started:
             server.stop()  # first, or a server would relaunch what is removed below
-        remove_labelled(client, servers.label, servers.label)
-        client.close()
+        remove_labelled(docker_client, servers.label, servers.label)
 
 
 def test_create_use_stop_start_delete(docker_servers: DockerServers) -> None:

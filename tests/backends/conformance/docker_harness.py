@@ -8,60 +8,39 @@ see, or clean up, each other's containers.
 from __future__ import annotations
 
 import contextlib
-import gc
-import os
 import uuid
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
-
-import pytest
+from typing import TYPE_CHECKING
 
 from demanager.backends.base import Backend, BackendContext
 from demanager.backends.options import DockerOptions
 from tests.backends.conformance.harness import Harness
+from tests.docker_env import (
+    CLIENT_TIMEOUT_S,
+    MANAGED_LABEL,
+    NOTEBOOK_IMAGE,
+    docker_host_reason,
+    image_present,
+    skip_or_fail,
+)
 
 if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
-REQUIRE_DOCKER_ENV = "DEMANAGER_TEST_REQUIRE_DOCKER"
-NOTEBOOK_IMAGE = "demanager/notebook:latest"
-MANAGED = "io.demanager.managed"
 INSTANCE = "io.demanager.instance"
 
 
-def docker_required() -> bool:
-    """Whether a missing daemon or image fails the tests rather than skipping them."""
-    return os.environ.get(REQUIRE_DOCKER_ENV, "").strip() not in ("", "0")
-
-
-def skip_or_fail(reason: str) -> NoReturn:
-    if docker_required():
-        pytest.fail(f"{reason} ({REQUIRE_DOCKER_ENV}=1)", pytrace=False)
-    pytest.skip(reason)
-
-
 def docker_client() -> docker.DockerClient:
-    """A client of the daemon ``docker.from_env()`` finds; skips (or fails) without one,
-    or without the notebook image."""
+    """A client of the daemon ``docker.from_env()`` finds; skips (or fails, when the run
+    requires Docker) without one, or without the notebook image."""
+    reason = docker_host_reason()
+    if reason is not None:
+        skip_or_fail(reason)
     import docker
-    import requests
 
-    address = os.environ.get("DOCKER_HOST") or "the default socket (DOCKER_HOST is unset)"
-    # The SDK leaves the socket of a failed connect unclosed; under the suite's
-    # filterwarnings=error its ResourceWarning would turn a skip into an error.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            client = docker.from_env(timeout=120)
-            client.ping()
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            gc.collect()
-            skip_or_fail(f"no Docker daemon answers at {address}: {exc}")
-    try:
-        client.images.get(NOTEBOOK_IMAGE)
-    except docker.errors.ImageNotFound:
+    client = docker.from_env(timeout=CLIENT_TIMEOUT_S)
+    if not image_present(client, NOTEBOOK_IMAGE):
         client.close()
         skip_or_fail(f"{NOTEBOOK_IMAGE} is missing: run `make image`")
     return client
@@ -135,7 +114,7 @@ def remove_labelled(client: docker.DockerClient, label: str, network: str | None
     and the network ``network``."""
     import docker
 
-    labelled = {"label": f"{MANAGED}={label}"}
+    labelled = {"label": f"{MANAGED_LABEL}={label}"}
     for container in client.containers.list(all=True, filters=labelled, ignore_removed=True):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
