@@ -79,6 +79,7 @@ typecheck: install-test
 
 bench: install-test  ## print the figures of bench/
 	$(BIN)/python bench/spawn.py
+	$(BIN)/python bench/spawn.py --backend docker  # says why it measures nothing without Docker
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/proxy.py
 
