@@ -103,6 +103,9 @@ class Pool:
     type: str = "USER_DEFINED"
     ready: bool = True
     owner_project: str | None = None
+    capacity: Mapping[str, int] = field(default_factory=dict)
+    """Flavor name -> instances of it that may hold resources in this pool at once; a
+    flavor without an entry is unlimited here."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,21 @@ class Catalog:
         workspaces = frozenset(str(w) for w in data.get("workspaces", ["0"])) | {"0"}
         if not profiles or not flavors:
             raise CatalogError("the catalog needs at least one profile and one flavor")
+        for pool in pools.values():
+            unknown = sorted(set(pool.capacity) - set(flavors))
+            if unknown:
+                raise CatalogError(f"pool {pool.id!r}: capacity names unknown flavors {unknown}")
         return cls(profiles=profiles, flavors=flavors, pools=pools, workspaces=workspaces)
+
+    def capacity_of(self, pool_id: str | None, flavor_name: str) -> int | None:
+        """How many instances of ``flavor_name`` may hold resources at once in a pool
+        (``None``: the shared pool, where the flavor's own ``capacity`` applies); ``None``
+        = unlimited. An unknown pool or flavor is unlimited: nothing would launch there."""
+        if pool_id is None:
+            flavor = self.flavors.get(flavor_name)
+            return flavor.capacity if flavor is not None else None
+        pool = self.pools.get(pool_id)
+        return pool.capacity.get(flavor_name) if pool is not None else None
 
 
 def _list(
@@ -187,7 +204,7 @@ def _flavor(entry: Mapping[str, Any]) -> Flavor:
         params=params,
         promo_type=str(entry.get("promo_type", "NoDiscount")),
         storage_list=tuple(str(s) for s in entry.get("storage_list", ["obs", "evs"])),
-        capacity=entry.get("capacity"),
+        capacity=_capacity(entry.get("capacity"), f"flavor {name!r}"),
         per_project_quota=entry.get("per_project_quota"),
         duration=entry.get("duration"),
         store_time=int(entry.get("store_time", -1)),
@@ -195,12 +212,26 @@ def _flavor(entry: Mapping[str, Any]) -> Flavor:
     )
 
 
+def _capacity(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CatalogError(f"{what}: capacity must be a whole number >= 0, not {value!r}")
+    return value
+
+
 def _pool(entry: Mapping[str, Any]) -> Pool:
     pid = str(_req(entry, "id", "pool"))
+    capacity = entry.get("capacity") or {}
+    if not isinstance(capacity, dict):
+        raise CatalogError(f"pool {pid!r}: 'capacity' must map flavor names to numbers")
+    limits = {str(name): _capacity(n, f"pool {pid!r}, flavor {name!r}") for name, n in
+              capacity.items()}
     return Pool(
         id=pid,
         name=str(entry.get("name", pid)),
         type=str(entry.get("type", "USER_DEFINED")),
         ready=bool(entry.get("ready", True)),
         owner_project=entry.get("owner_project"),
+        capacity={name: n for name, n in limits.items() if n is not None},
     )

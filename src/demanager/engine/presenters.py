@@ -37,21 +37,28 @@ def profile(p: Profile) -> w.Profile:
     return model
 
 
+Scope = tuple[str | None, str]
+"""(pool id, flavor name): capacity and queues are per flavor in each pool; ``None`` is
+the shared pool."""
+
+
 @dataclass(frozen=True)
 class FlavorView:
     """Per-request facts about flavors: sold out or not, the caller's counts, the queues."""
 
-    sold_out: frozenset[str]
+    sold_out: frozenset[Scope]
     counts: Mapping[str, int]
     user_name: str
-    queues: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    """Free flavor -> ids of the instances waiting for it, first in line first."""
+    queues: Mapping[Scope, Sequence[str]] = field(default_factory=dict)
+    """Free flavor's scope -> ids of the instances waiting for it, first in line first."""
 
 
-def flavor_details(f: Flavor, view: FlavorView) -> w.FlavorDetails:
+def flavor_details(f: Flavor, view: FlavorView, pool_id: str | None = None) -> w.FlavorDetails:
+    """``pool_id``: the pool whose capacity and queue the details describe."""
+    scope = (pool_id, f.name)
     model = w.FlavorDetails(
         name=f.name,
-        status="soldOut" if f.name in view.sold_out else "onSale",
+        status="soldOut" if scope in view.sold_out else "onSale",
         type=f.type,
         params=dict(f.params),
     )
@@ -62,8 +69,8 @@ def flavor_details(f: Flavor, view: FlavorView) -> w.FlavorDetails:
     model.store_time = f.store_time
     if f.duration is not None:
         model.duration = f.duration
-    if f.free and f.name in view.sold_out:
-        model.queuing_num = len(view.queues.get(f.name, ()))
+    if f.free and (scope in view.sold_out or view.queues.get(scope)):
+        model.queuing_num = len(view.queues.get(scope, ()))
         model.queue_left_time = 0  # no estimate: the engine does not predict stops
     return model
 
@@ -88,7 +95,7 @@ class Presenter:
     catalog: Catalog
     target_domain: str
     _profiles: dict[str, w.Profile] = field(default_factory=dict)
-    _flavors: dict[str, w.FlavorDetails] = field(default_factory=dict)
+    _flavors: dict[Scope, w.FlavorDetails] = field(default_factory=dict)
 
     def instance(self, i: Instance, *, now_ms: int, flavors: FlavorView) -> w.Instance:
         auto_stop = w.AutoStop(enable=i.auto_stop.enable, prompt=i.auto_stop.prompt)
@@ -126,7 +133,7 @@ class Presenter:
             latest_update_timestamp=str(i.updated_at),
             profile=self._memo_profile(i.profile_id),
             flavor=i.flavor,
-            flavor_details=self._memo_flavor(i.flavor, flavors),
+            flavor_details=self._memo_flavor(i.flavor, i.pool_id, flavors),
             spec=spec,
             workspace=w.Reference(id=i.workspace_id),
             ai_project=w.Reference(id=i.ai_project_id),
@@ -146,7 +153,7 @@ class Presenter:
     @staticmethod
     def _queuing_info(i: Instance, details: w.FlavorDetails, view: FlavorView) -> w.QueuingInfo:
         """Contract §3.16; ``rank`` counts from 1 within the flavor's queue."""
-        queue = list(view.queues.get(i.flavor, ()))
+        queue = list(view.queues.get((i.pool_id, i.flavor), ()))
         rank = queue.index(i.id) + 1 if i.id in queue else len(queue) + 1
         return w.QueuingInfo(
             id=i.id, name=i.name, de_type="Notebook", flavor=i.flavor, flavor_details=details,
@@ -158,10 +165,10 @@ class Presenter:
             self._profiles[profile_id] = self._profile(profile_id)
         return self._profiles[profile_id]
 
-    def _memo_flavor(self, name: str, view: FlavorView) -> w.FlavorDetails:
-        if name not in self._flavors:
-            self._flavors[name] = self._flavor(name, view)
-        return self._flavors[name]
+    def _memo_flavor(self, name: str, pool_id: str | None, view: FlavorView) -> w.FlavorDetails:
+        if (pool_id, name) not in self._flavors:
+            self._flavors[(pool_id, name)] = self._flavor(name, pool_id, view)
+        return self._flavors[(pool_id, name)]
 
     def _profile(self, profile_id: str) -> w.Profile:
         found = self.catalog.profiles.get(profile_id)
@@ -176,8 +183,8 @@ class Presenter:
                     namespace="", image_name="", image_tag="", annotations=None))),
         )
 
-    def _flavor(self, name: str, view: FlavorView) -> w.FlavorDetails:
+    def _flavor(self, name: str, pool_id: str | None, view: FlavorView) -> w.FlavorDetails:
         found = self.catalog.flavors.get(name)
         if found is not None:
-            return flavor_details(found, view)
+            return flavor_details(found, view, pool_id)
         return w.FlavorDetails(name=name, status="soldOut", type="CPU", params={})

@@ -82,6 +82,7 @@ class Reconciler:
         )
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._wakers: set[asyncio.Task[None]] = set()
         self._tombstone_retention_ms = int(tombstone_retention * 1000)
         self._next_purge_ms = 0
         # Per-instance memory, dropped when the instance is let go. Losing it (a
@@ -108,6 +109,8 @@ class Reconciler:
         """Let every drive finish the step it is in (so no database call is cut in
         half), then cancel what is still waiting, and give up our leases."""
         self._stopping = True
+        for waker in list(self._wakers):
+            waker.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -320,16 +323,37 @@ class Reconciler:
         return node is None or node == self._backend.node or node not in self._live_nodes
 
     async def _admissible(self, instance: Instance) -> bool:
-        """First in its flavor's queue, and the flavor has a free slot."""
-        flavor = self._catalog.flavors.get(instance.flavor)
-        if flavor is None:
+        """First in its flavor's queue in its pool, and a slot there looks free. Only a
+        look: the admission's status write takes the slot atomically, or does not happen
+        (another instance got it) and is tried again later."""
+        if instance.flavor not in self._catalog.flavors:
             return False
-        if flavor.capacity is None:
+        limit = self._catalog.capacity_of(instance.pool_id, instance.flavor)
+        if limit is None:
             return True
-        queue = await self._repo.queued(instance.flavor)
+        queue = await self._repo.queued(instance.flavor, instance.pool_id)
         if not queue or queue[0] != instance.id:
             return False
-        return await self._repo.count_holding(instance.flavor) < flavor.capacity
+        return await self._repo.slots_used(instance.pool_id, instance.flavor) < limit
+
+    def slot_freed(self, pool_id: str | None, flavor: str) -> None:
+        """An instance of ``flavor`` gave its slot in the pool back: wake the head of that
+        queue now rather than at the next sweep. Other replicas learn of it by their sweep."""
+        found = self._catalog.flavors.get(flavor)
+        if self._stopping or found is None or not found.free:
+            return  # only free flavors queue
+        task = asyncio.create_task(self._wake_queue_head(pool_id, flavor))
+        self._wakers.add(task)
+        task.add_done_callback(self._wakers.discard)
+
+    async def _wake_queue_head(self, pool_id: str | None, flavor: str) -> None:
+        try:
+            queue = await self._repo.queued(flavor, pool_id)
+        except Exception:  # the sweep will find it
+            log.exception("reading the queue of %s failed", flavor)
+            return
+        if queue and not self._stopping:
+            self.notify(queue[0])
 
     async def _hold(self, instance_id: str) -> bool:
         """Claim the instance, or renew the claim when a third of it has passed (a claim

@@ -187,7 +187,7 @@ class Runtime:
         backend = backend or load_backend(settings, catalog)
         db = make_engine(settings.sqlalchemy_url)
         sessions = make_sessionmaker(db)
-        instances = InstanceRepository(sessions)
+        instances = InstanceRepository(sessions, catalog)
         identity = await build_identity(settings, sessions, clock.now_ms)
         reconciler = Reconciler(
             repository=instances,
@@ -204,6 +204,7 @@ class Runtime:
             concurrency=settings.workers,
             tombstone_retention=settings.tombstone_retention_seconds,
         )
+        instances.on_slot_freed(reconciler.slot_freed)
         service = InstanceService(
             repository=instances,
             catalog=catalog,

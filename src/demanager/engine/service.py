@@ -82,7 +82,8 @@ class InstanceService:
         )
         flavor = self._catalog.flavors[request.flavor]
         # Reads first, so that the errors come in the contract's order (name, quota, flavor
-        # quota, capacity); the atomic guards are the store's unique index and counters.
+        # quota, capacity); the atomic guards are the store's unique index and counters,
+        # taken in that order too.
         if await self._repo.name_in_use(owner.project_id, request.name):
             raise errors.NameTaken(request.name)
         if await self._repo.count_live(owner.project_id) >= self._quota:
@@ -91,7 +92,6 @@ class InstanceService:
             await self._repo.count_live(owner.project_id, flavor.name) >= flavor.per_project_quota
         ):
             raise errors.FlavorQuotaReached(flavor.name, flavor.per_project_quota)
-        full = await self.sold_out(flavor.name)
         now = self._clock.now_ms()
         instance = Instance(
             id=new_instance_id(),
@@ -109,18 +109,25 @@ class InstanceService:
             ai_project_id=request.ai_project_id,
             user_id=owner.user_id,
             user_name=owner.user_name,
-            # A full free flavor queues the create (contract §4.5); the engine admits it.
-            status=S.CREATE_QUEUING if full else S.CREATING,
+            status=S.CREATING,
             desired=Desired.RUNNING,
             created_at=now,
             updated_at=now,
             requested_at=now,
         )
-        if full and not flavor.free:
-            raise errors.FlavorSoldOut(flavor.name)
-        await self._repo.add(
-            instance, project_quota=self._quota, flavor_quota=flavor.per_project_quota
-        )
+        # A free flavor's create waits behind those already waiting (contract §4.5).
+        if flavor.free and await self._repo.queued(flavor.name, request.pool_id):
+            instance = instance.evolve(status=S.CREATE_QUEUING)
+        quota, flavor_quota = self._quota, flavor.per_project_quota
+        try:
+            # The store takes the slot with the insert, atomically (FlavorSoldOut if full).
+            await self._repo.add(instance, project_quota=quota, flavor_quota=flavor_quota)
+        except errors.FlavorSoldOut:
+            if not flavor.free:
+                raise
+            # A full free flavor queues the create instead; the engine admits it.
+            instance = instance.evolve(status=S.CREATE_QUEUING)
+            await self._repo.add(instance, project_quota=quota, flavor_quota=flavor_quota)
         self._notify(instance.id)
         return instance
 
@@ -219,14 +226,14 @@ class InstanceService:
                 raise errors.InstanceFrozen(instance.status, operation)
             target = decide(instance.status, operation, free_flavor=free)
             assert target is not None  # only delete is allowed without a status
-            # READY_TO_START already holds its reserved slot; only queue where that is legal.
+            # A free flavor's start waits behind those already waiting (contract §4.5).
             if (
                 target is S.STARTING
+                and free
                 and instance.status not in HOLDS_RESOURCES
-                and await self.sold_out(instance.flavor)
+                and S.START_QUEUING in TRANSITIONS[instance.status]
+                and await self._repo.queued(instance.flavor, instance.pool_id)
             ):
-                if not free or S.START_QUEUING not in TRANSITIONS[instance.status]:
-                    raise errors.NotEnoughResources(instance.flavor)
                 target = S.START_QUEUING
             changes: dict[str, Any] = {"desired": _DESIRED_AFTER[operation]}
             if target is S.STOPPING:
@@ -234,21 +241,33 @@ class InstanceService:
             if target in (S.STARTING, S.RESTARTING, S.STOPPED):
                 changes["failed"] = None  # only a failed instance carries a reason (§3.9)
             try:
-                await self._repo.transition(
-                    instance,
-                    target,
-                    now_ms=self._clock.now_ms(),
-                    requested_at=self._clock.now_ms(),
-                    **changes,
-                )
+                # Entering STARTING from a status that holds nothing takes a slot, in the
+                # same transaction (NotEnoughResources when none is free).
+                target = await self._write_action(instance, target, free, changes)
             except errors.ConcurrentUpdate:
                 continue
             self._notify(instance.id)
             return target, instance.status
         raise errors.Busy()
 
-    async def sold_out(self, flavor_name: str) -> bool:
-        flavor = self._catalog.flavors.get(flavor_name)
-        if flavor is None or flavor.capacity is None:
-            return False
-        return await self._repo.count_holding(flavor_name) >= flavor.capacity
+    async def _write_action(
+        self, instance: Instance, target: S, free: bool, changes: dict[str, Any]
+    ) -> S:
+        """Write the action's status; a full free flavor's start queues instead (§4.3 ⁴),
+        a full other flavor's answers 6360 and changes nothing."""
+        now = self._clock.now_ms()
+        try:
+            await self._repo.transition(
+                instance, target, now_ms=now, requested_at=now, **changes
+            )
+        except errors.NotEnoughResources:
+            if not free or S.START_QUEUING not in TRANSITIONS[instance.status]:
+                raise
+            target = S.START_QUEUING
+            queued = {k: v for k, v in changes.items() if k != "failed"}  # as `queue` keeps it
+            await self._repo.transition(instance, target, now_ms=now, requested_at=now, **queued)
+        return target
+
+    async def sold_out(self, flavor_name: str, pool_id: str | None = None) -> bool:
+        """Whether the flavor's slots in the pool (``None``: shared) are all taken."""
+        return await self._repo.sold_out(pool_id, flavor_name)

@@ -250,8 +250,13 @@ class StepRunner:
         return Outcome.DONE
 
     async def _admit(self, p: Pass) -> Outcome:
+        """Take a slot with the move out of the queue; when another instance took the
+        last one first, stay queued (the next sweep or freed slot tries again)."""
         target = S.CREATING if p.instance.status is S.CREATE_QUEUING else S.READY_TO_START
-        await self._transition(p.instance, target, p.now_ms)
+        try:
+            await self._transition(p.instance, target, p.now_ms)
+        except errors.NotEnoughResources:
+            return Outcome.DONE
         return Outcome.AGAIN
 
     async def _mark_starting(self, p: Pass) -> Outcome:

@@ -17,7 +17,7 @@ from demanager.domain.instance import Instance
 from demanager.domain.lifecycle import QUEUED, InstanceStatus
 from demanager.domain.payload import parse_json
 from demanager.engine.clock import Clock
-from demanager.engine.presenters import FlavorView, Presenter, flavor_details, profile
+from demanager.engine.presenters import FlavorView, Presenter, Scope, flavor_details, profile
 from demanager.engine.service import InstanceService
 from demanager.identity.principal import Principal
 from demanager.identity.service import IdentityService
@@ -105,11 +105,16 @@ class InstanceViews:
                              for p in self._catalog.profiles.values()]}
 
     async def flavors(self, *, principal: Principal) -> Body:
-        sold_out = frozenset(
-            [name for name in self._catalog.flavors if await self._service.sold_out(name)]
-        )
+        # The shared pool's capacity and queues: the route names no pool.
+        names = list(self._catalog.flavors)
+        sold_out = frozenset([(None, n) for n in names if await self._service.sold_out(n)])
         counts = await self._repo.count_by_flavor(principal.project_id, principal.user_id)
-        view = FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name)
+        queues: dict[Scope, list[str]] = {
+            (None, f.name): await self._repo.queued(f.name)
+            for f in self._catalog.flavors.values() if f.free
+        }
+        view = FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name,
+                          queues=queues)
         return {"flavors": [flavor_details(f, view).model_dump(mode="json", exclude_unset=True)
                             for f in self._catalog.flavors.values()]}
 
@@ -121,14 +126,17 @@ class InstanceViews:
         instances: Sequence[Instance],
         counts: Mapping[str, int] | None,
     ) -> FlavorView:
-        names = {i.flavor for i in instances}
-        sold_out = frozenset([n for n in names if await self._service.sold_out(n)])
+        scopes = {(i.pool_id, i.flavor) for i in instances}
+        sold_out = frozenset(
+            [(pool, n) for pool, n in scopes if await self._service.sold_out(n, pool)]
+        )
         if counts is None:
             counts = await self._repo.count_by_flavor(principal.project_id, principal.user_id)
-        queued = {i.flavor for i in instances if i.status in QUEUED} | {
-            n for n in sold_out if (f := self._catalog.flavors.get(n)) is not None and f.free
+        queued = {(i.pool_id, i.flavor) for i in instances if i.status in QUEUED} | {
+            (pool, n) for pool, n in sold_out
+            if (f := self._catalog.flavors.get(n)) is not None and f.free
         }
-        queues = {n: await self._repo.queued(n) for n in queued}
+        queues = {(pool, n): await self._repo.queued(n, pool) for pool, n in queued}
         return FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name,
                           queues=queues)
 

@@ -3,12 +3,19 @@
 ``transition`` is the one function through which every status write goes: it
 checks the lifecycle table and bumps the row version in the same UPDATE, so a
 writer holding a stale copy loses (``ConcurrentUpdate``) instead of overwriting.
+
+Capacity is kept in the same writes: an instance whose status enters
+``HOLDS_RESOURCES`` takes a slot of its (pool, flavor) scope with one conditional
+UPDATE of a counter row, in the transaction of that status write, and one that
+leaves it (or is deleted) gives the slot back there too. A slot that cannot be
+taken rolls the whole write back (``FlavorSoldOut`` on insert, ``NotEnoughResources``
+on a transition), so no number of API replicas or engines can pass a capacity.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -17,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from demanager import errors
+from demanager.domain.catalog import Catalog
 from demanager.domain.instance import (
     AutoStop,
     Endpoint,
@@ -75,9 +83,23 @@ class InstanceRepository:
     """Reads use Core on one pooled connection (the API's hot path: a GET is one
     checkout); writes use ORM sessions."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], catalog: Catalog | None = None
+    ) -> None:
+        """``catalog`` gives the capacities; without one every flavor is unlimited
+        (slots are still counted)."""
         self._sessions = sessions
         self._engine: AsyncEngine = sessions.kw["bind"]
+        self._catalog = catalog
+        self._released: list[Callable[[str | None, str], None]] = []
+
+    def on_slot_freed(self, listener: Callable[[str | None, str], None]) -> None:
+        """Call ``listener(pool_id, flavor)`` after each committed write that gave a slot
+        back, so that the head of that scope's queue can be admitted at once."""
+        self._released.append(listener)
+
+    def capacity_of(self, pool_id: str | None, flavor: str) -> int | None:
+        return self._catalog.capacity_of(pool_id, flavor) if self._catalog else None
 
     # --- reads --------------------------------------------------------------------
 
@@ -212,23 +234,32 @@ class InstanceRepository:
         async with self._engine.connect() as conn:
             return int(await conn.scalar(select(func.count()).where(*conditions)) or 0)
 
-    async def count_holding(self, flavor: str) -> int:
+    async def slots_used(self, pool_id: str | None, flavor: str) -> int:
+        """Instances of ``flavor`` holding resources in the pool (``None``: shared), as
+        the scope's counter says."""
         async with self._engine.connect() as conn:
-            count = await conn.scalar(
-                select(func.count()).where(
-                    InstanceRow.flavor == flavor,
-                    InstanceRow.status.in_([s.value for s in HOLDS_RESOURCES]),
+            used = await conn.scalar(
+                select(QuotaUsageRow.used).where(
+                    QuotaUsageRow.scope == capacity_scope(pool_id, flavor)
                 )
             )
-            return int(count or 0)
+            return int(used or 0)
 
-    async def queued(self, flavor: str) -> builtins.list[str]:
-        """Ids of the instances waiting for a slot of ``flavor``, first in line first."""
+    async def sold_out(self, pool_id: str | None, flavor: str) -> bool:
+        """Whether the scope's slots are all taken (a read: the take itself decides)."""
+        limit = self.capacity_of(pool_id, flavor)
+        return limit is not None and await self.slots_used(pool_id, flavor) >= limit
+
+    async def queued(self, flavor: str, pool_id: str | None = None) -> builtins.list[str]:
+        """Ids of the instances waiting for a slot of ``flavor`` in the pool (``None``:
+        the shared pool), first in line first."""
+        pool = InstanceRow.pool_id.is_(None) if pool_id is None else InstanceRow.pool_id == pool_id
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
                     select(InstanceRow.id, InstanceRow.requested_at, InstanceRow.created_at).where(
                         InstanceRow.flavor == flavor,
+                        pool,
                         InstanceRow.status.in_([s.value for s in QUEUED]),
                     )
                 )
@@ -245,11 +276,14 @@ class InstanceRepository:
     async def add(
         self, instance: Instance, *, project_quota: int, flavor_quota: int | None
     ) -> Instance:
-        """Insert ``instance`` if its project is under both quotas and its name is free.
+        """Insert ``instance`` if its project is under both quotas, its name is free and,
+        when it is inserted holding resources (``CREATING``), a slot of its flavor is.
 
-        Each quota is one conditional UPDATE of a counter row, in the same transaction
-        as the insert: the row lock makes two creates racing on two API replicas queue
-        behind each other on PostgreSQL, and SQLite runs one writer at a time.
+        Each quota and the slot is one conditional UPDATE of a counter row, in the same
+        transaction as the insert: the row lock makes two creates racing on two API
+        replicas queue behind each other on PostgreSQL, and SQLite runs one writer at a
+        time. Quotas before capacity, always: every writer takes the counters in that
+        order, so two of them never wait for each other's.
         """
         async with self._sessions() as session:
             if not await _take(session, _project_scope(instance), project_quota):
@@ -259,6 +293,10 @@ class InstanceRepository:
             limit = flavor_quota if flavor_quota is not None else _UNLIMITED
             if not await _take(session, _flavor_scope(instance), limit):
                 raise errors.FlavorQuotaReached(instance.flavor, limit)
+            if instance.status in HOLDS_RESOURCES and not await self._take_slot(
+                session, instance
+            ):
+                raise errors.FlavorSoldOut(instance.flavor)
             session.add(_to_row(instance))
             try:
                 await session.commit()
@@ -281,6 +319,10 @@ class InstanceRepository:
         With ``fence`` (the engine's lease owner name), also only while that engine
         holds the instance's lease: a replica that lost it cannot write, and learns so
         from ``LeaseLost`` rather than ``ConcurrentUpdate``.
+
+        A write that makes the instance hold resources takes a slot of its scope in the
+        same transaction (``NotEnoughResources``, and nothing written, when none is
+        free); one that makes it stop holding them gives the slot back.
         """
         new = instance.evolve(version=instance.version + 1, updated_at=now_ms, **changes)
         if new.status is not InstanceStatus.RUNNING and new.endpoint is not None:
@@ -290,6 +332,8 @@ class InstanceRepository:
             instance.status is not InstanceStatus.DELETED
             and new.status is InstanceStatus.DELETED
         )
+        was_holding = instance.status in HOLDS_RESOURCES
+        holds = new.status in HOLDS_RESOURCES
         async with self._sessions() as session:
             statement = update(InstanceRow).where(
                 InstanceRow.id == instance.id, InstanceRow.version == instance.version
@@ -309,8 +353,24 @@ class InstanceRepository:
             if released:  # a deleted instance no longer counts against its quotas
                 for scope in (_project_scope(instance), _flavor_scope(instance)):
                     await session.execute(_RELEASE, {"quota_scope": scope})
+            if holds and not was_holding and not await self._take_slot(session, new):
+                await session.rollback()
+                raise errors.NotEnoughResources(instance.flavor)
+            if was_holding and not holds:
+                scope = capacity_scope(instance.pool_id, instance.flavor)
+                await session.execute(_RELEASE, {"quota_scope": scope})
             await session.commit()
+        if was_holding and not holds:
+            for listener in self._released:
+                listener(instance.pool_id, instance.flavor)
         return new
+
+    async def _take_slot(self, session: AsyncSession, instance: Instance) -> bool:
+        # Counted even without a capacity, so that one the catalog sets later starts
+        # from the true number.
+        limit = self.capacity_of(instance.pool_id, instance.flavor)
+        scope = capacity_scope(instance.pool_id, instance.flavor)
+        return await _take(session, scope, _UNLIMITED if limit is None else limit)
 
 
 async def _version_of(session: AsyncSession, instance_id: str) -> int | None:
@@ -359,6 +419,12 @@ def _project_scope(instance: Instance) -> str:
 
 def _flavor_scope(instance: Instance) -> str:
     return f"flavor:{instance.project_id}:{instance.flavor}"
+
+
+def capacity_scope(pool_id: str | None, flavor: str) -> str:
+    """The counter of instances holding resources: per pool (empty: the shared one) and
+    flavor, across projects. Migration 0007 spells the same form."""
+    return f"capacity:{pool_id or ''}:{flavor}"
 
 
 async def _take(session: AsyncSession, scope: str, limit: int) -> bool:
