@@ -51,3 +51,37 @@ def test_a_flavor_gives_its_resources() -> None:
 def test_a_flavor_with_unreadable_sizes_is_refused(params: dict[str, object]) -> None:
     with pytest.raises(CatalogError, match="flavor 'f': bad params"):
         _catalog({}, {"name": "f", "type": "CPU", "params": params})
+
+
+def _with_pools(*pools: dict[str, Any], capacity: object = None) -> Catalog:
+    flavor = {"name": "f", "type": "CPU", "params": {}, "capacity": capacity}
+    return Catalog.from_mapping({
+        "profiles": [{"id": "p", "flavor_type": "CPU"}],
+        "flavors": [flavor],
+        "pools": list(pools),
+    })
+
+
+def test_capacity_is_per_pool_and_unlimited_without_an_entry() -> None:
+    catalog = _with_pools({"id": "a", "capacity": {"f": 3}}, {"id": "b"}, capacity=1)
+    assert catalog.capacity_of(None, "f") == 1
+    assert catalog.capacity_of("a", "f") == 3
+    assert catalog.capacity_of("b", "f") is None
+    assert _with_pools().capacity_of(None, "f") is None
+
+
+@pytest.mark.parametrize(
+    ("pools", "capacity", "message"),
+    [
+        ([{"id": "a", "capacity": {"f": -1}}], None, "capacity must be a whole number"),
+        ([{"id": "a", "capacity": {"f": "2"}}], None, "capacity must be a whole number"),
+        ([{"id": "a", "capacity": ["f"]}], None, "'capacity' must map flavor names"),
+        ([{"id": "a", "capacity": {"g": 1}}], None, "unknown flavors"),
+        ([], 1.5, "capacity must be a whole number"),
+    ],
+)
+def test_a_wrong_capacity_is_refused(
+    pools: list[dict[str, Any]], capacity: object, message: str
+) -> None:
+    with pytest.raises(CatalogError, match=message):
+        _with_pools(*pools, capacity=capacity)
