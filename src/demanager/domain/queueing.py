@@ -27,6 +27,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from demanager.domain.catalog import Flavor
 from demanager.domain.lifecycle import InstanceStatus
 
 DEFAULT_RUN_SECONDS = 3600
@@ -155,3 +156,20 @@ def estimate_queue(
         entries[w.id] = Estimate(rank, w.queued_at, at, (at - now_ms) // 1000)
     nxt = frees[0]
     return QueueEstimates(entries, nxt, (nxt - now_ms) // 1000)
+
+
+def estimate_flavor_queue(
+    flavor: Flavor, holders: Sequence[Holder], queue: Sequence[Waiter], *, now_ms: int
+) -> QueueEstimates:
+    """``estimate_queue`` for a catalog flavor, as the API answers it.
+
+    No record of finished runs is kept, so the typical run length comes from the
+    runs in progress (their ages, lower bounds of their lengths) and the default,
+    capped by the flavor's forced ``duration``.
+    """
+    ages = [(now_ms - h.running_since) // 1000 for h in holders if h.running_since is not None]
+    typical = typical_run_seconds(in_progress=ages, cap=flavor.duration)
+    return estimate_queue(
+        capacity=flavor.capacity, holders=holders, queue=queue, now_ms=now_ms,
+        typical_seconds=typical, duration_seconds=flavor.duration,
+    )
