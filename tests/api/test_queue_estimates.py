@@ -32,13 +32,20 @@ def test_queued_instances_show_rank_and_non_decreasing_estimates(
 ) -> None:
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(CATALOG, encoding="utf-8")
-    server = server_factory(env={"DEMANAGER_CATALOG_FILE": str(catalog),
-                                 "DEMANAGER_MIN_AUTO_STOP_SECONDS": "60"})
+    server = server_factory(
+        env={"DEMANAGER_CATALOG_FILE": str(catalog), "DEMANAGER_MIN_AUTO_STOP_SECONDS": "60"}
+    )
 
     def body(name: str, auto_stop: int) -> dict[str, object]:
-        return {"name": name, "profile_id": PROFILE, "flavor": FREE,
-                "spec": {"storage": {"type": "evs"},
-                         "auto_stop": {"enable": True, "duration": auto_stop}}}
+        return {
+            "name": name,
+            "profile_id": PROFILE,
+            "flavor": FREE,
+            "spec": {
+                "storage": {"type": "evs"},
+                "auto_stop": {"enable": True, "duration": auto_stop},
+            },
+        }
 
     with server.client() as api:
         # Two holders whose auto-stop deadlines are known: in 10 and in 5 minutes.

@@ -168,3 +168,24 @@ def test_typical_run_length() -> None:
     assert typical_run_seconds(in_progress=[60, 120]) == DEFAULT_RUN_SECONDS
     assert typical_run_seconds(in_progress=[7200, 9000, 10]) == 7200
     assert typical_run_seconds(in_progress=[7200], cap=3600) == 3600
+
+
+def test_the_worked_example_of_docs_capacity() -> None:
+    """docs/capacity.md walks through this queue; keep its table true."""
+    ten = T0 - T0 % (24 * 3600_000) + 10 * 3600_000  # 10:00 on the simulated day
+
+    def at(h: int, m: int) -> int:
+        return ten + (h - 10) * 3600_000 + m * MIN
+
+    holders = [running(at(9, 40), at(10, 20)), running(at(9, 15))]
+    queue = [
+        Waiter("W1", at(9, 50), 1800),
+        Waiter("W2", at(9, 52)),
+        Waiter("W3", at(9, 55), 7200),
+        Waiter("W4", at(9, 58)),
+    ]
+    est = estimate_queue(capacity=2, holders=holders, queue=queue, now_ms=ten)
+    assert ends(est, queue) == [at(10, 15), at(10, 20), at(10, 45), at(11, 20)]
+    assert [est.entries[w.id].remain_time for w in queue] == [900, 1200, 2700, 4800]
+    assert est.next_end_timestamp == at(12, 20)
+    assert est.next_remain_time == 8400

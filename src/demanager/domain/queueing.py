@@ -170,6 +170,10 @@ def estimate_flavor_queue(
     ages = [(now_ms - h.running_since) // 1000 for h in holders if h.running_since is not None]
     typical = typical_run_seconds(in_progress=ages, cap=flavor.duration)
     return estimate_queue(
-        capacity=flavor.capacity, holders=holders, queue=queue, now_ms=now_ms,
-        typical_seconds=typical, duration_seconds=flavor.duration,
+        capacity=flavor.capacity,
+        holders=holders,
+        queue=queue,
+        now_ms=now_ms,
+        typical_seconds=typical,
+        duration_seconds=flavor.duration,
     )
