@@ -8,7 +8,8 @@ the queues — is gathered here, from the store, never from a backend.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from demanager import errors
@@ -16,6 +17,7 @@ from demanager.domain.catalog import Catalog
 from demanager.domain.instance import Instance
 from demanager.domain.lifecycle import QUEUED, InstanceStatus
 from demanager.domain.payload import parse_json
+from demanager.domain.queueing import QueueEstimates, estimate_flavor_queue
 from demanager.engine.clock import Clock
 from demanager.engine.presenters import FlavorView, Presenter, Scope, flavor_details, profile
 from demanager.engine.service import InstanceService
@@ -109,12 +111,10 @@ class InstanceViews:
         names = list(self._catalog.flavors)
         sold_out = frozenset([(None, n) for n in names if await self._service.sold_out(n)])
         counts = await self._repo.count_by_flavor(principal.project_id, principal.user_id)
-        queues: dict[Scope, list[str]] = {
-            (None, f.name): await self._repo.queued(f.name)
-            for f in self._catalog.flavors.values() if f.free
-        }
+        free = [(None, f.name) for f in self._catalog.flavors.values() if f.free]
+        queues, estimates = await self._queues(free, self._clock.now_ms())
         view = FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name,
-                          queues=queues)
+                          queues=queues, estimates=estimates)
         return {"flavors": [flavor_details(f, view).model_dump(mode="json", exclude_unset=True)
                             for f in self._catalog.flavors.values()]}
 
@@ -125,6 +125,7 @@ class InstanceViews:
         principal: Principal,
         instances: Sequence[Instance],
         counts: Mapping[str, int] | None,
+        now_ms: int,
     ) -> FlavorView:
         scopes = {(i.pool_id, i.flavor) for i in instances}
         sold_out = frozenset(
@@ -136,9 +137,26 @@ class InstanceViews:
             (pool, n) for pool, n in sold_out
             if (f := self._catalog.flavors.get(n)) is not None and f.free
         }
-        queues = {(pool, n): await self._repo.queued(n, pool) for pool, n in queued}
+        queues, estimates = await self._queues(queued, now_ms)
         return FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name,
-                          queues=queues)
+                          queues=queues, estimates=estimates)
+
+    async def _queues(
+        self, scopes: Iterable[Scope], now_ms: int
+    ) -> tuple[dict[Scope, builtins.list[str]], dict[Scope, QueueEstimates]]:
+        """Each scope's queue and its estimates, from one read of its holders and queue."""
+        queues: dict[Scope, builtins.list[str]] = {}
+        estimates: dict[Scope, QueueEstimates] = {}
+        for pool, name in scopes:
+            holders, waiting = await self._repo.queue_state(name, pool)
+            queues[(pool, name)] = [w.id for w in waiting]
+            flavor = self._catalog.flavors.get(name)
+            if flavor is not None:
+                # The scope's own capacity: a dedicated pool's, or the flavor's (shared).
+                scoped = replace(flavor, capacity=self._catalog.capacity_of(pool, name))
+                estimates[(pool, name)] = estimate_flavor_queue(
+                    scoped, holders, waiting, now_ms=now_ms)
+        return queues, estimates
 
     async def _present(
         self,
@@ -148,9 +166,9 @@ class InstanceViews:
     ) -> builtins.list[Body]:
         """Wire dicts of ``instances``; ``counts`` (the caller's instances per flavor) is
         queried when not already at hand."""
-        view = await self._flavor_view(principal, instances, counts)
-        presenter = Presenter(self._catalog, self._target_domain)
         now = self._clock.now_ms()
+        view = await self._flavor_view(principal, instances, counts, now)
+        presenter = Presenter(self._catalog, self._target_domain)
         return [
             presenter.instance(i, now_ms=now, flavors=view).model_dump(
                 mode="json", exclude_unset=True)
