@@ -235,3 +235,32 @@ async def test_a_workload_is_held_to_its_flavors_cpus_and_memory(
     )
     handle = await backend.start(dataclasses.replace(spec, profile=calm))
     assert (await backend.observe(instance, handle)).warning is None
+
+
+@pytest.mark.slow
+async def test_without_a_cpu_controller_a_workload_is_pinned_to_its_cpus(
+    backend: ProcessBackend, instance: str, data_dir: Path
+) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU here: pinning to one cannot be told from not pinning")
+    backend._limits.pop("cpu", None)  # as on a host where it is not writable
+    script = data_dir / "cpus_workload.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "open(sys.argv[1] + '/cpus.txt', 'w').write(str(len(os.sched_getaffinity(0))))\n"
+        "time.sleep(600)\n"
+    )
+    script.chmod(0o644)
+    command = ["{python}", str(script), "{root_dir}"]
+    profile = dataclasses.replace(_spec(instance).profile, launch={"process": {"command": command}})
+    flavor = Flavor("test.1u", "CPU", {"CPU": 1, "GPU": 0, "memory": "1GiB"})
+    spec = dataclasses.replace(_spec(instance), profile=profile, flavor=flavor)
+    handle = await backend.start(spec)
+    assert handle.cpus is not None and len(handle.cpus) == 1
+    cpus = backend.volume_dir(instance) / "cpus.txt"
+    deadline = time.monotonic() + 60
+    while not cpus.exists():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    assert cpus.read_text() == "1"
+    assert any("affinity" in problem for problem in await backend.check())
