@@ -82,6 +82,7 @@ bench: install-test  ## print the figures of bench/
 	$(BIN)/python bench/spawn.py --backend docker  # says why it measures nothing without Docker
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/queue_estimates.py
 
 # Minutes, not seconds: 10,000 instances through 1, 2 and 3 replicas, then stops while
 # instances boot. PostgreSQL when DEMANAGER_BENCH_POSTGRES_URL is set, else SQLite.

@@ -9,6 +9,7 @@ from demanager.domain.catalog import Catalog, Flavor, Profile
 from demanager.domain.instance import Instance, Storage
 from demanager.domain.lifecycle import FAILED, QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
+from demanager.domain.queueing import QueueEstimates
 from demanager.schemas import instances as w
 
 
@@ -46,6 +47,8 @@ class FlavorView:
     user_name: str
     queues: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """Free flavor -> ids of the instances waiting for it, first in line first."""
+    estimates: Mapping[str, QueueEstimates] = field(default_factory=dict)
+    """Free flavor -> each waiting instance's rank and expected admission (§3.16)."""
 
 
 def flavor_details(f: Flavor, view: FlavorView) -> w.FlavorDetails:
@@ -64,7 +67,9 @@ def flavor_details(f: Flavor, view: FlavorView) -> w.FlavorDetails:
         model.duration = f.duration
     if f.free and f.name in view.sold_out:
         model.queuing_num = len(view.queues.get(f.name, ()))
-        model.queue_left_time = 0  # no estimate: the engine does not predict stops
+        estimate = view.estimates.get(f.name)
+        left = estimate.next_remain_time if estimate is not None else None
+        model.queue_left_time = left if left is not None else 0
     return model
 
 
@@ -148,10 +153,18 @@ class Presenter:
         """Contract §3.16; ``rank`` counts from 1 within the flavor's queue."""
         queue = list(view.queues.get(i.flavor, ()))
         rank = queue.index(i.id) + 1 if i.id in queue else len(queue) + 1
-        return w.QueuingInfo(
+        info = w.QueuingInfo(
             id=i.id, name=i.name, de_type="Notebook", flavor=i.flavor, flavor_details=details,
             status=i.status.value, begin_timestamp=i.requested_at or i.updated_at, rank=rank,
         )
+        estimates = view.estimates.get(i.flavor)
+        found = estimates.entries.get(i.id) if estimates is not None else None
+        if found is not None:
+            info.rank = found.rank
+            if found.end_timestamp is not None and found.remain_time is not None:
+                info.end_timestamp = found.end_timestamp
+                info.remain_time = found.remain_time
+        return info
 
     def _memo_profile(self, profile_id: str) -> w.Profile:
         if profile_id not in self._profiles:

@@ -8,7 +8,7 @@ the queues — is gathered here, from the store, never from a backend.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from demanager import errors
@@ -16,6 +16,7 @@ from demanager.domain.catalog import Catalog
 from demanager.domain.instance import Instance
 from demanager.domain.lifecycle import QUEUED, InstanceStatus
 from demanager.domain.payload import parse_json
+from demanager.domain.queueing import QueueEstimates, estimate_flavor_queue
 from demanager.engine.clock import Clock
 from demanager.engine.presenters import FlavorView, Presenter, flavor_details, profile
 from demanager.engine.service import InstanceService
@@ -109,7 +110,10 @@ class InstanceViews:
             [name for name in self._catalog.flavors if await self._service.sold_out(name)]
         )
         counts = await self._repo.count_by_flavor(principal.project_id, principal.user_id)
-        view = FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name)
+        free_sold_out = [n for n in sold_out if self._catalog.flavors[n].free]
+        queues, estimates = await self._queues(free_sold_out, self._clock.now_ms())
+        view = FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name,
+                          queues=queues, estimates=estimates)
         return {"flavors": [flavor_details(f, view).model_dump(mode="json", exclude_unset=True)
                             for f in self._catalog.flavors.values()]}
 
@@ -120,6 +124,7 @@ class InstanceViews:
         principal: Principal,
         instances: Sequence[Instance],
         counts: Mapping[str, int] | None,
+        now_ms: int,
     ) -> FlavorView:
         names = {i.flavor for i in instances}
         sold_out = frozenset([n for n in names if await self._service.sold_out(n)])
@@ -128,9 +133,23 @@ class InstanceViews:
         queued = {i.flavor for i in instances if i.status in QUEUED} | {
             n for n in sold_out if (f := self._catalog.flavors.get(n)) is not None and f.free
         }
-        queues = {n: await self._repo.queued(n) for n in queued}
+        queues, estimates = await self._queues(queued, now_ms)
         return FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name,
-                          queues=queues)
+                          queues=queues, estimates=estimates)
+
+    async def _queues(
+        self, flavors: Iterable[str], now_ms: int
+    ) -> tuple[dict[str, builtins.list[str]], dict[str, QueueEstimates]]:
+        """Each flavor's queue and its estimates, from one read of its holders and queue."""
+        queues: dict[str, builtins.list[str]] = {}
+        estimates: dict[str, QueueEstimates] = {}
+        for name in flavors:
+            holders, waiting = await self._repo.queue_state(name)
+            queues[name] = [w.id for w in waiting]
+            flavor = self._catalog.flavors.get(name)
+            if flavor is not None:
+                estimates[name] = estimate_flavor_queue(flavor, holders, waiting, now_ms=now_ms)
+        return queues, estimates
 
     async def _present(
         self,
@@ -140,9 +159,9 @@ class InstanceViews:
     ) -> builtins.list[Body]:
         """Wire dicts of ``instances``; ``counts`` (the caller's instances per flavor) is
         queried when not already at hand."""
-        view = await self._flavor_view(principal, instances, counts)
-        presenter = Presenter(self._catalog, self._target_domain)
         now = self._clock.now_ms()
+        view = await self._flavor_view(principal, instances, counts, now)
+        presenter = Presenter(self._catalog, self._target_domain)
         return [
             presenter.instance(i, now_ms=now, flavors=view).model_dump(
                 mode="json", exclude_unset=True)

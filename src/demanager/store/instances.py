@@ -29,6 +29,7 @@ from demanager.domain.instance import (
     UserId,
 )
 from demanager.domain.lifecycle import HOLDS_RESOURCES, QUEUED, InstanceStatus, ensure_transition
+from demanager.domain.queueing import Holder, Waiter
 from demanager.domain.validation import ListQuery
 from demanager.store.tables import InstanceRow, QuotaUsageRow
 
@@ -69,6 +70,21 @@ _COUNT_BY_FLAVOR = (
     )
     .group_by(_TABLE.c.flavor)
 )
+
+_QUEUE_STATE = select(
+    _TABLE.c.id, _TABLE.c.status, _TABLE.c.running_since, _TABLE.c.stop_at,
+    _TABLE.c.auto_stop, _TABLE.c.requested_at, _TABLE.c.created_at,
+).where(
+    _TABLE.c.flavor == bindparam("flavor"),
+    _TABLE.c.status.in_([s.value for s in HOLDS_RESOURCES | QUEUED]),
+)
+
+
+def _auto_stop_seconds(auto_stop: dict[str, Any] | None) -> int | None:
+    """The countdown a run is armed with (§4.4), or None when auto-stop is off."""
+    if not auto_stop or not auto_stop.get("enable") or not auto_stop.get("duration"):
+        return None
+    return int(auto_stop["duration"])
 
 
 class InstanceRepository:
@@ -235,6 +251,25 @@ class InstanceRepository:
             ).all()
         rows = sorted(rows, key=lambda r: (r.requested_at or r.created_at, r.id))
         return [r.id for r in rows]
+
+    async def queue_state(
+        self, flavor: str
+    ) -> tuple[builtins.list[Holder], builtins.list[Waiter]]:
+        """The instances holding ``flavor``'s slots and its queue (first in line first,
+        as ``queued`` orders it), in one read: what ``domain.queueing`` estimates from."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(_QUEUE_STATE, {"flavor": flavor})).all()
+        holders: builtins.list[Holder] = []
+        waiting = []
+        for r in rows:
+            status = InstanceStatus(r.status)
+            auto_stop = _auto_stop_seconds(r.auto_stop)
+            if status in QUEUED:
+                waiting.append(((r.requested_at or r.created_at, r.id), auto_stop))
+            else:
+                holders.append(Holder(status, r.running_since, r.stop_at, auto_stop))
+        waiting.sort()
+        return holders, [Waiter(id_, at, auto_stop) for (at, id_), auto_stop in waiting]
 
     async def count_by_flavor(self, project_id: str, user_id: str) -> dict[str, int]:
         async with self._engine.connect() as conn:
