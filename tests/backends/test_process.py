@@ -4,6 +4,7 @@ instances get their own uid)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -22,8 +23,10 @@ from demanager.backends.base import BackendContext, Handle, LaunchSpec
 from demanager.backends.options import ProcessOptions
 from demanager.backends.process import ProcessBackend
 from demanager.catalog import load_catalog
+from demanager.domain.catalog import Flavor
 from demanager.domain.instance import Storage
 from demanager.domain.planning import Workload
+from tests.limits_probe import VISIBLE_CPUS
 from tests.server import notebook_python, traversable_dir
 
 CATALOG = load_catalog(None)
@@ -175,3 +178,89 @@ async def test_defect_07_start_caps_the_log_and_drops_stale_server_files(
     kept = server_log.read_bytes()
     assert len(kept) < process.LOG_KEEP_BYTES + 1024 * 1024
     assert b"the last words of the previous server\n" in kept
+
+
+# --- the flavor's CPU and memory limits ------------------------------------------------------
+
+LIMITS_WORKLOAD = VISIBLE_CPUS + r'''
+import subprocess
+import sys
+import time
+
+root = sys.argv[1]
+with open(os.path.join(root, "cpus.txt"), "w") as out:
+    out.write(str(visible_cpus()))
+# Touch every page, so the memory is really used (a bytearray of zeros would not be).
+hog = subprocess.run([sys.executable, "-c", "x = b'1' * (512 << 20); print(len(x))"])
+with open(os.path.join(root, "hog.txt"), "w") as out:
+    out.write(str(hog.returncode))
+time.sleep(3600)
+'''
+
+
+@pytest.mark.slow
+async def test_a_workload_is_held_to_its_flavors_cpus_and_memory(
+    backend: ProcessBackend, instance: str, data_dir: Path
+) -> None:
+    if "memory" not in backend._limits:
+        pytest.skip("no writable memory cgroup controller here (needs root and a cgroup mount)")
+    script = data_dir / "limits_workload.py"
+    script.write_text(LIMITS_WORKLOAD)
+    script.chmod(0o644)
+    command = ["{python}", str(script), "{root_dir}"]
+    profile = dataclasses.replace(_spec(instance).profile, launch={"process": {"command": command}})
+    flavor = Flavor("test.1u256m", "CPU", {"CPU": 1, "GPU": 0, "memory": "256MiB"})
+    spec = dataclasses.replace(_spec(instance), profile=profile, flavor=flavor)
+    handle = await backend.start(spec)
+    assert handle.memory_limit == 256 * 1024**2
+    volume = backend.volume_dir(instance)
+    deadline = time.monotonic() + 60
+    while not (volume / "hog.txt").exists():
+        log = backend.runtime_dir(instance) / "server.log"
+        assert time.monotonic() < deadline, log.read_text()
+        await asyncio.sleep(0.2)
+    assert float((volume / "cpus.txt").read_text()) == 1.0
+    assert (volume / "hog.txt").read_text() == "-9", "the kernel killed the 512 MiB child"
+    observed = await backend.observe(instance, handle)
+    assert observed.workload is not Workload.ABSENT, "the workload itself runs on"
+    assert observed.warning is not None
+    assert observed.warning.detail["cause"] == "oom_killed"
+    assert "(256 MiB)" in observed.warning.message
+    groups = [c.path(instance) for c in backend._limits.values()]
+    await backend.stop(instance, handle)
+    assert not any(group.exists() for group in groups), "stop removes every group"
+    # A new launch counts only its own kills.
+    calm = dataclasses.replace(
+        profile, launch={"process": {"command": ["{python}", "-c", "import time; time.sleep(600)"]}}
+    )
+    handle = await backend.start(dataclasses.replace(spec, profile=calm))
+    assert (await backend.observe(instance, handle)).warning is None
+
+
+@pytest.mark.slow
+async def test_without_a_cpu_controller_a_workload_is_pinned_to_its_cpus(
+    backend: ProcessBackend, instance: str, data_dir: Path
+) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU here: pinning to one cannot be told from not pinning")
+    backend._limits.pop("cpu", None)  # as on a host where it is not writable
+    script = data_dir / "cpus_workload.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "open(sys.argv[1] + '/cpus.txt', 'w').write(str(len(os.sched_getaffinity(0))))\n"
+        "time.sleep(600)\n"
+    )
+    script.chmod(0o644)
+    command = ["{python}", str(script), "{root_dir}"]
+    profile = dataclasses.replace(_spec(instance).profile, launch={"process": {"command": command}})
+    flavor = Flavor("test.1u", "CPU", {"CPU": 1, "GPU": 0, "memory": "1GiB"})
+    spec = dataclasses.replace(_spec(instance), profile=profile, flavor=flavor)
+    handle = await backend.start(spec)
+    assert handle.cpus is not None and len(handle.cpus) == 1
+    cpus = backend.volume_dir(instance) / "cpus.txt"
+    deadline = time.monotonic() + 60
+    while not cpus.exists():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    assert cpus.read_text() == "1"
+    assert any("affinity" in problem for problem in await backend.check())

@@ -86,6 +86,35 @@ class Notebook:
             ws.close()
 
 
+def outcome(notebook: Notebook, code: str, timeout: float = 120.0) -> str:
+    """How running ``code`` in a fresh kernel ends: ``"result"``, ``"error: {ename}"``, or
+    ``"died"`` when the kernel process was killed (Jupyter then restarts it)."""
+    kernel = notebook.http.post("api/kernels", json={"name": "python3"})
+    kernel.raise_for_status()
+    ws = websocket.create_connection(
+        f"{notebook.ws_base}api/kernels/{kernel.json()['id']}/channels", timeout=timeout,
+        header=[f"X-Auth-Token: {notebook.token}"],
+    )
+    try:
+        msg_id = uuid.uuid4().hex
+        ws.send(json.dumps(_execute_request(msg_id, code)))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message: dict[str, Any] = json.loads(ws.recv())
+            kind, content = message["msg_type"], message.get("content", {})
+            if kind == "status" and content.get("execution_state") in ("restarting", "dead"):
+                return "died"
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if kind == "execute_result":
+                return "result"
+            if kind == "error":
+                return f"error: {content.get('ename')}"
+        return "timeout"
+    finally:
+        ws.close()
+
+
 def _execute_request(msg_id: str, code: str) -> dict[str, Any]:
     return {
         "header": {

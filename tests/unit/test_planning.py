@@ -172,3 +172,24 @@ def test_a_failure_is_only_acted_on_while_launching(status: S) -> None:
     reason = FailedReason("ModelArts.6361", "image x:1 cannot be pulled")
     observed = Observation(ABSENT, failure=reason)
     assert plan(instance(status), observed, NOW) is plan(instance(status), Observation(ABSENT), NOW)
+
+
+OOM = FailedReason("ModelArts.6361", "killed at the memory limit", {"cause": "oom_killed"})
+
+
+def test_a_warning_of_a_running_workload_is_kept_once() -> None:
+    running = instance(S.RUNNING)
+    assert plan(running, Observation(READY, warning=OOM), NOW) is Step.WARN
+    shown = running.evolve(failed=OOM)
+    assert plan(shown, Observation(READY, warning=OOM), NOW) is Step.NOTHING
+    other = FailedReason("ModelArts.6361", "killed again", {"cause": "oom_killed"})
+    assert plan(shown, Observation(READY, warning=other), NOW) is Step.WARN
+    # No warning now does not take the shown one away: it stays for the run.
+    assert plan(shown, Observation(READY), NOW) is Step.NOTHING
+
+
+def test_a_warning_never_makes_a_running_workload_unavailable() -> None:
+    running = instance(S.RUNNING)
+    assert plan(running, Observation(BOOTING, warning=OOM), NOW) is Step.COUNT_UNANSWERED
+    assert plan(running, Observation(READY, warning=OOM), NOW) is not Step.MARK_UNAVAILABLE
+    assert plan(instance(S.CREATING), Observation(READY, warning=OOM), NOW) is Step.MARK_RUNNING

@@ -136,6 +136,48 @@ def _instance_with(storage: object) -> object:
     )
 
 
+class _OomBackend(FakeBackend):
+    """Reports, once ``kills`` is set, that a process of each workload was OOM-killed."""
+
+    kills = 0
+
+    async def observe(self, instance_id, handle):  # type: ignore[no-untyped-def]
+        from demanager.backends.process import oom_warning
+
+        seen = await super().observe(instance_id, handle)
+        if not self.kills:
+            return seen
+        return dataclasses.replace(seen, warning=oom_warning(self.kills, 1024**3))
+
+
+async def test_an_oom_kill_shows_in_failed_reasons_while_it_runs(tmp_path: Path) -> None:
+    async with _engine(tmp_path, _OomBackend) as (rt, backend):
+        created = await rt.service.create(principal=PRINCIPAL, body=_body("oom"))
+        await rt.reconciler.settle()
+        running = await rt.instances.load(created.id)
+        assert running is not None and running.status is InstanceStatus.RUNNING
+        assert running.failed is None
+        backend.kills = 1
+        await rt.reconciler.sweep()
+        await rt.reconciler.settle()
+        warned = await rt.instances.load(created.id)
+        assert warned is not None and warned.status is InstanceStatus.RUNNING
+        assert warned.failed is not None and warned.failed.detail["cause"] == "oom_killed"
+        assert "1 GiB" in warned.failed.message
+        # The same warning again writes nothing; a new kill updates the count.
+        await rt.reconciler.sweep()
+        await rt.reconciler.settle()
+        again = await rt.instances.load(created.id)
+        assert again is not None and again.version == warned.version
+        backend.kills = 2
+        await rt.reconciler.sweep()
+        await rt.reconciler.settle()
+        twice = await rt.instances.load(created.id)
+        assert twice is not None and twice.failed is not None
+        assert twice.failed.detail["oom_kills"] == "2"
+        assert twice.status is InstanceStatus.RUNNING
+
+
 class _ExitingBackend(FakeBackend):
     """Every launched workload exits at once, like a server that cannot bind its port."""
 

@@ -3,7 +3,10 @@
 The server starts it (as itself, with the notebook's allow-listed environment)
 as ``python -I -S launch.py OPTIONS -- COMMAND…``; it
 
-1. joins the instance's cgroup(s), before anything of the workload runs;
+1. joins the instance's cgroup(s), before anything of the workload runs (the
+   tracking group, and the cpu and memory groups that carry the flavor's limits),
+   and where no cpu controller can limit it, pins it to the flavor's number of
+   CPUs (``--cpu``, once per CPU);
 2. drops to the instance's uid and gid with no supplementary groups beyond
    those given, and sets ``no_new_privs`` so no set-uid program gives them back;
 3. writes the Jupyter token from ``JUPYTER_TOKEN`` into a config file only
@@ -37,6 +40,7 @@ class Options:
         self.uid: int | None = None
         self.gid: int | None = None
         self.groups: list[int] = []
+        self.cpus: list[int] = []
         self.cwd = "/"
         self.token_file: str | None = None
         self.command: list[str] = []
@@ -61,6 +65,8 @@ def parse(argv: list[str]) -> Options:
             options.gid = int(value)
         elif flag == "--group":
             options.groups.append(int(value))
+        elif flag == "--cpu":
+            options.cpus.append(int(value))
         elif flag == "--cwd":
             options.cwd = value
         elif flag == "--token-file":
@@ -78,6 +84,8 @@ def confine(options: Options) -> None:
     for procs in options.cgroups:
         with open(procs, "w") as handle:
             handle.write(str(os.getpid()))
+    if options.cpus:
+        os.sched_setaffinity(0, options.cpus)
     if options.uid is not None and options.gid is not None:
         os.setgroups(options.groups)
         os.setresgid(options.gid, options.gid, options.gid)

@@ -12,7 +12,12 @@ Each instance gets:
   command line;
 * when the server runs as root, a uid of its own (``sandbox.py``), and on hosts
   with a writable cgroup hierarchy, a cgroup of its own (``cgroups.py``) that
-  ``launch.py`` joins before Jupyter runs.
+  ``launch.py`` joins before Jupyter runs;
+* the flavor's CPUs and memory as limits, through the cpu and memory controllers
+  where they are writable; CPUs otherwise through CPU affinity (the least-used
+  CPUs of the host), memory otherwise not at all (``check()`` says so). A process
+  the kernel kills at the memory limit (a kernel; Jupyter restarts it) shows as a
+  warning in ``Observation.warning``.
 
 Stopping sends SIGTERM (Jupyter shuts its kernels down), then kills the whole
 cgroup: nothing is left behind, whatever a notebook did to its environment or
@@ -26,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -35,7 +42,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import httpx
@@ -45,7 +53,7 @@ from demanager.backends import cgroups, sandbox
 from demanager.backends.base import BackendContext, Handle, LaunchSpec, recipe_of
 from demanager.backends.node import start_ticks, this_node
 from demanager.backends.options import ProcessOptions, ProcessRecipe
-from demanager.domain.instance import WORK_DIR, Endpoint, Storage
+from demanager.domain.instance import WORK_DIR, Endpoint, FailedReason, Storage
 from demanager.domain.planning import Observation, Workload
 from demanager.domain.validation import bucket_dirs
 from demanager.errors import PermanentBackendError, TransientBackendError
@@ -80,6 +88,12 @@ class ProcessHandle(Handle):
     """Clock ticks since boot at which the process started: the PID-reuse guard."""
     volume_bytes: int | None = None
     volume_scan_complete: bool = True
+    memory_limit: int | None = None
+    """Bytes the memory controller holds the instance to; None when not enforced."""
+    oom_baseline: int = 0
+    """The group's OOM-kill counter at launch: only kills after it are this run's."""
+    cpus: tuple[int, ...] | None = None
+    """The CPUs the workload is pinned to, when affinity stands in for a cpu controller."""
 
 
 class ProcessBackend:
@@ -124,6 +138,20 @@ class ProcessBackend:
             )
         else:
             log.info("instances get their own cgroup (%r)", self._cgroups)
+        self._limits = cgroups.detect_controllers(self._cgroups)
+        self._pinned: dict[str, tuple[int, ...]] = {}
+        for name, controller in self._limits.items():
+            log.info("flavor %s limits are enforced by the %r", name.upper(), controller)
+        if "cpu" not in self._limits:
+            log.warning(
+                "no writable cpu cgroup controller: each instance is pinned to as many "
+                "CPUs as its flavor has (CPU affinity, which a notebook can widen)"
+            )
+        if "memory" not in self._limits:
+            log.warning(
+                "no writable memory cgroup controller: the flavor's memory is not "
+                "enforced; see docs/security.md"
+            )
 
     # --- paths ------------------------------------------------------------------------
 
@@ -183,6 +211,13 @@ class ProcessBackend:
             runtime = self.runtime_dir(instance_id)
             runtime.mkdir(mode=0o700, exist_ok=True)
             procs = self._cgroups.create(instance_id) if self._cgroups else None
+            limits = cgroups.Limits(spec.flavor.resources.cpus, spec.flavor.resources.memory_bytes)
+            joined = [
+                str(controller.create(instance_id, limits))
+                for controller in self._limits.values()
+            ]
+            memory = self._limits.get("memory")
+            baseline = (memory.oom_kills(instance_id) if memory else None) or 0
         except sandbox.SandboxError as exc:
             raise TransientBackendError(str(exc), 5.0) from exc
         except OSError as exc:
@@ -208,8 +243,15 @@ class ProcessBackend:
             own[sandbox.FALLBACK_TAG] = instance_id
         launcher = [sys.executable, "-I", "-S", LAUNCHER, "--cwd", str(root)]
         launcher += ["--token-file", str(state / "config" / "jupyter_server_config.json")]
-        if procs is not None:
-            launcher += ["--cgroup", str(procs)]
+        for group in dict.fromkeys([*([str(procs)] if procs else []), *joined]):
+            launcher += ["--cgroup", group]
+        pinned = None
+        if "cpu" not in self._limits:
+            others = {k: v for k, v in self._pinned.items() if k != instance_id}
+            pinned = pick_cpus(os.sched_getaffinity(0), others, math.ceil(limits.cpus or 1))
+            self._pinned[instance_id] = pinned
+            for cpu in pinned:
+                launcher += ["--cpu", str(cpu)]
         if account is not None:
             launcher += ["--uid", str(account.uid), "--gid", str(account.gid)]
             if obs_gid is not None:
@@ -248,6 +290,9 @@ class ProcessBackend:
             start_ticks=start_ticks(proc.pid),
             volume_bytes=used,
             volume_scan_complete=complete,
+            memory_limit=limits.memory_bytes if memory and limits.memory_bytes else None,
+            oom_baseline=baseline,
+            cpus=pinned,
         )
         fd = _open_private(runtime / "server.json", os.O_WRONLY | os.O_TRUNC)
         with os.fdopen(fd, "w", encoding="utf-8") as record:
@@ -324,8 +369,14 @@ class ProcessBackend:
         handle = handle or found
         if not handle or self._process(handle) is None:
             return Observation(Workload.ABSENT)
+        if handle.cpus:
+            self._pinned[instance_id] = handle.cpus  # adopted: count its CPUs as used
         seen: Observation[ProcessHandle] = Observation(
-            Workload.BOOTING, handle.launched_at, found, volume_bytes=handle.volume_bytes
+            Workload.BOOTING,
+            handle.launched_at,
+            found,
+            volume_bytes=handle.volume_bytes,
+            warning=self._oom_warning(instance_id, handle),
         )
         endpoint = _endpoint(handle)
         try:
@@ -338,6 +389,15 @@ class ProcessBackend:
         if response.status_code != 200:
             return seen
         return dataclasses.replace(seen, workload=Workload.READY, endpoint=endpoint)
+
+    def _oom_warning(self, instance_id: str, handle: ProcessHandle) -> FailedReason | None:
+        memory = self._limits.get("memory")
+        if memory is None or handle.memory_limit is None:
+            return None
+        kills = memory.oom_kills(instance_id)
+        if kills is None or kills <= handle.oom_baseline:
+            return None
+        return oom_warning(kills - handle.oom_baseline, handle.memory_limit)
 
     async def check(self) -> list[str]:
         problems = []
@@ -360,6 +420,15 @@ class ProcessBackend:
             )
         if self._cgroups is None:
             problems.append("no writable cgroup hierarchy: limits and clean stops are weaker")
+        if "memory" not in self._limits:
+            problems.append(
+                "no writable memory cgroup controller: the flavor's memory is not enforced"
+            )
+        if "cpu" not in self._limits:
+            problems.append(
+                "no writable cpu cgroup controller: the flavor's CPUs are enforced by CPU "
+                "affinity only, which a notebook can widen"
+            )
         return problems
 
     async def stop(self, instance_id: str, handle: ProcessHandle | None) -> None:
@@ -374,6 +443,8 @@ class ProcessBackend:
             _signal_all(self._tree(main), signal.SIGKILL)
         else:
             await self._stop_tagged(instance_id, main)
+        await self._remove_limits(instance_id)
+        self._pinned.pop(instance_id, None)
         self._reap()
         with contextlib.suppress(FileNotFoundError):
             (self.runtime_dir(instance_id) / "server.json").unlink()
@@ -389,6 +460,14 @@ class ProcessBackend:
                 raise TransientBackendError(f"processes of {instance_id} survive SIGKILL", 1.0)
         if not groups.remove(instance_id):
             raise TransientBackendError(f"cannot remove the cgroup of {instance_id}", 1.0)
+
+    async def _remove_limits(self, instance_id: str) -> None:
+        """Remove the instance's cpu and memory groups (emptied by the stop before)."""
+        for controller in self._limits.values():
+            if not await _until(functools.partial(controller.remove, instance_id), 2.0):
+                raise TransientBackendError(
+                    f"cannot remove the {controller.name} cgroup of {instance_id}", 1.0
+                )
 
     async def _stop_tagged(self, instance_id: str, main: psutil.Process | None) -> None:
         victims = self._tree(main) + await asyncio.to_thread(_tagged, instance_id)
@@ -462,6 +541,34 @@ class ProcessBackend:
             return [main, *main.children(recursive=True)]
         except psutil.Error:
             return [main]
+
+
+def pick_cpus(
+    available: Iterable[int], pinned: Mapping[str, tuple[int, ...]], count: int
+) -> tuple[int, ...]:
+    """``count`` CPUs of ``available`` (at least one, at most all), the least used by the
+    other instances' ``pinned`` CPUs first, ties to the lowest number."""
+    load = Counter(cpu for cpus in pinned.values() for cpu in cpus)
+    ordered = sorted(available, key=lambda cpu: (load[cpu], cpu))
+    return tuple(sorted(ordered[: max(1, min(count, len(ordered)))]))
+
+
+def oom_warning(kills: int, limit_bytes: int) -> FailedReason:
+    """What the instance shows once the kernel killed a process of it at the memory
+    limit. 6361 is the contract's code for a notebook fault; ``detail.cause`` says which."""
+    return FailedReason(
+        "ModelArts.6361",
+        f"A process of the notebook was killed at the flavor's memory limit "
+        f"({_size(limit_bytes)}); restart the kernel and use less memory.",
+        {"cause": "oom_killed", "oom_kills": str(kills), "memory_limit_bytes": str(limit_bytes)},
+    )
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= scale:
+            return f"{count / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{count} bytes"
 
 
 def _endpoint(handle: ProcessHandle) -> Endpoint:

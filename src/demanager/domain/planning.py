@@ -52,6 +52,9 @@ class Step(Enum):
     """Remove the workload and the volume of a deleted instance."""
     FAIL = "fail"
     """The backend says the launched workload can never come up: fail the start."""
+    WARN = "warn"
+    """A RUNNING workload brings a warning the instance does not show yet (a process
+    killed at the memory limit): keep it in ``failed_reasons``; the instance runs on."""
     ADMIT = "admit"
     """A queued instance got its slot: CREATE_QUEUING -> CREATING,
     START_QUEUING -> READY_TO_START."""
@@ -75,6 +78,9 @@ class Observation(Generic[H]):
     failure: FailedReason | None = None
     """Why the workload can never come up as launched (its image cannot be pulled, its
     spec is refused): the engine fails the start with it instead of waiting it out."""
+    warning: FailedReason | None = None
+    """Something the user should know while the notebook runs (a process of it was
+    killed at the flavor's memory limit): kept in ``failed_reasons`` while it runs."""
 
 
 _BRINGING_UP = frozenset({S.CREATING, S.STARTING})
@@ -141,7 +147,11 @@ def plan(
             if unanswered(instance) + 1 >= health_failures:
                 return Step.MARK_UNAVAILABLE
             return Step.COUNT_UNANSWERED
-        return Step.RESET_UNANSWERED if unanswered(instance) else Step.NOTHING
+        if unanswered(instance):
+            return Step.RESET_UNANSWERED
+        if observed.warning is not None and observed.warning != instance.failed:
+            return Step.WARN
+        return Step.NOTHING
 
     if status is S.UNAVAILABLE:
         if instance.desired != Desired.RUNNING:

@@ -94,6 +94,7 @@ class StepRunner:
             Step.RELAUNCH: self._launch,
             Step.MARK_RUNNING: self._mark_running,
             Step.FAIL: self._fail_launch,
+            Step.WARN: self._warn,
             Step.ADMIT: self._admit,
             Step.MARK_STARTING: self._mark_starting,
             Step.COUNT_UNANSWERED: self._count_unanswered,
@@ -241,12 +242,17 @@ class StepRunner:
             instance,
             S.RUNNING,
             p.now_ms,
-            failed=volume_overuse(instance, p.observed.volume_bytes),
+            failed=p.observed.warning or volume_overuse(instance, p.observed.volume_bytes),
             handle=handle,
             endpoint=p.observed.endpoint,
             running_since=instance.running_since if keep else p.now_ms,
             stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, p.now_ms),
         )
+        return Outcome.DONE
+
+    async def _warn(self, p: Pass) -> Outcome:
+        log.info("%s: %s", p.instance.id, p.observed.warning)
+        await self._save(p.instance, p.now_ms, failed=p.observed.warning)
         return Outcome.DONE
 
     async def _admit(self, p: Pass) -> Outcome:
