@@ -12,7 +12,7 @@ flavor of capacity 1 with a long queue behind its one running instance:
   other, with ``--queued`` (1,000) instances in the queue;
 * one GET of a queued instance (its rank and estimate come from the whole queue).
 
-    .venv/bin/python bench/queue.py [--queued 1000] [--admissions 20] [--operations 200]
+    .venv/bin/python bench/queueing.py [--queued 1000] [--admissions 20] [--operations 200]
 """
 
 from __future__ import annotations
