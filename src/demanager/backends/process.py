@@ -49,7 +49,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from demanager.backends import cgroups, sandbox
+from demanager.backends import cgroups, jupyter, sandbox
 from demanager.backends.base import BackendContext, Handle, LaunchSpec, recipe_of
 from demanager.backends.node import start_ticks, this_node
 from demanager.backends.options import ProcessOptions, ProcessRecipe
@@ -379,14 +379,7 @@ class ProcessBackend:
             warning=self._oom_warning(instance_id, handle),
         )
         endpoint = _endpoint(handle)
-        try:
-            response = await self._http.get(
-                f"http://{endpoint.host}:{endpoint.port}{endpoint.base_path}api/status",
-                headers=dict(endpoint.headers),
-            )
-        except httpx.HTTPError:
-            return seen
-        if response.status_code != 200:
+        if not await jupyter.answers(self._http, endpoint):
             return seen
         return dataclasses.replace(seen, workload=Workload.READY, endpoint=endpoint)
 

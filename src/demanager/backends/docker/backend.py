@@ -38,6 +38,7 @@ from docker import DockerClient
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 
+from demanager.backends import jupyter
 from demanager.backends.base import BackendContext, Handle, LaunchSpec, recipe_of
 from demanager.backends.docker import daemon
 from demanager.backends.docker.config import (
@@ -199,14 +200,7 @@ class DockerBackend:
         endpoint = self._endpoint(container, handle)
         if state.get("Status") != "running" or endpoint is None:
             return seen
-        try:
-            response = await self._http.get(
-                f"http://{endpoint.host}:{endpoint.port}{endpoint.base_path}api/status",
-                headers=dict(endpoint.headers),
-            )
-        except httpx.HTTPError:
-            return seen
-        if response.status_code != 200:
+        if not await jupyter.answers(self._http, endpoint):
             return seen
         used = await self._volume_bytes(handle.container_id)
         return dataclasses.replace(

@@ -33,6 +33,7 @@ from lightkube import ApiError
 from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod, Secret, Service
 from lightkube.types import CascadeType
 
+from demanager.backends import jupyter
 from demanager.backends.base import BackendContext, Handle, LaunchSpec, recipe_of
 from demanager.backends.kubernetes import manifests, pods
 from demanager.backends.kubernetes.api import NamespaceApi, connect, name_of, uid_of
@@ -246,15 +247,7 @@ class KubernetesBackend:
         )
 
     async def _answers(self, endpoint: Endpoint) -> bool:
-        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
-        try:
-            response = await self._http.get(
-                f"http://{host}:{endpoint.port}{endpoint.base_path}api/status",
-                headers=dict(endpoint.headers),
-            )
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        return await jupyter.answers(self._http, endpoint)
 
     # --- stop and delete ----------------------------------------------------------------
 
