@@ -144,6 +144,12 @@ class Instance:
     """Set by the engine while RUNNING; what the proxy connects to."""
     cleanup_pending: bool = False
     frozen: bool = False
+    reserved_at: int | None = None
+    """ms when the engine reserved the queued instance's slot (READY_TO_START)."""
+    gpus: tuple[str, ...] | None = None
+    """The whole GPUs assigned to it while it holds resources."""
+    last_run_ms: int | None = None
+    """How long its last run lasted (RUNNING until it stopped), for queue estimates."""
 
     def evolve(self, **changes: Any) -> Instance:
         return replace(self, **changes)

@@ -553,6 +553,9 @@ def _row_values(instance: Instance) -> dict[str, Any]:
         "endpoint": _endpoint_to_json(instance.endpoint),
         "cleanup_pending": instance.cleanup_pending,
         "frozen": instance.frozen,
+        "reserved_at": instance.reserved_at,
+        "gpus": None if instance.gpus is None else list(instance.gpus),
+        "last_run_ms": instance.last_run_ms,
     }
 
 
@@ -592,4 +595,7 @@ def _to_domain(row: InstanceRow | Row[Any]) -> Instance:
         endpoint=_endpoint_from_json(row.endpoint),
         cleanup_pending=row.cleanup_pending,
         frozen=row.frozen,
+        reserved_at=row.reserved_at,
+        gpus=None if row.gpus is None else tuple(row.gpus),
+        last_run_ms=row.last_run_ms,
     )

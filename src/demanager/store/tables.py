@@ -121,6 +121,53 @@ class InstanceRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(96), nullable=True)
     """The engine driving the instance right now; see ``store/leases.py``."""
     lease_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    reserved_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """When the engine reserved a slot for the queued instance
+    (``spec.resource_reserved_timestamp``); NULL unless READY_TO_START or after."""
+    gpus: Mapped[list[str] | None] = mapped_column(NULLABLE_JSON, nullable=True)
+    """The GPUs assigned to the instance while it holds resources (``gpu_assignments``)."""
+    last_run_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """How long its last run lasted, RUNNING to stopped: the queue estimates' history."""
+
+
+class ProjectRow(Base):
+    """What an operator set for one project; a project without a row has the defaults."""
+
+    __tablename__ = "projects"
+
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Live instances the project may have; NULL = the server's ``instance_quota``."""
+    frozen: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class PoolRow(Base):
+    """A dedicated pool managed at run time (``demanager pools``); it replaces the
+    catalog's pool of the same id."""
+
+    __tablename__ = "pools"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(32))
+    ready: Mapped[bool] = mapped_column(Boolean)
+    owner_project: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    capacity: Mapped[dict[str, int]] = mapped_column(JSON)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class GpuAssignmentRow(Base):
+    """One whole GPU of one host given to one instance. The primary key is what keeps
+    two instances from ever sharing a GPU, across replicas."""
+
+    __tablename__ = "gpu_assignments"
+    __table_args__ = (Index("ix_gpu_assignments_instance", "instance_id"),)
+
+    host: Mapped[str] = mapped_column(String(96), primary_key=True)
+    gpu: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(64))
+    assigned_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class ReplicaRow(Base):
