@@ -78,7 +78,9 @@ class Flavor:
     duration: int | None = None
     store_time: int = -1
     permitted_users: frozenset[str] | None = None
-    """User names allowed to use the flavor; ``None`` = everybody."""
+    """User names allowed to use the flavor; ``None`` = every user."""
+    permitted_projects: frozenset[str] | None = None
+    """Project ids allowed to use the flavor; ``None`` = every project."""
 
     @property
     def free(self) -> bool:
@@ -92,8 +94,12 @@ class Flavor:
             gpus=int(self.params.get("GPU", 0) or 0),
         )
 
-    def permits(self, user_name: str) -> bool:
-        return self.permitted_users is None or user_name in self.permitted_users
+    def permits(self, user_name: str, project_id: str) -> bool:
+        """Whether the user, acting in the project, may use the flavor (``is_permitted``,
+        6328): each list that is set must name the caller; a list left out admits all."""
+        return (self.permitted_users is None or user_name in self.permitted_users) and (
+            self.permitted_projects is None or project_id in self.permitted_projects
+        )
 
 
 @dataclass(frozen=True)
@@ -190,7 +196,6 @@ def _flavor(entry: Mapping[str, Any]) -> Flavor:
     ftype = str(_req(entry, "type", "flavor")).upper()
     if ftype not in {"CPU", "GPU", "ASCEND"}:
         raise CatalogError(f"flavor {name!r}: type must be CPU, GPU or ASCEND")
-    permitted = entry.get("permitted_users")
     params = dict(entry.get("params") or {})
     try:
         parse_bytes(params.get("memory"))
@@ -207,9 +212,26 @@ def _flavor(entry: Mapping[str, Any]) -> Flavor:
         capacity=_capacity(entry.get("capacity"), f"flavor {name!r}"),
         per_project_quota=entry.get("per_project_quota"),
         duration=entry.get("duration"),
-        store_time=int(entry.get("store_time", -1)),
-        permitted_users=frozenset(str(u) for u in permitted) if permitted is not None else None,
+        store_time=_store_time(entry.get("store_time", -1), f"flavor {name!r}"),
+        permitted_users=_names(entry, "permitted_users", f"flavor {name!r}"),
+        permitted_projects=_names(entry, "permitted_projects", f"flavor {name!r}"),
     )
+
+
+def _store_time(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise CatalogError(f"{what}: store_time must be whole hours >= 0, or -1, not {value!r}")
+    return value
+
+
+def _names(entry: Mapping[str, Any], key: str, what: str) -> frozenset[str] | None:
+    """An optional list of names; an empty list admits nobody, a missing one everybody."""
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise CatalogError(f"{what}: {key} must be a list")
+    return frozenset(str(v) for v in value)
 
 
 def _capacity(value: object, what: str) -> int | None:

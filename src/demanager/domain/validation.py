@@ -112,7 +112,7 @@ def validate_create(raw: Any, ctx: CreateContext) -> CreateRequest:
     flavor = ctx.catalog.flavors.get(body["flavor"])
     if flavor is None:
         raise errors.UnknownFlavor(body["flavor"])
-    if not flavor.permits(ctx.user_name):
+    if not flavor.permits(ctx.user_name, ctx.project_id):
         raise errors.FlavorNotPermitted(flavor.name)
     if profile.flavor_type.upper() != flavor.type.upper():
         raise errors.FlavorTypeMismatch(profile.flavor_type, flavor.type)

@@ -50,6 +50,8 @@ class FlavorView:
     sold_out: frozenset[Scope]
     counts: Mapping[str, int]
     user_name: str
+    project_id: str
+    """The caller's project: with ``user_name``, what ``is_permitted`` is decided for."""
     queues: Mapping[Scope, Sequence[str]] = field(default_factory=dict)
     """Free flavor's scope -> ids of the instances waiting for it, first in line first."""
     estimates: Mapping[Scope, QueueEstimates] = field(default_factory=dict)
@@ -67,7 +69,7 @@ def flavor_details(f: Flavor, view: FlavorView, pool_id: str | None = None) -> w
     )
     model.promo_type = f.promo_type
     model.storage_list = list(f.storage_list)
-    model.is_permitted = f.permits(view.user_name)
+    model.is_permitted = f.permits(view.user_name, view.project_id)
     model.instance_num = view.counts.get(f.name, 0)
     model.store_time = f.store_time
     if f.duration is not None:

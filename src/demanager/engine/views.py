@@ -114,7 +114,7 @@ class InstanceViews:
         free = [(None, f.name) for f in self._catalog.flavors.values() if f.free]
         queues, estimates = await self._queues(free, self._clock.now_ms())
         view = FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name,
-                          queues=queues, estimates=estimates)
+                          project_id=principal.project_id, queues=queues, estimates=estimates)
         return {"flavors": [flavor_details(f, view).model_dump(mode="json", exclude_unset=True)
                             for f in self._catalog.flavors.values()]}
 
@@ -139,7 +139,7 @@ class InstanceViews:
         }
         queues, estimates = await self._queues(queued, now_ms)
         return FlavorView(sold_out=sold_out, counts=counts, user_name=principal.user_name,
-                          queues=queues, estimates=estimates)
+                          project_id=principal.project_id, queues=queues, estimates=estimates)
 
     async def _queues(
         self, scopes: Iterable[Scope], now_ms: int
