@@ -29,6 +29,7 @@ is the single table that maps each class to an HTTP status and a
     ├── ConflictError                the request is valid but the state forbids it
     │   ├── NameTaken (6301)  InstanceQuotaReached (6302)  FlavorQuotaReached (0118)
     │   ├── FlavorSoldOut (6329)  NotEnoughResources (6360)
+    │   ├── ProjectFrozen: a create in a frozen project                (6326)
     │   └── StateError: StopBeforeDelete (6304) AlreadyRunning (6305)
     │       InstanceStarting (6306) AlreadyStopped (6307) InstanceStopping (6308)
     │       NotRunning (6327) NotAnswering (6327) BeingRestored (6333) OperationNotAllowed (6357)
@@ -260,6 +261,12 @@ class OperationNotAllowed(StateError):
 
 class InstanceFrozen(StateError):
     template = "The instance is frozen."
+
+
+class ProjectFrozen(ConflictError):
+    def __init__(self, project_id: str) -> None:
+        super().__init__(f"The project '{project_id}' is frozen; no instance can be created in it.")
+        self.project_id = project_id
 
 
 class InstanceNotFound(DemanagerError):

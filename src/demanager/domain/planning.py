@@ -122,7 +122,8 @@ def plan(
         return Step.MARK_STARTING
 
     if status in QUEUED and work is Workload.ABSENT:
-        return Step.ADMIT if admissible else Step.NOTHING
+        # A frozen instance waits where it is: nothing may give it resources (§4.1).
+        return Step.ADMIT if admissible and not instance.frozen else Step.NOTHING
 
     if observed.failure is not None and status in _LAUNCHING:
         return Step.FAIL

@@ -45,6 +45,7 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     e.BeingRestored: (400, "ModelArts.6333"),
     e.OperationNotAllowed: (400, "ModelArts.6357"),
     e.InstanceFrozen: (400, "ModelArts.6326"),
+    e.ProjectFrozen: (400, "ModelArts.6326"),
     e.ConflictError: (400, "ModelArts.6357"),
     e.InstanceNotFound: (400, "ModelArts.6309"),
     e.TokenMissing: (401, "ModelArts.0201"),
