@@ -15,11 +15,11 @@ on a transition), so no number of API replicas or engines can pass a capacity.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, delete, func, select, update
+from sqlalchemy import Row, Select, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -39,7 +39,7 @@ from demanager.domain.instance import (
 from demanager.domain.lifecycle import HOLDS_RESOURCES, QUEUED, InstanceStatus, ensure_transition
 from demanager.domain.queueing import Holder, Waiter
 from demanager.domain.validation import ListQuery
-from demanager.store.tables import InstanceRow, QuotaUsageRow
+from demanager.store.tables import InstanceRow, ProjectRow, QuotaUsageRow
 
 _LIVE_ACTIVE = InstanceRow.status != InstanceStatus.DELETED.value
 
@@ -81,7 +81,7 @@ _COUNT_BY_FLAVOR = (
 
 _QUEUE_STATE = select(
     _TABLE.c.id, _TABLE.c.status, _TABLE.c.running_since, _TABLE.c.stop_at,
-    _TABLE.c.auto_stop, _TABLE.c.requested_at, _TABLE.c.created_at,
+    _TABLE.c.auto_stop, _TABLE.c.requested_at, _TABLE.c.created_at, _TABLE.c.frozen,
 ).where(
     _TABLE.c.flavor == bindparam("flavor"),
     _TABLE.c.status.in_([s.value for s in HOLDS_RESOURCES | QUEUED]),
@@ -236,6 +236,30 @@ class InstanceRepository:
             )
         return int(result.rowcount)
 
+    async def inactive_before(
+        self, cutoffs: Mapping[str, int], statuses: Iterable[InstanceStatus], *, limit: int
+    ) -> builtins.list[Instance]:
+        """Unfrozen instances in one of ``statuses`` last written before their flavor's
+        cutoff (``cutoffs``: flavor name -> ms), oldest first, at most ``limit``: the
+        candidates of retention (``domain/retention.py`` decides)."""
+        if not cutoffs:
+            return []
+        query = (
+            select(_TABLE)
+            .where(
+                InstanceRow.status.in_([s.value for s in statuses]),
+                InstanceRow.frozen.is_(False),
+                or_(*(
+                    (InstanceRow.flavor == flavor) & (InstanceRow.updated_at < cutoff)
+                    for flavor, cutoff in cutoffs.items()
+                )),
+            )
+            .order_by(InstanceRow.updated_at, InstanceRow.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return [_to_domain(row) for row in await conn.execute(query)]
+
     async def name_in_use(self, project_id: str, name: str) -> bool:
         async with self._engine.connect() as conn:
             found = await conn.scalar(
@@ -270,7 +294,7 @@ class InstanceRepository:
 
     async def queued(self, flavor: str, pool_id: str | None = None) -> builtins.list[str]:
         """Ids of the instances waiting for a slot of ``flavor`` in the pool (``None``:
-        the shared pool), first in line first."""
+        the shared pool), first in line first; frozen ones are out of the line."""
         pool = InstanceRow.pool_id.is_(None) if pool_id is None else InstanceRow.pool_id == pool_id
         async with self._engine.connect() as conn:
             rows = (
@@ -279,6 +303,9 @@ class InstanceRepository:
                         InstanceRow.flavor == flavor,
                         pool,
                         InstanceRow.status.in_([s.value for s in QUEUED]),
+                        # A frozen instance waits outside the line, keeping its place
+                        # (its request time) for when it is thawed: it blocks nobody.
+                        InstanceRow.frozen.is_(False),
                     )
                 )
             ).all()
@@ -303,6 +330,8 @@ class InstanceRepository:
             status = InstanceStatus(r.status)
             auto_stop = _auto_stop_seconds(r.auto_stop)
             if status in QUEUED:
+                if r.frozen:  # out of the line while frozen, as ``queued`` says
+                    continue
                 waiting.append(((r.requested_at or r.created_at, r.id), auto_stop))
             else:
                 holders.append(Holder(status, r.running_since, r.stop_at, auto_stop))
@@ -330,6 +359,10 @@ class InstanceRepository:
         async with self._sessions() as session:
             if not await _take(session, _project_scope(instance), project_quota):
                 raise errors.InstanceQuotaReached(project_quota)
+            # Read under the counter's lock, which a freeze of the project takes too: a
+            # freeze either sees this instance or this create sees the freeze.
+            if await session.scalar(_PROJECT_FROZEN, {"project_id": instance.project_id}):
+                raise errors.ProjectFrozen(instance.project_id)
             # Counted even without a quota, so that a quota the catalog adds later
             # starts from the true number.
             limit = flavor_quota if flavor_quota is not None else _UNLIMITED
@@ -443,6 +476,10 @@ def _is_live_in(instance: Instance, project_id: str, owner: str | None = None) -
 
 _UNLIMITED = 2**31 - 1
 
+_PROJECT_FROZEN = select(ProjectRow.frozen).where(
+    ProjectRow.project_id == bindparam("project_id")
+)
+
 _TAKE = (
     update(QuotaUsageRow)
     .where(QuotaUsageRow.scope == bindparam("quota_scope"), QuotaUsageRow.used < bindparam("limit"))
@@ -456,7 +493,13 @@ _RELEASE = (
 
 
 def _project_scope(instance: Instance) -> str:
-    return f"project:{instance.project_id}"
+    return project_scope(instance.project_id)
+
+
+def project_scope(project_id: str) -> str:
+    """The counter of a project's live instances (its quota); a freeze of the project
+    takes its lock too (``store/projects.py``)."""
+    return f"project:{project_id}"
 
 
 def _flavor_scope(instance: Instance) -> str:
