@@ -58,6 +58,7 @@ from demanager.engine.service import InstanceService
 from demanager.identity.principal import Principal, Role
 from demanager.store.database import make_engine, make_sessionmaker, upgrade
 from demanager.store.instances import InstanceRepository
+from demanager.store.projects import ProjectRepository
 from demanager.store.tables import InstanceRow, QuotaUsageRow
 
 BODY = {
@@ -139,8 +140,10 @@ def error_lines(servers: list[ServerProcess]) -> int:
 async def template_row(engine: AsyncEngine, instances: int) -> dict[str, Any]:
     """The row the API's create stores for BODY, then removed again: the copies the bench
     inserts are built from it, so they are what a real create would have written."""
+    sessions = make_sessionmaker(engine)
     service = InstanceService(
-        repository=InstanceRepository(make_sessionmaker(engine)),
+        repository=InstanceRepository(sessions),
+        projects=ProjectRepository(sessions),
         catalog=load_catalog(None),
         clock=SystemClock(),
         notify=lambda _instance_id: None,

@@ -37,6 +37,7 @@ from demanager.store.database import make_engine, make_sessionmaker, upgrade
 from demanager.store.identity import IdentityRepository
 from demanager.store.instances import InstanceRepository
 from demanager.store.leases import LeaseRepository
+from demanager.store.projects import ProjectRepository
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,7 @@ class Runtime:
         instances.on_slot_freed(reconciler.slot_freed)
         service = InstanceService(
             repository=instances,
+            projects=ProjectRepository(sessions),
             catalog=catalog,
             clock=clock,
             notify=reconciler.notify,

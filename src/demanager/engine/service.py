@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from demanager import errors
+from demanager.domain import tenancy
 from demanager.domain.catalog import Catalog
 from demanager.domain.instance import (
     Desired,
@@ -33,6 +34,7 @@ from demanager.engine.clock import Clock
 from demanager.engine.run_terms import stop_deadline
 from demanager.identity.principal import Principal
 from demanager.store.instances import InstanceRepository
+from demanager.store.projects import ProjectRepository
 
 _DESIRED_AFTER = {
     Operation.START: Desired.RUNNING,
@@ -49,6 +51,7 @@ class InstanceService:
         self,
         *,
         repository: InstanceRepository,
+        projects: ProjectRepository,
         catalog: Catalog,
         clock: Clock,
         notify: Callable[[str], None],
@@ -57,10 +60,11 @@ class InstanceService:
         object_storage: bool,
     ) -> None:
         self._repo = repository
+        self._projects = projects
         self._catalog = catalog
         self._clock = clock
         self._notify = notify
-        self._quota = instance_quota
+        self._default_quota = instance_quota
         self._min_auto_stop = min_auto_stop
         self._object_storage = object_storage
 
@@ -81,13 +85,19 @@ class InstanceService:
             ),
         )
         flavor = self._catalog.flavors[request.flavor]
+        # A valid request to a frozen project answers 6326 before its name and quotas are
+        # looked at, as an action checks frozen before state (§5); the store's insert
+        # checks it again, atomically with a freeze.
+        project = await self._projects.get(owner.project_id)
+        tenancy.ensure_project_open(project)
+        quota = tenancy.instance_quota(project, self._default_quota)
         # Reads first, so that the errors come in the contract's order (name, quota, flavor
         # quota, capacity); the atomic guards are the store's unique index and counters,
         # taken in that order too.
         if await self._repo.name_in_use(owner.project_id, request.name):
             raise errors.NameTaken(request.name)
-        if await self._repo.count_live(owner.project_id) >= self._quota:
-            raise errors.InstanceQuotaReached(self._quota)
+        if await self._repo.count_live(owner.project_id) >= quota:
+            raise errors.InstanceQuotaReached(quota)
         if flavor.per_project_quota is not None and (
             await self._repo.count_live(owner.project_id, flavor.name) >= flavor.per_project_quota
         ):
@@ -118,7 +128,7 @@ class InstanceService:
         # A free flavor's create waits behind those already waiting (contract §4.5).
         if flavor.free and await self._repo.queued(flavor.name, request.pool_id):
             instance = instance.evolve(status=S.CREATE_QUEUING)
-        quota, flavor_quota = self._quota, flavor.per_project_quota
+        flavor_quota = flavor.per_project_quota
         try:
             # The store takes the slot with the insert, atomically (FlavorSoldOut if full).
             await self._repo.add(instance, project_quota=quota, flavor_quota=flavor_quota)
@@ -193,17 +203,8 @@ class InstanceService:
     async def delete(self, *, principal: Principal, instance_id: str) -> InstanceId:
         for _ in range(_RETRIES):
             instance = await self.get(principal=principal, instance_id=instance_id)
-            flavor = self._catalog.flavors.get(instance.flavor)
-            decide(instance.status, Operation.DELETE, free_flavor=bool(flavor and flavor.free))
             try:
-                await self._repo.transition(
-                    instance,
-                    S.DELETED,
-                    now_ms=self._clock.now_ms(),
-                    desired=Desired.DELETED,
-                    cleanup_pending=True,
-                    stop_at=None,
-                )
+                await record_delete(self._repo, self._catalog, instance, self._clock.now_ms())
             except errors.ConcurrentUpdate:
                 continue
             self._notify(instance.id)
@@ -218,12 +219,7 @@ class InstanceService:
             instance = await self.get(principal=principal, instance_id=instance_id)
             flavor = self._catalog.flavors.get(instance.flavor)
             free = bool(flavor and flavor.free)
-            if instance.frozen and operation in (
-                Operation.START,
-                Operation.RESTART,
-                Operation.QUEUE,
-            ):
-                raise errors.InstanceFrozen(instance.status, operation)
+            tenancy.ensure_not_frozen(instance.frozen, instance.status, operation)
             target = decide(instance.status, operation, free_flavor=free)
             assert target is not None  # only delete is allowed without a status
             # A free flavor's start waits behind those already waiting (contract §4.5).
@@ -271,3 +267,21 @@ class InstanceService:
     async def sold_out(self, flavor_name: str, pool_id: str | None = None) -> bool:
         """Whether the flavor's slots in the pool (``None``: shared) are all taken."""
         return await self._repo.sold_out(pool_id, flavor_name)
+
+
+async def record_delete(
+    repository: InstanceRepository, catalog: Catalog, instance: Instance, now_ms: int
+) -> None:
+    """Delete ``instance`` as a caller would (§4.3; the refusing StateError otherwise):
+    the row becomes a tombstone whose workload and volume the engine then removes, and
+    its quota counters are given back in the same write."""
+    flavor = catalog.flavors.get(instance.flavor)
+    decide(instance.status, Operation.DELETE, free_flavor=bool(flavor and flavor.free))
+    await repository.transition(
+        instance,
+        S.DELETED,
+        now_ms=now_ms,
+        desired=Desired.DELETED,
+        cleanup_pending=True,
+        stop_at=None,
+    )
