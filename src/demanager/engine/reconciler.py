@@ -28,6 +28,7 @@ from demanager.domain.lifecycle import QUEUED
 from demanager.domain.planning import DEFAULT_HEALTH_FAILURES, Observation, Step, plan
 from demanager.engine.backoff import Backoff
 from demanager.engine.clock import Clock
+from demanager.engine.retention import RetentionSweep
 from demanager.engine.steps import NODE_KEY, Outcome, Pass, StepRunner
 from demanager.engine.workqueue import KeyedWorkQueue
 from demanager.store.instances import InstanceRepository
@@ -84,6 +85,9 @@ class Reconciler:
         self._task: asyncio.Task[None] | None = None
         self._wakers: set[asyncio.Task[None]] = set()
         self._tombstone_retention_ms = int(tombstone_retention * 1000)
+        self._retention = RetentionSweep(
+            repository=repository, catalog=catalog, clock=clock, notify=self.notify
+        )
         self._next_purge_ms = 0
         # Per-instance memory, dropped when the instance is let go. Losing it (a
         # restart) costs at most one extra launch try or a shorter backoff.
@@ -138,6 +142,7 @@ class Reconciler:
                 self._snapshots[instance.id] = instance
                 self._queue.submit(instance.id)
         await self._purge()
+        await self._retention.run()
 
     async def settle(self) -> None:
         """Run one sweep and wait for all work it started (tests and benchmarks)."""
