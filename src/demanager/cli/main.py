@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from demanager.cli import catalog, doctor, instances, login, server
+from demanager.cli import catalog, doctor, instances, login, projects, server
 
 app = typer.Typer(
     name="demanager",
@@ -17,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 server.register(app)
+projects.register(app)
 login.register(app)
 instances.register(app)
 catalog.register(app)
