@@ -28,7 +28,7 @@ projects_app = typer.Typer(
     no_args_is_help=True,
 )
 
-ProjectArg = Annotated[str, typer.Argument(help="The project id (as in the API's paths).")]
+ProjectArg = Annotated[str, typer.Argument(help="The project id, as in the API paths.")]
 InstanceArg = Annotated[str, typer.Argument(help="The instance id (DE-…).")]
 StopOption = Annotated[
     bool,
@@ -146,7 +146,7 @@ def projects_quota(
         int | None, typer.Argument(help="Live instances the project may have.", min=0)
     ] = None,
     default: Annotated[
-        bool, typer.Option("--default", help="Back to the server's DEMANAGER_INSTANCE_QUOTA.")
+        bool, typer.Option("--default", help="Back to the default, DEMANAGER_INSTANCE_QUOTA.")
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
