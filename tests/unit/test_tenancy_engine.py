@@ -76,6 +76,9 @@ class Engine:
         return None if found is None else found.status
 
     async def settle(self) -> None:
+        # A freed slot wakes its queue's head from a task of its own, which one settle
+        # may not wait for; the second sweep admits the head whatever that task did.
+        await self.rt.reconciler.settle()
         await self.rt.reconciler.settle()
 
     async def used(self, scope: str) -> int:

@@ -135,14 +135,14 @@ class ProjectRepository:
         frozen project raises ``ProjectFrozen``: the project's freeze covers it.
         """
         async with self._sessions() as session:
-            row = await session.scalar(
+            project_id = await session.scalar(
                 select(InstanceRow.project_id).where(InstanceRow.id == instance_id, _LIVE)
             )
-            if row is None:
+            if project_id is None:
                 raise errors.InstanceNotFound(instance_id)
-            project = await session.get(ProjectRow, row)
+            project = await session.get(ProjectRow, project_id)
             if not frozen and project is not None and project.frozen:
-                raise errors.ProjectFrozen(row)
+                raise errors.ProjectFrozen(project_id)
             result = await session.execute(
                 _frozen_update(frozen, now_ms).where(InstanceRow.id == instance_id, _LIVE)
             )
