@@ -4,6 +4,7 @@ against a real server process; the quotas and freezes are set with the real
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -52,6 +53,7 @@ def server() -> Iterator[ServerProcess]:
     }).start()
     yield proc
     proc.close()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
