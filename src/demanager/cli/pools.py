@@ -197,7 +197,8 @@ def pools_delete(
                 raise _fail(f"pool {pool_id!r} comes from the catalog file: edit the file, "
                             f"or `demanager pools set {pool_id} --not-ready`")
             raise _fail(f"no pool {pool_id!r}")
-        live = await repo.live_instances(pool_id)
+        # Back to the file's pool, instances keep a pool; otherwise theirs is gone.
+        live = 0 if pool_id in loaded.pools else await repo.live_instances(pool_id)
         if live and not force:
             raise _fail(f"pool {pool_id!r} has {live} instance(s); `pools set {pool_id} "
                         "--not-ready` stops new ones, --force deletes it anyway")
