@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from demanager.cli import catalog, doctor, instances, login, projects, server
+from demanager.cli import catalog, doctor, instances, login, pools, projects, server
 
 app = typer.Typer(
     name="demanager",
@@ -21,6 +21,7 @@ projects.register(app)
 login.register(app)
 instances.register(app)
 catalog.register(app)
+pools.register(app)
 doctor.register(app)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from demanager.domain.catalog import Catalog, Flavor, Profile
 from demanager.domain.instance import Instance, Storage
-from demanager.domain.lifecycle import FAILED, QUEUED
+from demanager.domain.lifecycle import FAILED, HOLDS_RESOURCES, QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.domain.queueing import QueueEstimates
 from demanager.schemas import instances as w
@@ -131,6 +131,9 @@ class Presenter:
             failed_reasons=failed,
             extend_params=None,
         )
+        if i.reserved_at is not None and i.status in HOLDS_RESOURCES:
+            # From the admission that reserved the slot until the run gives it back.
+            spec.resource_reserved_timestamp = i.reserved_at
         model = w.Instance(
             id=i.id,
             name=i.name,

@@ -19,8 +19,9 @@ from demanager.store.projects import ProjectRepository, ProjectState
 
 STOPPABLE = frozenset({S.RUNNING, S.UNAVAILABLE})
 """What ``stop`` accepts (§4.3)."""
-UNDER_WAY = frozenset({S.CREATING, S.READY_TO_START, S.STARTING, S.RESTARTING})
-"""Being brought up: ``stop`` refuses these until they run (6306, 6357)."""
+UNDER_WAY = frozenset({S.CREATING, S.STARTING, S.RESTARTING})
+"""Being brought up: ``stop`` refuses these until they run (6306, 6357). A frozen
+instance's reservation (READY_TO_START) is not among them: the engine lets it lapse."""
 
 
 @dataclass(frozen=True)
