@@ -125,8 +125,9 @@ class InstanceService:
             updated_at=now,
             requested_at=now,
         )
-        # A free flavor's create waits behind those already waiting (contract §4.5).
-        if flavor.free and await self._repo.queued(flavor.name, request.pool_id):
+        # A free flavor's create waits behind those already waiting to start (contract §4.5);
+        # frozen ones are passed over at admission, so they hold nobody back.
+        if flavor.free and await self._repo.queued(flavor.name, request.pool_id, startable=True):
             instance = instance.evolve(status=S.CREATE_QUEUING)
         flavor_quota = flavor.per_project_quota
         try:
@@ -228,7 +229,7 @@ class InstanceService:
                 and free
                 and instance.status not in HOLDS_RESOURCES
                 and S.START_QUEUING in TRANSITIONS[instance.status]
-                and await self._repo.queued(instance.flavor, instance.pool_id)
+                and await self._repo.queued(instance.flavor, instance.pool_id, startable=True)
             ):
                 target = S.START_QUEUING
             changes: dict[str, Any] = {"desired": _DESIRED_AFTER[operation]}
