@@ -151,9 +151,11 @@ class Presenter:
         )
         if i.pool_id is not None:
             pool = self.catalog.pools.get(i.pool_id)
+            # A pool open to every project is, for this caller, theirs.
+            owner = pool.owner_project if pool and pool.owner_project else i.project_id
             model.pool = w.Pool(id=i.pool_id, name=pool.name if pool else i.pool_id,
                                 type=pool.type if pool else "USER_DEFINED",
-                                owner=w.PoolOwner(project_id=i.project_id))
+                                owner=w.PoolOwner(project_id=owner))
         if i.status in FAILED and i.failed is not None:
             model.error_code = i.failed.code
         if i.status in QUEUED:
