@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from demanager.domain.catalog import Catalog, Flavor, Profile
 from demanager.domain.instance import Instance, Storage
-from demanager.domain.lifecycle import FAILED, QUEUED
+from demanager.domain.lifecycle import FAILED, HOLDS_RESOURCES, QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.domain.queueing import QueueEstimates
 from demanager.schemas import instances as w
@@ -80,6 +80,18 @@ def flavor_details(f: Flavor, view: FlavorView, pool_id: str | None = None) -> w
     return model
 
 
+GPUS_PARAM = "gpus"
+"""``spec.extend_params`` key of the GPUs assigned to the instance, comma-separated."""
+
+
+def extend_params(i: Instance) -> dict[str, str] | None:
+    """The contract's extension point (§3.9), ``null`` otherwise: the GPUs assigned to
+    the instance while it holds them, as ``CUDA_VISIBLE_DEVICES`` names them."""
+    if i.gpus and i.status in HOLDS_RESOURCES:
+        return {GPUS_PARAM: ",".join(i.gpus)}
+    return None
+
+
 def storage(s: Storage) -> w.Storage:
     loc = s.location
     location = w.Location(path=loc.path)
@@ -127,7 +139,7 @@ class Presenter:
             annotations=annotations,
             repository=None,
             failed_reasons=failed,
-            extend_params=None,
+            extend_params=extend_params(i),
         )
         model = w.Instance(
             id=i.id,
