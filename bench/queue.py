@@ -12,10 +12,19 @@ flavor of capacity 1 with a long queue behind its one running instance:
   other, with ``--queued`` (1,000) instances in the queue;
 * one GET of a queued instance (its rank and estimate come from the whole queue).
 
-    .venv/bin/python bench/queueing.py [--queued 1000] [--admissions 20] [--operations 200]
+    .venv/bin/python bench/queue.py [--queued 1000] [--admissions 20] [--operations 200]
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on the import path, where its own
+# name would hide the standard library's ``queue`` (which asyncio, httpx and the
+# server's libraries import). The folder holds no module anything imports; Python puts
+# it there resolved, as this spells it.
+sys.path.remove(str(Path(__file__).resolve().parent))
 
 import argparse
 import os
@@ -24,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 
