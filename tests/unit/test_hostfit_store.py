@@ -42,6 +42,7 @@ CATALOG = Catalog(
         "small": Flavor("small", "CPU", {"CPU": 1, "memory": "1GiB"}),
         "big": Flavor("big", "CPU", {"CPU": 2, "memory": "3GiB"}),
         "huge": Flavor("huge", "CPU", {"CPU": 1, "memory": "64GiB"}),
+        "freegpu": Flavor("freegpu", "GPU", {"CPU": 1, "GPU": 1}, promo_type="Free"),
     },
 )
 HOST = Inventory("node-a", cpus=4, memory_bytes=4 * 2**30, gpus=("0", "1", "2"))
@@ -200,3 +201,20 @@ async def test_recount_sets_the_counters_from_the_holders_and_drops_stale_assign
     assert await repo.sold_out(None, "big")
     await repo.recount_host()  # idempotent
     assert await _used(engine, "memory") == 3072
+
+
+async def test_giving_host_resources_back_wakes_the_queues_of_free_flavors_that_need_them(
+    engine: AsyncEngine,
+) -> None:
+    repo = _repo(engine)
+    freed: list[tuple[str | None, str]] = []
+    repo.on_slot_freed(lambda pool, flavor: freed.append((pool, flavor)))
+    holder = await repo.add(_instance(1, S.CREATING, "gpu1"), **QUOTA)
+    await repo.transition(holder, S.CREATE_FAILED, now_ms=5)
+    assert freed == [(None, "gpu1"), (None, "freegpu")]
+    plain = InstanceRepository(make_sessionmaker(engine), CATALOG)  # nothing of the host
+    freed.clear()
+    plain.on_slot_freed(lambda pool, flavor: freed.append((pool, flavor)))
+    other = await plain.add(_instance(2, S.CREATING, "gpu1"), **QUOTA)
+    await plain.transition(other, S.CREATE_FAILED, now_ms=6)
+    assert freed == [(None, "gpu1")]

@@ -468,9 +468,22 @@ class InstanceRepository:
                 await self._give_back_host(session, instance)
             await session.commit()
         if was_holding and not holds:
-            for listener in self._released:
-                listener(instance.pool_id, instance.flavor)
+            for pool_id, flavor in self._freed_scopes(instance):
+                for listener in self._released:
+                    listener(pool_id, flavor)
         return new
+
+    def _freed_scopes(self, instance: Instance) -> builtins.list[tuple[str | None, str]]:
+        """The scopes whose queue may move now that ``instance`` stopped holding: its own,
+        and when it gave host resources back, every scope of a flavor that needs them
+        (a GPU another flavor frees is as good as one of its own)."""
+        own = (instance.pool_id, instance.flavor)
+        if self._catalog is None or not self._host_need(instance.flavor):
+            return [own]
+        pools: builtins.list[str | None] = [None, *self._catalog.pools]
+        others = [(pool, name) for name, flavor in self._catalog.flavors.items()
+                  if flavor.free and self._host_need(name) for pool in pools]
+        return [own, *(scope for scope in others if scope != own)]
 
     async def _take_slot(
         self, session: AsyncSession, instance: Instance, now_ms: int
