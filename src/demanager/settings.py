@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     frozen) before it is UNAVAILABLE; one probe per sweep."""
     reconcile_interval_seconds: float = 2.0
     """Period of the full level-triggered sweep (new work wakes the engine at once)."""
+    reservation_seconds: float = Field(default=60.0, gt=0)
+    """How long a slot reserved for the head of a free flavor's queue (READY_TO_START)
+    waits for its start; a reservation not used by then lapses (the instance stops) and
+    the slot goes to the next in line."""
+    pools_refresh_seconds: float = Field(default=5.0, gt=0)
+    """How often each server re-reads the pools managed with ``demanager pools``: a change
+    applies on every replica within this long, without a restart."""
     workers: int = 8
     """Instances the engine drives at the same time (a second lane of as many serves the
     API's requests, so a sweep never delays a user's stop)."""

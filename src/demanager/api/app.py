@@ -64,6 +64,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             runtime = await Runtime.build(settings)
         app.state.runtime = runtime
         app.state.gateway = Gateway(runtime)
+        await runtime.pools.refresh()  # the managed pools are in force from the first request
+        runtime.pools.start()
         runtime.reconciler.start()
         log.info("demanager %s serving with the %s backend", __version__, runtime.backend.name)
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from demanager.cli import catalog, doctor, instances, login, server
+from demanager.cli import catalog, doctor, instances, login, pools, server
 
 app = typer.Typer(
     name="demanager",
@@ -20,6 +20,7 @@ server.register(app)
 login.register(app)
 instances.register(app)
 catalog.register(app)
+pools.register(app)
 doctor.register(app)
 
 

@@ -58,6 +58,9 @@ class Step(Enum):
     ADMIT = "admit"
     """A queued instance got its slot: CREATE_QUEUING -> CREATING,
     START_QUEUING -> READY_TO_START."""
+    LAPSE = "lapse"
+    """A reservation that cannot be used (the instance is frozen) or was not used in
+    time: READY_TO_START -> STOPPED, giving the slot to the next in line."""
 
 
 H = TypeVar("H")
@@ -93,6 +96,9 @@ counting where the last one stopped."""
 
 DEFAULT_HEALTH_FAILURES = 3
 
+DEFAULT_RESERVATION_MS = 60_000
+"""How long a reserved slot (READY_TO_START) waits for its start before it lapses."""
+
 
 def unanswered(instance: Instance) -> int:
     """Health probes the instance's workload has missed in a row."""
@@ -107,11 +113,13 @@ def plan(
     *,
     admissible: bool = False,
     health_failures: int = DEFAULT_HEALTH_FAILURES,
+    reservation_ms: int = DEFAULT_RESERVATION_MS,
 ) -> Step:
     """The next step for ``instance``; ``admissible`` says a queued instance may take a
     slot of its flavor now (it is first in line and the flavor has room);
     ``health_failures`` is how many probes in a row a RUNNING workload may miss before
-    it is UNAVAILABLE."""
+    it is UNAVAILABLE; ``reservation_ms`` is how long a reserved slot waits for its
+    start."""
     status = instance.status
     work = observed.workload
 
@@ -119,10 +127,13 @@ def plan(
         return Step.DESTROY if instance.cleanup_pending else Step.NOTHING
 
     if status is S.READY_TO_START:
-        return Step.MARK_STARTING
+        return Step.LAPSE if reservation_lapsed(instance, now_ms, reservation_ms) else (
+            Step.MARK_STARTING
+        )
 
     if status in QUEUED and work is Workload.ABSENT:
-        return Step.ADMIT if admissible else Step.NOTHING
+        # A frozen instance keeps its place but is never admitted (it may not start).
+        return Step.ADMIT if admissible and not instance.frozen else Step.NOTHING
 
     if observed.failure is not None and status in _LAUNCHING:
         return Step.FAIL
@@ -170,6 +181,17 @@ def plan(
 
     # Resting statuses (STOPPED, *_FAILED, queued): nothing may run behind them.
     return Step.HALT if work is not Workload.ABSENT else Step.NOTHING
+
+
+def reservation_lapsed(instance: Instance, now_ms: int, reservation_ms: int) -> bool:
+    """A READY_TO_START instance's reservation is of no use any more: the instance is
+    frozen (it may not start, and holding the slot would keep the next in line waiting
+    for nothing), or nobody started it within ``reservation_ms`` (its replica died and
+    none took over in time). A reservation without a time (a row written before
+    reservations were recorded) is used, never lapsed."""
+    if instance.frozen:
+        return True
+    return instance.reserved_at is not None and now_ms - instance.reserved_at >= reservation_ms
 
 
 def _stopped_answering(instance: Instance, observed: Observation[Any]) -> bool:

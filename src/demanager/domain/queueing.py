@@ -159,16 +159,22 @@ def estimate_queue(
 
 
 def estimate_flavor_queue(
-    flavor: Flavor, holders: Sequence[Holder], queue: Sequence[Waiter], *, now_ms: int
+    flavor: Flavor,
+    holders: Sequence[Holder],
+    queue: Sequence[Waiter],
+    *,
+    now_ms: int,
+    finished: Sequence[int] = (),
 ) -> QueueEstimates:
     """``estimate_queue`` for a catalog flavor, as the API answers it.
 
-    No record of finished runs is kept, so the typical run length comes from the
-    runs in progress (their ages, lower bounds of their lengths) and the default,
-    capped by the flavor's forced ``duration``.
+    The typical run length is the median of ``finished`` (the lengths in seconds of
+    the scope's recent finished runs) when there are any; before any run has
+    finished, it comes from the runs in progress (their ages, lower bounds of their
+    lengths) and the default. Either way capped by the flavor's forced ``duration``.
     """
     ages = [(now_ms - h.running_since) // 1000 for h in holders if h.running_since is not None]
-    typical = typical_run_seconds(in_progress=ages, cap=flavor.duration)
+    typical = typical_run_seconds(finished, in_progress=ages, cap=flavor.duration)
     return estimate_queue(
         capacity=flavor.capacity,
         holders=holders,

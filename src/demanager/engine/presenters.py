@@ -141,6 +141,9 @@ class Presenter:
             failed_reasons=failed,
             extend_params=extend_params(i),
         )
+        if i.reserved_at is not None and i.status in HOLDS_RESOURCES:
+            # From the admission that reserved the slot until the run gives it back.
+            spec.resource_reserved_timestamp = i.reserved_at
         model = w.Instance(
             id=i.id,
             name=i.name,

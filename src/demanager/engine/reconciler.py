@@ -26,7 +26,13 @@ from demanager.domain.catalog import Catalog
 from demanager.domain.hostfit import Inventory
 from demanager.domain.instance import FailedReason, Instance
 from demanager.domain.lifecycle import QUEUED
-from demanager.domain.planning import DEFAULT_HEALTH_FAILURES, Observation, Step, plan
+from demanager.domain.planning import (
+    DEFAULT_HEALTH_FAILURES,
+    DEFAULT_RESERVATION_MS,
+    Observation,
+    Step,
+    plan,
+)
 from demanager.engine.backoff import Backoff
 from demanager.engine.clock import Clock
 from demanager.engine.steps import NODE_KEY, Outcome, Pass, StepRunner
@@ -60,6 +66,7 @@ class Reconciler:
         tombstone_retention: float = 7 * 86_400,
         health_failures: int = DEFAULT_HEALTH_FAILURES,
         inventory: Inventory | None = None,
+        reservation_seconds: float = DEFAULT_RESERVATION_MS / 1000,
     ) -> None:
         self._repo = repository
         self._leases = leases
@@ -70,6 +77,7 @@ class Reconciler:
         self._catalog = catalog
         self._clock = clock
         self._health_failures = health_failures
+        self._reservation_ms = int(reservation_seconds * 1000)
         self._sweep_interval = sweep_interval
         self._ttl_ms = int(lease_seconds * 1000)
         self._queue = KeyedWorkQueue(self.drive, concurrency, clock.sleep)
@@ -288,6 +296,7 @@ class Reconciler:
             self._clock.now_ms(),
             admissible=admissible,
             health_failures=self._health_failures,
+            reservation_ms=self._reservation_ms,
         )
         log.debug("%s %s/%s -> %s", instance.id, instance.status, observed.workload, step)
         return observed, step
@@ -328,13 +337,14 @@ class Reconciler:
     async def _admissible(self, instance: Instance) -> bool:
         """First in its flavor's queue in its pool, and a slot there looks free. Only a
         look: the admission's status write takes the slot atomically, or does not happen
-        (another instance got it) and is tried again later."""
-        if instance.flavor not in self._catalog.flavors:
+        (another instance got it) and is tried again later. Frozen instances are passed
+        over: they may not start, and must not hold up those behind them."""
+        if instance.flavor not in self._catalog.flavors or instance.frozen:
             return False
         limit = self._catalog.capacity_of(instance.pool_id, instance.flavor)
         if limit is None:
             return True
-        queue = await self._repo.queued(instance.flavor, instance.pool_id)
+        queue = await self._repo.queued(instance.flavor, instance.pool_id, startable=True)
         if not queue or queue[0] != instance.id:
             return False
         return await self._repo.slots_used(instance.pool_id, instance.flavor) < limit
@@ -351,7 +361,7 @@ class Reconciler:
 
     async def _wake_queue_head(self, pool_id: str | None, flavor: str) -> None:
         try:
-            queue = await self._repo.queued(flavor, pool_id)
+            queue = await self._repo.queued(flavor, pool_id, startable=True)
         except Exception:  # the sweep will find it
             log.exception("reading the queue of %s failed", flavor)
             return

@@ -12,7 +12,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -26,7 +26,9 @@ from demanager.backends.node import replica_name, this_node
 from demanager.catalog import load_catalog
 from demanager.domain.catalog import Catalog, CatalogError
 from demanager.domain.hostfit import Inventory
+from demanager.domain.pools import PoolDirectory
 from demanager.engine.clock import Clock, SystemClock
+from demanager.engine.pools import PoolRefresher
 from demanager.engine.reconciler import Reconciler
 from demanager.engine.service import InstanceService
 from demanager.engine.views import InstanceViews
@@ -39,6 +41,7 @@ from demanager.store.database import make_engine, make_sessionmaker, upgrade
 from demanager.store.identity import IdentityRepository
 from demanager.store.instances import InstanceRepository
 from demanager.store.leases import LeaseRepository
+from demanager.store.pools import PoolRepository
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +206,8 @@ class Runtime:
     login_throttle: LoginThrottle
     """Failed password sign-ins, per user and per address: one count for every way in
     (Keystone's ``/v3/auth/tokens`` and the notebook sign-in page)."""
+    pools: PoolRefresher
+    """Keeps ``catalog.pools`` current with the pools managed at run time."""
 
     @classmethod
     async def build(
@@ -210,8 +215,11 @@ class Runtime:
     ) -> Runtime:
         clock = clock or SystemClock()
         prepare_data_dir(settings)
-        catalog = load_catalog(settings.catalog_file)
-        backend = backend or load_backend(settings, catalog)
+        loaded = load_catalog(settings.catalog_file)
+        backend = backend or load_backend(settings, loaded)
+        # Every part reads pools through the catalog; the directory makes them live.
+        directory = PoolDirectory(loaded.pools)
+        catalog = replace(loaded, pools=directory)
         db = make_engine(settings.sqlalchemy_url)
         sessions = make_sessionmaker(db)
         inventory = host_inventory(settings, backend.name)
@@ -235,6 +243,7 @@ class Runtime:
             concurrency=settings.workers,
             tombstone_retention=settings.tombstone_retention_seconds,
             inventory=inventory,
+            reservation_seconds=settings.reservation_seconds,
         )
         instances.on_slot_freed(reconciler.slot_freed)
         service = InstanceService(
@@ -273,9 +282,16 @@ class Runtime:
                 window_seconds=settings.login_failure_window_seconds,
                 now=time.monotonic,
             ),
+            pools=PoolRefresher(
+                repository=PoolRepository(sessions),
+                directory=directory,
+                flavors=frozenset(catalog.flavors),
+                interval=settings.pools_refresh_seconds,
+            ),
         )
 
     async def close(self) -> None:
+        await self.pools.stop()
         await self.reconciler.stop()
         await self.backend.close()
         await self.db.dispose()

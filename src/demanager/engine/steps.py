@@ -100,6 +100,7 @@ class StepRunner:
             Step.WARN: self._warn,
             Step.ADMIT: self._admit,
             Step.MARK_STARTING: self._mark_starting,
+            Step.LAPSE: self._lapse,
             Step.COUNT_UNANSWERED: self._count_unanswered,
             Step.RESET_UNANSWERED: self._reset_unanswered,
             Step.MARK_UNAVAILABLE: self._mark_unavailable,
@@ -259,11 +260,12 @@ class StepRunner:
         return Outcome.DONE
 
     async def _admit(self, p: Pass) -> Outcome:
-        """Take a slot with the move out of the queue; when another instance took the
-        last one first, stay queued (the next sweep or freed slot tries again)."""
+        """Take a slot with the move out of the queue, and note when (the reservation,
+        ``resource_reserved_timestamp``); when another instance took the last one
+        first, stay queued (the next sweep or freed slot tries again)."""
         target = S.CREATING if p.instance.status is S.CREATE_QUEUING else S.READY_TO_START
         try:
-            await self._transition(p.instance, target, p.now_ms)
+            await self._transition(p.instance, target, p.now_ms, reserved_at=p.now_ms)
         except errors.NotEnoughResources:
             return Outcome.DONE
         return Outcome.AGAIN
@@ -271,6 +273,14 @@ class StepRunner:
     async def _mark_starting(self, p: Pass) -> Outcome:
         await self._transition(p.instance, S.STARTING, p.now_ms)
         return Outcome.AGAIN
+
+    async def _lapse(self, p: Pass) -> Outcome:
+        """Give an unusable or unused reservation back: the instance stops (it may be
+        started or queued again), and the slot's release wakes the next in line."""
+        log.warning("%s: its reservation lapsed (%s); the slot goes to the next in line",
+                    p.instance.id, "frozen" if p.instance.frozen else "not used in time")
+        await self._transition(p.instance, S.STOPPED, p.now_ms, desired=Desired.STOPPED)
+        return Outcome.DONE
 
     async def _count_unanswered(self, p: Pass) -> Outcome:
         count = unanswered(p.instance) + 1

@@ -148,14 +148,14 @@ class InstanceViews:
         queues: dict[Scope, builtins.list[str]] = {}
         estimates: dict[Scope, QueueEstimates] = {}
         for pool, name in scopes:
-            holders, waiting = await self._repo.queue_state(name, pool)
+            holders, waiting, finished = await self._repo.queue_state(name, pool)
             queues[(pool, name)] = [w.id for w in waiting]
             flavor = self._catalog.flavors.get(name)
             if flavor is not None:
                 # The scope's own capacity: a dedicated pool's, or the flavor's (shared).
                 scoped = replace(flavor, capacity=self._catalog.capacity_of(pool, name))
                 estimates[(pool, name)] = estimate_flavor_queue(
-                    scoped, holders, waiting, now_ms=now_ms)
+                    scoped, holders, waiting, now_ms=now_ms, finished=finished)
         return queues, estimates
 
     async def _present(

@@ -96,6 +96,18 @@ _QUEUE_STATE = select(
 _QUEUE_STATE_SHARED = _QUEUE_STATE.where(_TABLE.c.pool_id.is_(None))
 _QUEUE_STATE_POOL = _QUEUE_STATE.where(_TABLE.c.pool_id == bindparam("pool_id"))
 
+RECENT_RUNS = 50
+"""Finished runs of a (pool, flavor) the queue estimates learn from: the most recent
+ones, each instance's last run (``last_run_ms``), newest write first."""
+_RECENT_RUNS = (
+    select(_TABLE.c.last_run_ms)
+    .where(_TABLE.c.flavor == bindparam("flavor"), _TABLE.c.last_run_ms.is_not(None))
+    .order_by(_TABLE.c.updated_at.desc())
+    .limit(RECENT_RUNS)
+)
+_RECENT_RUNS_SHARED = _RECENT_RUNS.where(_TABLE.c.pool_id.is_(None))
+_RECENT_RUNS_POOL = _RECENT_RUNS.where(_TABLE.c.pool_id == bindparam("pool_id"))
+
 
 def _auto_stop_seconds(auto_stop: dict[str, Any] | None) -> int | None:
     """The countdown a run is armed with (§4.4), or None when auto-stop is off."""
@@ -319,17 +331,25 @@ class InstanceRepository:
             await hostfit.recount(session, self._inventory, holders)
             await session.commit()
 
-    async def queued(self, flavor: str, pool_id: str | None = None) -> builtins.list[str]:
+    async def queued(
+        self, flavor: str, pool_id: str | None = None, *, startable: bool = False
+    ) -> builtins.list[str]:
         """Ids of the instances waiting for a slot of ``flavor`` in the pool (``None``:
-        the shared pool), first in line first."""
+        the shared pool), first in line first; with ``startable``, only those that may
+        be admitted (not frozen)."""
         pool = InstanceRow.pool_id.is_(None) if pool_id is None else InstanceRow.pool_id == pool_id
+        conditions = [
+            InstanceRow.flavor == flavor,
+            pool,
+            InstanceRow.status.in_([s.value for s in QUEUED]),
+        ]
+        if startable:
+            conditions.append(InstanceRow.frozen.is_(False))
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
                     select(InstanceRow.id, InstanceRow.requested_at, InstanceRow.created_at).where(
-                        InstanceRow.flavor == flavor,
-                        pool,
-                        InstanceRow.status.in_([s.value for s in QUEUED]),
+                        *conditions
                     )
                 )
             ).all()
@@ -338,16 +358,20 @@ class InstanceRepository:
 
     async def queue_state(
         self, flavor: str, pool_id: str | None = None
-    ) -> tuple[builtins.list[Holder], builtins.list[Waiter]]:
-        """The instances holding ``flavor``'s slots in the pool (``None``: shared) and its
-        queue there (first in line first, as ``queued`` orders it), in one read: what
-        ``domain.queueing`` estimates from."""
+    ) -> tuple[builtins.list[Holder], builtins.list[Waiter], builtins.list[int]]:
+        """The instances holding ``flavor``'s slots in the pool (``None``: shared), its
+        queue there (first in line first, as ``queued`` orders it) and the lengths in
+        seconds of its recent finished runs (at most ``RECENT_RUNS``), on one connection:
+        what ``domain.queueing`` estimates from."""
+        params: dict[str, str] = {"flavor": flavor}
         if pool_id is None:
-            query, params = _QUEUE_STATE_SHARED, {"flavor": flavor}
+            query, runs_query = _QUEUE_STATE_SHARED, _RECENT_RUNS_SHARED
         else:
-            query, params = _QUEUE_STATE_POOL, {"flavor": flavor, "pool_id": pool_id}
+            query, runs_query = _QUEUE_STATE_POOL, _RECENT_RUNS_POOL
+            params["pool_id"] = pool_id
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query, params)).all()
+            runs = [int(ms) // 1000 for ms in (await conn.execute(runs_query, params)).scalars()]
         holders: builtins.list[Holder] = []
         waiting = []
         for r in rows:
@@ -358,7 +382,8 @@ class InstanceRepository:
             else:
                 holders.append(Holder(status, r.running_since, r.stop_at, auto_stop))
         waiting.sort()
-        return holders, [Waiter(id_, at, auto_stop) for (at, id_), auto_stop in waiting]
+        queue = [Waiter(id_, at, auto_stop) for (at, id_), auto_stop in waiting]
+        return holders, queue, runs
 
     async def count_by_flavor(self, project_id: str, user_id: str) -> dict[str, int]:
         async with self._engine.connect() as conn:
@@ -421,6 +446,7 @@ class InstanceRepository:
         new = instance.evolve(version=instance.version + 1, updated_at=now_ms, **changes)
         if new.status is not InstanceStatus.RUNNING and new.endpoint is not None:
             new = new.evolve(endpoint=None)  # only a running workload may be reached
+        new = _run_records(instance, new, now_ms)
         values = _row_values(new)
         released = (
             instance.status is not InstanceStatus.DELETED
@@ -514,6 +540,21 @@ class InstanceRepository:
         await hostfit.give_back(session, self._inventory, self._host_need(instance.flavor))
         if self._inventory.assigns_gpus:
             await hostfit.release_gpus(session, instance.id)
+
+
+def _run_records(before: Instance, after: Instance, now_ms: int) -> Instance:
+    """What a status write records about runs, whichever path made it: leaving RUNNING
+    (a stop, an auto-stop, a restart, a fault) keeps the run's length for the queue
+    estimates; giving the slot back ends its reservation."""
+    if (
+        before.status is InstanceStatus.RUNNING
+        and after.status is not InstanceStatus.RUNNING
+        and before.running_since is not None
+    ):
+        after = after.evolve(last_run_ms=max(0, now_ms - before.running_since))
+    if after.status not in HOLDS_RESOURCES and after.reserved_at is not None:
+        after = after.evolve(reserved_at=None)
+    return after
 
 
 async def _version_of(session: AsyncSession, instance_id: str) -> int | None:
