@@ -50,6 +50,17 @@ def notebook_python_env() -> dict[str, str]:
     return {}
 
 
+TEST_HOST = {
+    "DEMANAGER_PROCESS__CPUS": "1024",
+    "DEMANAGER_PROCESS__MEMORY": "64TiB",
+    "DEMANAGER_GPUS": ",".join(f"test-gpu-{n}" for n in range(64)),
+}
+"""A host declared big enough for every flavor of the default catalog, many times over,
+for process-backend servers of tests that are not about host fit: tests create 8-CPU,
+64 GiB and GPU flavors on small machines. Declared GPUs need not exist: the notebook
+only gets their ids in ``CUDA_VISIBLE_DEVICES``. Tests of host fit pass their own."""
+
+
 def _die_with_parent() -> None:
     """Linux: the server gets SIGTERM if the test process dies, so none is left behind."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -115,6 +126,7 @@ class ServerProcess:
             "DEMANAGER_DATA_DIR": str(data_dir),
             "DEMANAGER_RECONCILE_INTERVAL_SECONDS": "0.5",
             **notebook_python_env(),
+            **(TEST_HOST if backend == "process" else {}),
             **({"DEMANAGER_DATABASE_URL": self.database.url} if self.database.url else {}),
             **(env or {}),
         }

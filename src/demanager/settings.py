@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from demanager.backends.inventory import parse_gpu_list
 from demanager.backends.options import DockerOptions, FakeOptions, KubernetesOptions, ProcessOptions
 
 BUILT_IN_SECTIONS = ("process", "docker", "kubernetes", "fake")
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
     """The Kubernetes backend's section (``DEMANAGER_KUBERNETES__…``)."""
     fake: FakeOptions = Field(default_factory=FakeOptions)
     """The fake backend's section (``DEMANAGER_FAKE__…``), for tests and benchmarks."""
+    gpus: str = "auto"
+    """The host's GPUs, given whole to GPU flavors: ``auto`` (the process backend asks
+    ``nvidia-smi``), ``none``, or ids (``0,1`` or UUIDs) as ``CUDA_VISIBLE_DEVICES``
+    names them. The docker and fake backends assign only listed ones."""
     catalog_file: Path | None = None
     """YAML catalog of profiles, flavors and pools; default: the built-in catalog."""
     bootstrap_token: str | None = None
@@ -126,6 +131,17 @@ class Settings(BaseSettings):
                 f"most half of lease_seconds ({self.lease_seconds})"
             )
         return self
+
+    @field_validator("gpus", mode="after")
+    @classmethod
+    def _gpu_list(cls, value: str) -> str:
+        parse_gpu_list(value)  # raises ValueError naming the bad id
+        return value.strip()
+
+    @property
+    def gpu_list(self) -> tuple[str, ...] | None:
+        """``gpus`` as ids; None for ``auto``."""
+        return parse_gpu_list(self.gpus)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -8,7 +8,8 @@ few milliseconds and checks, in each snapshot:
 
 - the instances holding resources never outnumber a (pool, flavor)'s capacity;
 - no project has more live instances than its quota, or of a flavor than its quota;
-- no GPU is assigned to two instances.
+- no GPU is assigned to two instances, and each instance of the GPU flavor holding
+  resources has its own (the replicas assign the two GPUs they are given).
 
 After each sequence every instance still queued must reach ``RUNNING`` once slots free,
 and, once everything is deleted, every counter must be back where it started.
@@ -40,8 +41,12 @@ from tests.server import ServerProcess, TestDatabase, traversable_dir, wait_unti
 pytestmark = pytest.mark.slow
 
 PROFILE = "Multi-Engine 1.0 (python3)-cpu"
+GPU_PROFILE = "Multi-Engine 1.0 (python3)-gpu"
 FREE = "modelarts.vm.cpu.free"
 PAID = "modelarts.vm.cpu.2u"
+GPU = "modelarts.vm.gpu.free"
+"""A free flavor with one GPU and no capacity: the host's two GPUs are its limit."""
+GPUS = ("0", "1")
 CAPACITY = {FREE: 2, PAID: 1}
 FLAVOR_QUOTA = {FREE: 3}
 PROJECT_QUOTA = 4
@@ -51,6 +56,8 @@ CATALOG = f"""
 profiles:
   - id: "{PROFILE}"
     flavor_type: CPU
+  - id: "{GPU_PROFILE}"
+    flavor_type: GPU
 flavors:
   - name: {FREE}
     type: CPU
@@ -62,6 +69,10 @@ flavors:
     type: CPU
     params: {{CPU: 1, memory: 1GiB}}
     capacity: {CAPACITY[PAID]}
+  - name: {GPU}
+    type: GPU
+    promo_type: Free
+    params: {{CPU: 1, GPU: 1, memory: 1GiB}}
 """
 
 HOLDING = sorted(s.value for s in HOLDS_RESOURCES)
@@ -92,6 +103,7 @@ def cluster() -> Iterator[Cluster]:
         "DEMANAGER_INSTANCE_QUOTA": str(PROJECT_QUOTA),
         # Long enough that starts, stops and queues overlap; short enough to stay fast.
         "DEMANAGER_FAKE__START_DELAY_SECONDS": "0.2",
+        "DEMANAGER_GPUS": ",".join(GPUS),
     }
     replicas: list[ServerProcess] = []
     try:
@@ -131,7 +143,7 @@ CALLS = st.builds(
     replica=st.integers(0, 1),
     # Weighted towards filling the free flavor, so that most sequences leave a queue.
     verb=st.sampled_from(("create",) * 4 + ("delete", *ACTIONS, "start", "queue")),
-    flavor=st.sampled_from((FREE, FREE, FREE, PAID)),
+    flavor=st.sampled_from((FREE, FREE, FREE, PAID, GPU, GPU)),
     target=st.integers(0, 7),
 )
 BATCHES = st.lists(st.lists(CALLS, min_size=1, max_size=4), min_size=4, max_size=12)
@@ -160,7 +172,8 @@ class Callers:
             with self._lock:
                 self._names += 1
                 name = f"p{self._names}"
-            body = {"name": name, "profile_id": PROFILE, "flavor": call.flavor,
+            profile = GPU_PROFILE if call.flavor == GPU else PROFILE
+            body = {"name": name, "profile_id": profile, "flavor": call.flavor,
                     "spec": {"storage": {"type": "evs"}}}
             answer = api.post("", json=body)
             if answer.status_code == 200:
@@ -219,6 +232,10 @@ def _snapshot_violations(conn: sa.Connection, projects: list[str]) -> list[str]:
             wrong.append(f"project has {n} instances of {flavor}; quota {FLAVOR_QUOTA[flavor]}")
     gpus = Counter(g for r in rows if r.status in HOLDING for g in _gpus(r.gpus))
     wrong += [f"GPU {g} assigned {n} times" for g, n in gpus.items() if n > 1]
+    wrong += [f"GPU {g} is not the host's" for g in gpus if g not in GPUS]
+    wrong += [f"an instance of {GPU} holds resources with GPUs {r.gpus}"
+              for r in rows
+              if r.flavor == GPU and r.status in HOLDING and len(_gpus(r.gpus)) != 1]
     return wrong
 
 
@@ -265,6 +282,10 @@ class Observer:
             with contextlib.suppress(sa.exc.OperationalError):  # SQLite busy: read again
                 self.check()
             time.sleep(0.005)
+
+    def assignments(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM gpu_assignments")).scalar_one())
 
     def counters(self) -> dict[str, int]:
         with self._engine.connect() as conn:
@@ -318,7 +339,8 @@ def test_capacity_quotas_and_gpus_hold_and_no_queued_instance_starves(
     observer = Observer(cluster, callers.projects)
     try:
         with observer:
-            before = {k: v for k, v in observer.counters().items() if k.startswith("capacity:")}
+            before = {k: v for k, v in observer.counters().items()
+                      if k.startswith(("capacity:", "host:"))}
             with ThreadPoolExecutor(4) as pool:
                 for batch in batches:
                     for answer in pool.map(callers.send, batch):
@@ -329,11 +351,13 @@ def test_capacity_quotas_and_gpus_hold_and_no_queued_instance_starves(
             _delete_all(callers)
         assert observer.violations == [], observer.violations[:5]
         assert observer.snapshots > 1
-        after = {k: v for k, v in observer.counters().items() if k.startswith("capacity:")}
+        after = {k: v for k, v in observer.counters().items()
+                 if k.startswith(("capacity:", "host:"))}
         # Other examples' instances are gone too, so every slot is free again.
         assert {k: v for k, v in after.items() if v} == {}, (before, after)
         mine = [f"project:{p}" for p in callers.projects]
         assert all(observer.counters().get(scope, 0) == 0 for scope in mine)
+        assert observer.assignments() == 0, "every GPU is given back"
     finally:
         observer.close()
         callers.close()

@@ -86,6 +86,17 @@ def test_gpus_are_device_requests() -> None:
     assert two["device_requests"][0]["Count"] == 2
 
 
+def test_assigned_gpus_are_requested_by_id_and_no_gpu_when_none_is_assigned() -> None:
+    flavor = Resources(8, 1 << 30, 2)
+    (request,) = config.container_kwargs(_launch(resources=flavor, gpus=("1", "GPU-9f")))[
+        "device_requests"
+    ]
+    assert request["DeviceIDs"] == ["1", "GPU-9f"] and request["Capabilities"] == [["gpu"]]
+    assert "Count" not in request or request["Count"] in (None, 0)
+    # A CPU flavor on a host whose GPUs are assigned: no device at all.
+    assert "device_requests" not in config.container_kwargs(_launch(gpus=()))
+
+
 def test_the_notebook_runs_unprivileged_with_its_volume_as_the_only_mount() -> None:
     kwargs = config.container_kwargs(_launch())
     assert kwargs["user"] == "1000:100"

@@ -264,3 +264,37 @@ async def test_without_a_cpu_controller_a_workload_is_pinned_to_its_cpus(
         await asyncio.sleep(0.2)
     assert cpus.read_text() == "1"
     assert any("affinity" in problem for problem in await backend.check())
+
+
+@pytest.mark.slow
+async def test_a_workload_sees_only_its_assigned_gpus(
+    backend: ProcessBackend, instance: str, data_dir: Path
+) -> None:
+    script = data_dir / "gpus_workload.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "seen = os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')\n"
+        "open(sys.argv[1] + '/gpus.txt', 'w').write(seen)\n"
+        "time.sleep(600)\n"
+    )
+    script.chmod(0o644)
+    command = ["{python}", str(script), "{root_dir}"]
+    # A profile cannot widen what the instance was given.
+    launch = {"process": {"command": command, "env": {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}}}
+    profile = dataclasses.replace(_spec(instance).profile, launch=launch)
+    seen = backend.volume_dir(instance) / "gpus.txt"
+    for assigned, expected in [(("GPU-a", "GPU-b"), "GPU-a,GPU-b"), ((), ""),
+                               (None, "0,1,2,3")]:
+        seen.unlink(missing_ok=True)
+        spec = dataclasses.replace(_spec(instance), profile=profile, gpus=assigned)
+        handle = await backend.start(spec)
+        deadline = time.monotonic() + 60
+        while not seen.exists() or not seen.read_text():
+            if expected == "" and seen.exists():
+                break
+            assert time.monotonic() < deadline, "the workload never wrote what it sees"
+            await asyncio.sleep(0.2)
+        assert seen.read_text() == expected, assigned
+        environ = Path(f"/proc/{handle.pid}/environ").read_bytes().split(b"\0")
+        assert f"CUDA_VISIBLE_DEVICES={expected}".encode() in environ
+        await backend.stop(instance, handle)

@@ -79,3 +79,87 @@ def test_a_notebook_gets_its_flavors_cpus_and_memory(
             assert notebook.execute("1+1") == "2", "a new kernel works"
         api.post(f"/{instance_id}/action", json={"action": "stop"})
         wait_for_status(api, instance_id, "STOPPED")
+
+
+GPU_PROFILE = "Multi-Engine 1.0 (python3)-gpu"
+GPU_FLAVOR = "test.gpu.1u1g"
+BIG_FLAVOR = "test.cpu.big"
+NEVER_FLAVOR = "test.cpu.never"
+"""A free flavor larger than the whole host: refused, since its queue could never move."""
+
+
+def _gpu_catalog(tmp_path: Path) -> Path:
+    default = yaml.safe_load(DEFAULT_CATALOG.read_text(encoding="utf-8"))
+    profile = next(p for p in default["profiles"] if p["id"] == PROFILE)
+    launch = {"process": {"command": profile["launch"]["process"]["command"]}}
+    catalog = {
+        "profiles": [
+            {"id": PROFILE, "flavor_type": "CPU", "launch": launch},
+            {"id": GPU_PROFILE, "flavor_type": "GPU", "launch": launch},
+        ],
+        "flavors": [
+            {"name": GPU_FLAVOR, "type": "GPU", "params": {"CPU": 1, "GPU": 1, "memory": "1GiB"}},
+            {"name": BIG_FLAVOR, "type": "CPU", "params": {"CPU": 1, "memory": "2GiB"}},
+            {"name": NEVER_FLAVOR, "type": "CPU", "promo_type": "Free",
+             "params": {"CPU": 1, "memory": "8GiB"}},
+        ],
+    }
+    path = tmp_path / "gpu-catalog.yaml"
+    path.write_text(yaml.safe_dump(catalog), encoding="utf-8")
+    return path
+
+
+def test_notebooks_see_only_their_own_gpus_and_the_host_is_never_overpromised(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A host declared with 3 GiB and two GPUs: two 1 GiB GPU notebooks fit, each seeing
+    its own GPU in its kernel; then a 2 GiB flavor no longer fits (sold out, 6329), and
+    a free flavor larger than the host is refused rather than queued forever."""
+    server = server_factory(
+        backend="process",
+        env={
+            "DEMANAGER_CATALOG_FILE": str(_gpu_catalog(tmp_path)),
+            "DEMANAGER_GPUS": "GPU-test-a,GPU-test-b",
+            "DEMANAGER_PROCESS__CPUS": "4",
+            "DEMANAGER_PROCESS__MEMORY": "3GiB",
+        },
+    )
+
+    def body(name: str, flavor: str, profile: str = PROFILE) -> dict[str, object]:
+        return {"name": name, "profile_id": profile, "flavor": flavor,
+                "spec": {"storage": {"type": "evs"}}}
+
+    with server.client() as api:
+        flavors_url = f"{server.url}/v1/{server.project}/demanager/flavors"
+        shown = {f["name"]: f["status"] for f in api.get(flavors_url).json()["flavors"]}
+        assert shown == {GPU_FLAVOR: "onSale", BIG_FLAVOR: "onSale", NEVER_FLAVOR: "soldOut"}
+        refused = api.post("", json=body("never", NEVER_FLAVOR))
+        assert refused.status_code == 400 and refused.json()["error_code"] == "ModelArts.6329"
+
+        ids = [api.post("", json=body(f"gpu{n}", GPU_FLAVOR, GPU_PROFILE)).json()["id"]
+               for n in range(2)]
+        running = [wait_for_status(api, i, "RUNNING") for i in ids]
+        assigned = [r["spec"]["extend_params"]["gpus"] for r in running]
+        assert sorted(assigned) == ["GPU-test-a", "GPU-test-b"]
+        for view, gpu in zip(running, assigned, strict=True):
+            with Notebook(view["spec"]["annotations"]["url"], server.token) as notebook:
+                seen = notebook.execute("import os\nos.environ['CUDA_VISIBLE_DEVICES']")
+                assert seen == repr(gpu)
+
+        shown = {f["name"]: f["status"] for f in api.get(flavors_url).json()["flavors"]}
+        assert shown == {GPU_FLAVOR: "soldOut", BIG_FLAVOR: "soldOut", NEVER_FLAVOR: "soldOut"}
+        full = api.post("", json=body("big", BIG_FLAVOR))
+        assert full.status_code == 400 and full.json()["error_code"] == "ModelArts.6329"
+
+        api.post(f"/{ids[0]}/action", json={"action": "stop"})
+        stopped = wait_for_status(api, ids[0], "STOPPED")
+        assert stopped["spec"]["extend_params"] is None
+        big = api.post("", json=body("big", BIG_FLAVOR))
+        assert big.status_code == 200, big.text
+        running_big = wait_for_status(api, big.json()["id"], "RUNNING")
+        with Notebook(running_big["spec"]["annotations"]["url"], server.token) as notebook:
+            seen = notebook.execute("import os\nos.environ.get('CUDA_VISIBLE_DEVICES')")
+            assert seen == "''", "a flavor without GPUs sees none of the host's"
+        for instance_id in (ids[1], big.json()["id"]):
+            api.post(f"/{instance_id}/action", json={"action": "stop"})
+            wait_for_status(api, instance_id, "STOPPED")

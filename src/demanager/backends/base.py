@@ -96,6 +96,10 @@ class LaunchSpec:
     already launched for the same generation is a duplicate, which backends may count."""
     pool_id: str | None = None
     """The dedicated pool the instance runs in (``spec.pool_id``), None for the public one."""
+    gpus: tuple[str, ...] | None = None
+    """The host's GPUs assigned to the instance, whole: the only ones its workload may
+    see (``()``: none of them). None when demanager does not assign the host's GPUs:
+    the backend requests the flavor's number of GPUs from its scheduler instead."""
 
 
 class Backend(Protocol):

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from demanager.backends.base import Options, Recipe
+from demanager.domain.catalog import CatalogError, parse_bytes
 
 JUPYTERLAB_ARGS: tuple[str, ...] = (
     "--no-browser",
@@ -29,6 +30,23 @@ class ProcessOptions(Options):
     notebook_python: Path | None = None
     """The interpreter (with JupyterLab) notebooks run with, the catalog's ``{python}``;
     default the server's own. As root it must be executable by any uid."""
+    cpus: float | None = Field(default=None, gt=0)
+    """CPUs the host gives notebooks; default what the server may use (its affinity,
+    capped by its cgroup's ``cpu.max``)."""
+    memory: int | None = Field(default=None, gt=0)
+    """Memory the host gives notebooks (``64GiB``, or bytes); default the host's,
+    capped by the server's cgroup's ``memory.max``."""
+    cpu_overcommit: float = Field(default=1.0, gt=0)
+    """Flavors may together ask for this many times ``cpus`` (CPU time is shared, never
+    exhausted); memory and GPUs are never overcommitted."""
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        try:
+            return parse_bytes(value)
+        except CatalogError as exc:
+            raise ValueError(str(exc)) from exc
 
 
 class ProcessRecipe(Recipe):

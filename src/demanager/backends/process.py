@@ -13,6 +13,8 @@ Each instance gets:
 * when the server runs as root, a uid of its own (``sandbox.py``), and on hosts
   with a writable cgroup hierarchy, a cgroup of its own (``cgroups.py``) that
   ``launch.py`` joins before Jupyter runs;
+* the GPUs assigned to it, whole, as ``CUDA_VISIBLE_DEVICES`` (empty for a flavor
+  without GPUs on a host with some: a notebook sees no GPU it was not given);
 * the flavor's CPUs and memory as limits, through the cpu and memory controllers
   where they are writable; CPUs otherwise through CPU affinity (the least-used
   CPUs of the host), memory otherwise not at all (``check()`` says so). A process
@@ -72,6 +74,8 @@ SCAN_MAX_SECONDS = 1.0
 LOG_MAX_BYTES = 4 * 1024 * 1024
 LOG_KEEP_BYTES = 1024 * 1024
 """server.log grows across launches; past LOG_MAX_BYTES a start keeps only its tail."""
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+"""Names the GPUs CUDA may use in the notebook: those assigned to the instance."""
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 STATE_DIR = ".demanager"
 """Inside the private volume, owned by the instance: Jupyter's runtime and config dirs."""
@@ -239,6 +243,10 @@ class ProcessBackend:
         }
         if account is not None:
             own.update(USER=account.name, LOGNAME=account.name)
+        if spec.gpus is not None:
+            # The assigned GPUs, whole, and no other: set by the backend, so a profile's
+            # env cannot widen it. An empty value hides every GPU from CUDA.
+            own[CUDA_VISIBLE_DEVICES] = ",".join(spec.gpus)
         if procs is None:
             own[sandbox.FALLBACK_TAG] = instance_id
         launcher = [sys.executable, "-I", "-S", LAUNCHER, "--cwd", str(root)]

@@ -82,6 +82,18 @@ def flavor_details(f: Flavor, view: FlavorView, pool_id: str | None = None) -> w
     return model
 
 
+GPUS_PARAM = "gpus"
+"""``spec.extend_params`` key of the GPUs assigned to the instance, comma-separated."""
+
+
+def extend_params(i: Instance) -> dict[str, str] | None:
+    """The contract's extension point (§3.9), ``null`` otherwise: the GPUs assigned to
+    the instance while it holds them, as ``CUDA_VISIBLE_DEVICES`` names them."""
+    if i.gpus and i.status in HOLDS_RESOURCES:
+        return {GPUS_PARAM: ",".join(i.gpus)}
+    return None
+
+
 def storage(s: Storage) -> w.Storage:
     loc = s.location
     location = w.Location(path=loc.path)
@@ -129,7 +141,7 @@ class Presenter:
             annotations=annotations,
             repository=None,
             failed_reasons=failed,
-            extend_params=None,
+            extend_params=extend_params(i),
         )
         if i.reserved_at is not None and i.status in HOLDS_RESOURCES:
             # From the admission that reserved the slot until the run gives it back.

@@ -23,6 +23,7 @@ from demanager import errors
 from demanager.backends.base import Backend, Handle
 from demanager.backends.node import is_dead_neighbour
 from demanager.domain.catalog import Catalog
+from demanager.domain.hostfit import Inventory
 from demanager.domain.instance import FailedReason, Instance
 from demanager.domain.lifecycle import QUEUED
 from demanager.domain.planning import (
@@ -65,6 +66,7 @@ class Reconciler:
         lease_seconds: float = 15.0,
         tombstone_retention: float = 7 * 86_400,
         health_failures: int = DEFAULT_HEALTH_FAILURES,
+        inventory: Inventory | None = None,
         reservation_seconds: float = DEFAULT_RESERVATION_MS / 1000,
     ) -> None:
         self._repo = repository
@@ -88,6 +90,7 @@ class Reconciler:
             clock=clock,
             start_timeout_ms=int(start_timeout * 1000),
             health_failures=health_failures,
+            inventory=inventory,
         )
         self._stopping = False
         self._task: asyncio.Task[None] | None = None

@@ -21,9 +21,11 @@ from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from demanager.backends.base import Backend, BackendContext, Options, recipe_of
+from demanager.backends.inventory import gpus_only_inventory, process_inventory
 from demanager.backends.node import replica_name, this_node
 from demanager.catalog import load_catalog
 from demanager.domain.catalog import Catalog, CatalogError
+from demanager.domain.hostfit import Inventory
 from demanager.domain.pools import PoolDirectory
 from demanager.engine.clock import Clock, SystemClock
 from demanager.engine.pools import PoolRefresher
@@ -61,6 +63,31 @@ def backend_class(name: str) -> type[Backend]:
         raise UnknownBackend(f"unknown backend {name!r}; installed: {', '.join(names)}")
     cls: type[Backend] = next(iter(found)).load()
     return cls
+
+
+def host_inventory(settings: Settings, backend_name: str) -> Inventory | None:
+    """The host whose CPUs, memory and GPUs the store counts for the chosen backend.
+
+    The process backend runs every notebook on this machine: all three, declared or
+    detected. Docker's daemon limits CPUs and memory itself and may be another machine,
+    so only GPUs it is given as a list are assigned (and the fake backend, for tests,
+    does the same). Any other backend (Kubernetes) leaves placement to its scheduler.
+    """
+    if backend_name == "process":
+        options = settings.process
+        return process_inventory(
+            host=this_node(settings.node_id),
+            cpus=options.cpus,
+            memory_bytes=options.memory,
+            gpus=settings.gpu_list,
+            cpu_overcommit=options.cpu_overcommit,
+        )
+    if backend_name == "docker":
+        daemon = settings.docker.host or os.environ.get("DOCKER_HOST") or "local"
+        return gpus_only_inventory(host=f"docker:{daemon}"[:96], gpus=settings.gpu_list)
+    if backend_name == "fake":
+        return gpus_only_inventory(host="fake", gpus=settings.gpu_list)
+    return None
 
 
 def backend_context(settings: Settings) -> BackendContext:
@@ -196,7 +223,11 @@ class Runtime:
         catalog = replace(loaded, pools=directory)
         db = make_engine(settings.sqlalchemy_url)
         sessions = make_sessionmaker(db)
-        instances = InstanceRepository(sessions, catalog)
+        inventory = host_inventory(settings, backend.name)
+        if inventory is not None:
+            log.info("host %s: %s", inventory.host, inventory.limits())
+        instances = InstanceRepository(sessions, catalog, inventory)
+        await instances.recount_host()
         identity = await build_identity(settings, sessions, clock.now_ms)
         reconciler = Reconciler(
             repository=instances,
@@ -212,6 +243,7 @@ class Runtime:
             sweep_interval=settings.reconcile_interval_seconds,
             concurrency=settings.workers,
             tombstone_retention=settings.tombstone_retention_seconds,
+            inventory=inventory,
             reservation_seconds=settings.reservation_seconds,
         )
         instances.on_slot_freed(reconciler.slot_freed)

@@ -131,10 +131,14 @@ class InstanceService:
             instance = instance.evolve(status=S.CREATE_QUEUING)
         flavor_quota = flavor.per_project_quota
         try:
-            # The store takes the slot with the insert, atomically (FlavorSoldOut if full).
-            await self._repo.add(instance, project_quota=quota, flavor_quota=flavor_quota)
+            # The store takes the slot with the insert, atomically (FlavorSoldOut if full),
+            # and the host's share of it, GPUs included (in the returned instance).
+            instance = await self._repo.add(
+                instance, project_quota=quota, flavor_quota=flavor_quota
+            )
         except errors.FlavorSoldOut:
-            if not flavor.free:
+            # A full free flavor queues, unless the host could never fit it.
+            if not flavor.free or not self._repo.fits_host(flavor.name):
                 raise
             # A full free flavor queues the create instead; the engine admits it.
             instance = instance.evolve(status=S.CREATE_QUEUING)
@@ -258,7 +262,11 @@ class InstanceService:
                 instance, target, now_ms=now, requested_at=now, **changes
             )
         except errors.NotEnoughResources:
-            if not free or S.START_QUEUING not in TRANSITIONS[instance.status]:
+            if (
+                not free
+                or S.START_QUEUING not in TRANSITIONS[instance.status]
+                or not self._repo.fits_host(instance.flavor)
+            ):
                 raise
             target = S.START_QUEUING
             queued = {k: v for k, v in changes.items() if k != "failed"}  # as `queue` keeps it

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from demanager import errors
 from demanager.backends.base import Backend, Handle, LaunchSpec
 from demanager.domain.catalog import Catalog
+from demanager.domain.hostfit import Inventory
 from demanager.domain.instance import Desired, FailedReason, Instance
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.domain.planning import UNANSWERED_KEY, Observation, Step, Workload, unanswered
@@ -79,8 +80,10 @@ class StepRunner:
         clock: Clock,
         start_timeout_ms: int,
         health_failures: int,
+        inventory: Inventory | None = None,
     ) -> None:
         self._repo = repository
+        self._inventory = inventory
         self._backend = backend
         self._catalog = catalog
         self._owner = owner
@@ -371,6 +374,8 @@ class StepRunner:
             now_ms=now,
             generation=instance.requested_at or instance.created_at,
             pool_id=instance.pool_id,
+            gpus=(instance.gpus or ()) if self._inventory and self._inventory.assigns_gpus
+            else None,
         )
 
     async def fail(self, instance: Instance, reason: FailedReason) -> None:

@@ -10,6 +10,11 @@ UPDATE of a counter row, in the transaction of that status write, and one that
 leaves it (or is deleted) gives the slot back there too. A slot that cannot be
 taken rolls the whole write back (``FlavorSoldOut`` on insert, ``NotEnoughResources``
 on a transition), so no number of API replicas or engines can pass a capacity.
+
+With a host inventory (``domain/hostfit.py``), the same writes take and give back the
+flavor's CPUs, memory and GPUs of the host after the slot, and assign whole GPUs
+(``store/hostfit.py``); a flavor that does not fit what is left is sold out like a
+full one.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from demanager import errors
 from demanager.domain.catalog import Catalog
+from demanager.domain.hostfit import GPUS, Inventory, amounts, fits
 from demanager.domain.instance import (
     AutoStop,
     Endpoint,
@@ -39,6 +45,7 @@ from demanager.domain.instance import (
 from demanager.domain.lifecycle import HOLDS_RESOURCES, QUEUED, InstanceStatus, ensure_transition
 from demanager.domain.queueing import Holder, Waiter
 from demanager.domain.validation import ListQuery
+from demanager.store import hostfit
 from demanager.store.tables import InstanceRow, ProjectRow, QuotaUsageRow
 
 _LIVE_ACTIVE = InstanceRow.status != InstanceStatus.DELETED.value
@@ -114,13 +121,19 @@ class InstanceRepository:
     checkout); writes use ORM sessions."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], catalog: Catalog | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        catalog: Catalog | None = None,
+        inventory: Inventory | None = None,
     ) -> None:
         """``catalog`` gives the capacities; without one every flavor is unlimited
-        (slots are still counted)."""
+        (slots are still counted). ``inventory``: the host the backend runs instances
+        on, whose CPUs, memory and GPUs are counted too; None when something else
+        schedules (a cluster)."""
         self._sessions = sessions
         self._engine: AsyncEngine = sessions.kw["bind"]
         self._catalog = catalog
+        self._inventory = inventory
         self._released: list[Callable[[str | None, str], None]] = []
 
     def on_slot_freed(self, listener: Callable[[str | None, str], None]) -> None:
@@ -300,9 +313,47 @@ class InstanceRepository:
             return int(used or 0)
 
     async def sold_out(self, pool_id: str | None, flavor: str) -> bool:
-        """Whether the scope's slots are all taken (a read: the take itself decides)."""
+        """Whether the scope's slots are all taken, or the host cannot fit one more
+        instance of the flavor (a read: the take itself decides)."""
         limit = self.capacity_of(pool_id, flavor)
-        return limit is not None and await self.slots_used(pool_id, flavor) >= limit
+        if limit is not None and await self.slots_used(pool_id, flavor) >= limit:
+            return True
+        need = self._host_need(flavor)
+        if not need or self._inventory is None:
+            return False
+        async with self._engine.connect() as conn:
+            used = await hostfit.used(conn, self._inventory)
+        return not fits(need, used, self._inventory.limits())
+
+    def fits_host(self, flavor: str) -> bool:
+        """Whether one instance of ``flavor`` fits the host when nothing else runs: a
+        flavor that never can is refused rather than queued forever."""
+        if self._inventory is None:
+            return True
+        return fits(self._host_need(flavor), {}, self._inventory.limits())
+
+    def _host_need(self, flavor: str) -> dict[str, int]:
+        found = self._catalog.flavors.get(flavor) if self._catalog else None
+        if found is None or self._inventory is None:
+            return {}
+        return amounts(found.resources, self._inventory)
+
+    async def recount_host(self) -> None:
+        """Set the host's counters to what the instances holding resources take by the
+        current catalog and inventory, and drop GPU assignments nobody holds: at start,
+        after an upgrade or a catalog change. Safe while other replicas write."""
+        if self._inventory is None:
+            return
+        async with self._sessions() as session:
+            await hostfit.lock(session, self._inventory)
+            rows = await session.execute(
+                select(InstanceRow.id, InstanceRow.flavor).where(
+                    InstanceRow.status.in_([s.value for s in HOLDS_RESOURCES])
+                )
+            )
+            holders = [(r.id, self._host_need(r.flavor)) for r in rows.all()]
+            await hostfit.recount(session, self._inventory, holders)
+            await session.commit()
 
     async def queued(
         self, flavor: str, pool_id: str | None = None, *, startable: bool = False
@@ -388,10 +439,11 @@ class InstanceRepository:
             limit = flavor_quota if flavor_quota is not None else _UNLIMITED
             if not await _take(session, _flavor_scope(instance), limit):
                 raise errors.FlavorQuotaReached(instance.flavor, limit)
-            if instance.status in HOLDS_RESOURCES and not await self._take_slot(
-                session, instance
-            ):
-                raise errors.FlavorSoldOut(instance.flavor)
+            if instance.status in HOLDS_RESOURCES:
+                taken = await self._take_slot(session, instance, instance.created_at)
+                if taken is None:
+                    raise errors.FlavorSoldOut(instance.flavor)
+                instance = instance.evolve(gpus=taken or None)
             session.add(_to_row(instance))
             try:
                 await session.commit()
@@ -430,6 +482,9 @@ class InstanceRepository:
         )
         was_holding = instance.status in HOLDS_RESOURCES
         holds = new.status in HOLDS_RESOURCES
+        if was_holding and not holds:
+            new = new.evolve(gpus=None)
+            values["gpus"] = None
         async with self._sessions() as session:
             statement = update(InstanceRow).where(
                 InstanceRow.id == instance.id, InstanceRow.version == instance.version
@@ -449,24 +504,70 @@ class InstanceRepository:
             if released:  # a deleted instance no longer counts against its quotas
                 for scope in (_project_scope(instance), _flavor_scope(instance)):
                     await session.execute(_RELEASE, {"quota_scope": scope})
-            if holds and not was_holding and not await self._take_slot(session, new):
-                await session.rollback()
-                raise errors.NotEnoughResources(instance.flavor)
+            if holds and not was_holding:
+                taken = await self._take_slot(session, new, now_ms)
+                if taken is None:
+                    await session.rollback()
+                    raise errors.NotEnoughResources(instance.flavor)
+                if taken:
+                    new = new.evolve(gpus=taken)
+                    await session.execute(
+                        update(InstanceRow)
+                        .where(InstanceRow.id == instance.id)
+                        .values(gpus=list(taken))
+                    )
             if was_holding and not holds:
                 scope = capacity_scope(instance.pool_id, instance.flavor)
                 await session.execute(_RELEASE, {"quota_scope": scope})
+                await self._give_back_host(session, instance)
             await session.commit()
         if was_holding and not holds:
-            for listener in self._released:
-                listener(instance.pool_id, instance.flavor)
+            for pool_id, flavor in self._freed_scopes(instance):
+                for listener in self._released:
+                    listener(pool_id, flavor)
         return new
 
-    async def _take_slot(self, session: AsyncSession, instance: Instance) -> bool:
+    def _freed_scopes(self, instance: Instance) -> builtins.list[tuple[str | None, str]]:
+        """The scopes whose queue may move now that ``instance`` stopped holding: its own,
+        and when it gave host resources back, every scope of a flavor that needs them
+        (a GPU another flavor frees is as good as one of its own)."""
+        own = (instance.pool_id, instance.flavor)
+        if self._catalog is None or not self._host_need(instance.flavor):
+            return [own]
+        pools: builtins.list[str | None] = [None, *self._catalog.pools]
+        others = [(pool, name) for name, flavor in self._catalog.flavors.items()
+                  if flavor.free and self._host_need(name) for pool in pools]
+        return [own, *(scope for scope in others if scope != own)]
+
+    async def _take_slot(
+        self, session: AsyncSession, instance: Instance, now_ms: int
+    ) -> tuple[str, ...] | None:
+        """Take the instance's slot, then its share of the host; None when either is
+        not free (the caller rolls back), else the GPUs assigned to it (maybe none)."""
         # Counted even without a capacity, so that one the catalog sets later starts
         # from the true number.
         limit = self.capacity_of(instance.pool_id, instance.flavor)
         scope = capacity_scope(instance.pool_id, instance.flavor)
-        return await _take(session, scope, _UNLIMITED if limit is None else limit)
+        if not await _take(session, scope, _UNLIMITED if limit is None else limit):
+            return None
+        need = self._host_need(instance.flavor)
+        if self._inventory is None or not need:
+            return ()
+        if not await hostfit.take(session, self._inventory, need):
+            return None
+        if not need.get(GPUS):
+            return ()
+        picked = await hostfit.assign_gpus(
+            session, self._inventory, instance.id, need[GPUS], now_ms
+        )
+        return picked or None
+
+    async def _give_back_host(self, session: AsyncSession, instance: Instance) -> None:
+        if self._inventory is None:
+            return
+        await hostfit.give_back(session, self._inventory, self._host_need(instance.flavor))
+        if self._inventory.assigns_gpus:
+            await hostfit.release_gpus(session, instance.id)
 
 
 def _run_records(before: Instance, after: Instance, now_ms: int) -> Instance:

@@ -144,6 +144,7 @@ class DockerBackend:
             network=network,
             runtime=self._options.runtime,
             pids_limit=self._options.pids_limit,
+            gpus=spec.gpus,
         )
         kwargs = container_kwargs(launch)
         try:

@@ -11,7 +11,8 @@ place that says what a notebook may do on the Docker host:
   Docker socket; the rest of its file system is the image's, writable, and gone at
   stop;
 * CPUs (``nano_cpus``), memory (``mem_limit`` = ``memswap_limit``: no swap) and GPUs
-  (a device request) come from the flavor, PIDs from the settings;
+  (a device request: of the GPUs the store assigned, when it assigns them, else of the
+  flavor's number) come from the flavor, PIDs from the settings;
 * its log is capped, since a notebook's code can write to the server's stdout;
 * on a bridge network it listens on all of its own interfaces at ``recipe.port``; with
   host networking it shares the host's interfaces, so it listens on 127.0.0.1 only, at
@@ -83,6 +84,9 @@ class Launch:
     """The bridge network to join; None: the host's network."""
     runtime: str | None = None
     pids_limit: int = 4096
+    gpus: tuple[str, ...] | None = None
+    """The GPUs assigned to the instance (``LaunchSpec.gpus``); None: request the
+    flavor's number and let the daemon pick."""
 
 
 def check_user(user: str) -> None:
@@ -159,7 +163,12 @@ def container_kwargs(launch: Launch) -> dict[str, Any]:
     if resources.memory_bytes:
         kwargs["mem_limit"] = resources.memory_bytes
         kwargs["memswap_limit"] = resources.memory_bytes  # equal: no swap on top
-    if resources.gpus > 0:
+    if launch.gpus:
+        # Assigned by the store, whole: exactly these, so no two containers share one.
+        kwargs["device_requests"] = [
+            DeviceRequest(device_ids=list(launch.gpus), capabilities=[["gpu"]])
+        ]
+    elif launch.gpus is None and resources.gpus > 0:
         kwargs["device_requests"] = [DeviceRequest(count=resources.gpus, capabilities=[["gpu"]])]
     if launch.network is None:
         kwargs["network_mode"] = "host"
