@@ -18,6 +18,7 @@ and, once everything is deleted, every counter must be back where it started.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 import uuid
@@ -121,6 +122,7 @@ def cluster() -> Iterator[Cluster]:
         for proc in replicas:
             proc.close()
         database.drop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # --- what the callers do ------------------------------------------------------------------
