@@ -84,6 +84,8 @@ class InstanceRow(Base):
         UniqueConstraint("project_id", "live_name", name="uq_instances_live_name"),
         Index("ix_instances_project_status", "project_id", "status"),
         Index("ix_instances_status", "status"),
+        # The queue estimates' history: a flavor's latest finished runs (0009).
+        Index("ix_instances_flavor_updated", "flavor", "updated_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
