@@ -33,6 +33,23 @@ def test_doctor_passes_on_the_defaults(env: Path) -> None:
     assert "backend process: ready" in result.output
 
 
+def test_doctor_shows_the_host_and_the_flavors_it_can_never_fit(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEMANAGER_PROCESS__CPUS", "4")
+    monkeypatch.setenv("DEMANAGER_PROCESS__MEMORY", "16GiB")
+    monkeypatch.setenv("DEMANAGER_GPUS", "0,1")
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 0, result.output  # a size this host cannot run is no fault
+    assert ": 4 CPUs, 16.0 GiB memory, GPUs 0,1" in result.output
+    never = next(line for line in result.output.splitlines() if "sold out for good" in line)
+    # 8 CPUs or 32 GiB and more cannot fit; the 2-CPU, 8 GiB and free CPU flavors can.
+    assert never.endswith(
+        "modelarts.bm.gpu.v100NV32, modelarts.kat1.xlarge, modelarts.vm.cpu.8u, "
+        "modelarts.vm.gpu.p100, modelarts.vm.gpu.v100"
+    ), never
+
+
 def test_doctor_names_an_unknown_backend(env: Path) -> None:
     result = CliRunner().invoke(app, ["doctor", "--backend", "nope"])
     assert result.exit_code == 1

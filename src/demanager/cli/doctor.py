@@ -2,7 +2,9 @@
 
 It reads the same settings as ``serve`` and checks the settings and the catalog, the
 database (reachable, schema current) and the chosen backend (``Backend.check``: its
-daemon or cluster, permissions, images). It migrates, starts and stops nothing; a
+daemon or cluster, permissions, images). Where the server counts its host (the process
+backend), it shows the host's CPUs, memory and GPUs and names the flavors that host can
+never fit: those are always sold out there. It migrates, starts and stops nothing; a
 backend may create its own folders in the data dir, as at every start.
 """
 
@@ -18,6 +20,7 @@ import typer
 if TYPE_CHECKING:
     from demanager.backends.base import Backend
     from demanager.domain.catalog import Catalog
+    from demanager.settings import Settings
 
 OK, PROBLEM = "ok", "problem"
 
@@ -66,6 +69,7 @@ async def _diagnose(data_dir: Path | None, backend: str | None, catalog_file: Pa
         return 1
     _say(OK, f"catalog: {len(catalog.profiles)} profiles, {len(catalog.flavors)} flavors")
     problems = await _database(settings.sqlalchemy_url)
+    _host(settings, catalog)
     try:
         built = await asyncio.to_thread(load_backend, settings, catalog)
     except (UnknownBackend, CatalogError) as exc:
@@ -113,6 +117,32 @@ async def _database(url: str) -> int:
         return 1
     _say(OK, f"database {where}: schema current ({head})")
     return 0
+
+
+def _host(settings: Settings, catalog: Catalog) -> None:
+    """The host the store counts, and the flavors it cannot fit even empty. Not a
+    problem: a catalog may well offer sizes only some deployments can run."""
+    from demanager.domain.hostfit import amounts, fits
+    from demanager.engine.runtime import host_inventory
+
+    inventory = host_inventory(settings, settings.backend)
+    if inventory is None:
+        return
+    parts = []
+    if inventory.cpus is not None:
+        over = f" x{inventory.cpu_overcommit:g}" if inventory.cpu_overcommit != 1 else ""
+        parts.append(f"{inventory.cpus:g} CPUs{over}")
+    if inventory.memory_bytes is not None:
+        parts.append(f"{inventory.memory_bytes / 2**30:.1f} GiB memory")
+    if inventory.gpus is not None:
+        parts.append(f"GPUs {','.join(inventory.gpus)}" if inventory.gpus else "no GPU")
+    _say(OK, f"host {inventory.host}: {', '.join(parts)}")
+    never = sorted(
+        name for name, flavor in catalog.flavors.items()
+        if not fits(amounts(flavor.resources, inventory), {}, inventory.limits())
+    )
+    if never:
+        _say(OK, f"host {inventory.host}: sold out for good here: {', '.join(never)}")
 
 
 def _images(catalog: Catalog, backend: Backend) -> list[str]:
