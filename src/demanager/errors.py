@@ -21,6 +21,8 @@ is the single table that maps each class to an HTTP status and a
     │   ├── PathRequired                                               (6317)
     │   ├── PathNeedsSlash                                             (6318)
     │   ├── PathIsBucketRoot                                           (6358)
+    │   ├── ObjectStorageCredentialsMissing                            (6319)
+    │   ├── ObjectStorageAccessError: bucket missing, access refused   (6320)
     │   ├── VolumeSizeOutOfRange                                       (6331)
     │   ├── DurationRequired                                           (6348)
     │   ├── DurationOutOfRange                                         (6349)
@@ -147,6 +149,23 @@ class PathNeedsSlash(RequestError):
 class PathIsBucketRoot(RequestError):
     def __init__(self) -> None:
         super().__init__("The 'path' parameter cannot be a bucket root; use a directory in it.")
+
+
+class ObjectStorageCredentialsMissing(RequestError):
+    def __init__(self) -> None:
+        super().__init__(
+            "The object storage has no access key (AK/SK) in the global settings."
+        )
+
+
+class ObjectStorageAccessError(RequestError):
+    """A bucket could not be used: it does not exist, or the credentials are refused.
+
+    The message names the bucket and the reason, never the credentials."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"OBS access error: {detail}")
+        self.detail = detail
 
 
 class VolumeSizeOutOfRange(RequestError):

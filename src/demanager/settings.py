@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from demanager.backends.inventory import parse_gpu_list
 from demanager.backends.options import DockerOptions, FakeOptions, KubernetesOptions, ProcessOptions
+from demanager.objectstore.options import S3Options
 
 BUILT_IN_SECTIONS = ("process", "docker", "kubernetes", "fake")
 
@@ -63,6 +64,8 @@ class Settings(BaseSettings):
     """Lower bound of auto-stop durations; lower it only for tests and demos."""
     object_storage_root: Path | None = None
     """A directory that stands in for OBS: enables obs/obsfs storage (a bucket is a sub-folder)."""
+    s3: S3Options = Field(default_factory=S3Options)
+    """The S3 object store's section (``DEMANAGER_S3__…``): endpoint, region, credentials."""
     start_timeout_seconds: float = 120.0
     """How long a workload may take to answer its health check before the start fails."""
     health_failures: int = Field(default=3, ge=1)
@@ -137,6 +140,16 @@ class Settings(BaseSettings):
     def _gpu_list(cls, value: str) -> str:
         parse_gpu_list(value)  # raises ValueError naming the bad id
         return value.strip()
+
+    @property
+    def object_storage_credentials_missing(self) -> bool:
+        """An S3 endpoint without an access key, and no folder standing in: obs and
+        obsfs answer 6319 (no AK/SK) rather than 6324 (no object storage)."""
+        return (
+            self.object_storage_root is None
+            and self.s3.configured
+            and not self.s3.has_credentials
+        )
 
     @property
     def gpu_list(self) -> tuple[str, ...] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -520,3 +520,29 @@ def test_volume_size_message_carries_the_range(api: httpx.Client) -> None:
 def test_forbidden_character_is_named(api: httpx.Client) -> None:
     error = assert_error(api.post("", json=build(name="ab$c d")), "ModelArts.6334")
     assert "$" in error["error_message"]
+
+
+def test_s3_endpoint_without_a_key_6319(server_factory: Callable[..., ServerProcess]) -> None:
+    # An endpoint is configured, the access key is not: the contract's "no AK/SK".
+    server = server_factory(env={"DEMANAGER_S3__ENDPOINT_URL": "http://127.0.0.1:9"})
+    with client_for(server, project=uuid.uuid4().hex) as client:
+        body = build(**{"spec.storage": OBS_STORAGE})
+        assert_error(client.post("", json=body), "ModelArts.6319")
+        assert stored_count(client, ("0",)) == 0
+
+
+def test_the_s3_secret_never_reaches_the_log(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    secret = f"sk-{uuid.uuid4().hex}"
+    server = server_factory(
+        env={
+            "DEMANAGER_S3__ENDPOINT_URL": "http://127.0.0.1:9",
+            "DEMANAGER_S3__ACCESS_KEY_ID": "ak",
+            "DEMANAGER_S3__SECRET_ACCESS_KEY": secret,
+            "DEMANAGER_LOG_LEVEL": "debug",
+        }
+    )
+    with client_for(server, project=uuid.uuid4().hex) as client:
+        assert_error(client.post("", json=build(**{"spec.storage": OBS_STORAGE})), "ModelArts.6324")
+    assert secret not in server.log_path.read_text(encoding="utf-8")

@@ -80,6 +80,7 @@ async def _with_admin(data_dir: Path | None, work: Callable[[ProjectAdmin], Awai
             instance_quota=settings.instance_quota,
             min_auto_stop=settings.min_auto_stop_seconds,
             object_storage=settings.object_storage_root is not None,
+            object_storage_credentials_missing=settings.object_storage_credentials_missing,
         )
         admin = ProjectAdmin(
             projects=projects, service=service, clock=clock,

@@ -256,6 +256,7 @@ class Runtime:
             instance_quota=settings.instance_quota,
             min_auto_stop=settings.min_auto_stop_seconds,
             object_storage=settings.object_storage_root is not None,
+            object_storage_credentials_missing=settings.object_storage_credentials_missing,
         )
         return cls(
             settings=settings,

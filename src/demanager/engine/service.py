@@ -58,6 +58,7 @@ class InstanceService:
         instance_quota: int,
         min_auto_stop: int,
         object_storage: bool,
+        object_storage_credentials_missing: bool = False,
     ) -> None:
         self._repo = repository
         self._projects = projects
@@ -67,6 +68,7 @@ class InstanceService:
         self._default_quota = instance_quota
         self._min_auto_stop = min_auto_stop
         self._object_storage = object_storage
+        self._object_storage_credentials_missing = object_storage_credentials_missing
 
     @property
     def catalog(self) -> Catalog:
@@ -81,6 +83,7 @@ class InstanceService:
                 user_name=owner.user_name,
                 project_id=owner.project_id,
                 object_storage=self._object_storage,
+                object_storage_credentials_missing=self._object_storage_credentials_missing,
                 min_auto_stop=self._min_auto_stop,
             ),
         )

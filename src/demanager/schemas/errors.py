@@ -25,6 +25,8 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     e.PathRequired: (400, "ModelArts.6317"),
     e.PathNeedsSlash: (400, "ModelArts.6318"),
     e.PathIsBucketRoot: (400, "ModelArts.6358"),
+    e.ObjectStorageCredentialsMissing: (400, "ModelArts.6319"),
+    e.ObjectStorageAccessError: (400, "ModelArts.6320"),
     e.VolumeSizeOutOfRange: (400, "ModelArts.6331"),
     e.DurationRequired: (400, "ModelArts.6348"),
     e.DurationOutOfRange: (400, "ModelArts.6349"),
