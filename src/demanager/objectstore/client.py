@@ -1,0 +1,115 @@
+"""A small blocking S3 client on boto3; callers on the event loop run it in a thread.
+
+Every S3 fault a user can cause becomes ``ObjectStorageAccessError`` (6320) naming the
+bucket and the reason. The credentials appear in no message and no log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from demanager import errors
+from demanager.objectstore.options import S3Options
+from demanager.objectstore.paths import relative_key
+from demanager.objectstore.plan import RemoteEntry
+
+_REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}
+_MISSING_BUCKET = {"NoSuchBucket", "404"}
+
+
+def _reason(bucket: str, exc: Exception) -> errors.ObjectStorageAccessError:
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _MISSING_BUCKET:
+            return errors.ObjectStorageAccessError(f"the bucket '{bucket}' does not exist.")
+        if code in _REFUSED:
+            return errors.ObjectStorageAccessError(
+                f"access to the bucket '{bucket}' was refused (credentials or permission)."
+            )
+        return errors.ObjectStorageAccessError(f"the bucket '{bucket}' answered {code}.")
+    # Connection faults: say what failed, not the endpoint's internals.
+    return errors.ObjectStorageAccessError(
+        f"the object storage could not be reached for the bucket '{bucket}'."
+    )
+
+
+class ObjectStore:
+    def __init__(self, options: S3Options) -> None:
+        if not options.has_credentials:
+            raise errors.ObjectStorageCredentialsMissing()
+        assert options.secret_access_key is not None  # has_credentials says so
+        self._s3 = boto3.session.Session().client(
+            "s3",
+            endpoint_url=options.endpoint_url,
+            region_name=options.region,
+            aws_access_key_id=options.access_key_id,
+            aws_secret_access_key=options.secret_access_key.get_secret_value(),
+            config=Config(
+                s3={"addressing_style": options.addressing_style},
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+            ),
+        )
+
+    def check(self, bucket: str, prefix: str) -> None:
+        """Raise 6320 unless the bucket exists and these credentials may list the prefix."""
+        try:
+            self._s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except (ClientError, BotoCoreError) as exc:
+            raise _reason(bucket, exc) from None
+
+    def list(self, bucket: str, prefix: str) -> dict[str, RemoteEntry]:
+        """The files under ``prefix`` by relative path; keys no file can be made of
+        (folder markers, ``..``) are left out."""
+        found: dict[str, RemoteEntry] = {}
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    rel = relative_key(prefix, obj["Key"])
+                    if rel is not None:
+                        found[rel] = RemoteEntry(etag=obj["ETag"], size=obj["Size"])
+        except (ClientError, BotoCoreError) as exc:
+            raise _reason(bucket, exc) from None
+        return found
+
+    def download(self, bucket: str, key: str, target: Path) -> str:
+        """Write the object to ``target`` (through a temporary file); its ETag."""
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            head = self._s3.head_object(Bucket=bucket, Key=key)
+            self._s3.download_file(bucket, key, str(partial))
+        except (ClientError, BotoCoreError) as exc:
+            partial.unlink(missing_ok=True)
+            raise _reason(bucket, exc) from None
+        partial.replace(target)
+        return str(head["ETag"])
+
+    def upload(self, bucket: str, key: str, source: Path) -> str:
+        """Put the file at ``key``; the new object's ETag."""
+        try:
+            self._s3.upload_file(str(source), bucket, key)
+            return str(self._s3.head_object(Bucket=bucket, Key=key)["ETag"])
+        except (ClientError, BotoCoreError) as exc:
+            raise _reason(bucket, exc) from None
+
+    def copy(self, bucket: str, key: str, target_key: str) -> None:
+        try:
+            self._s3.copy_object(
+                Bucket=bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _reason(bucket, exc) from None
+
+    def delete(self, bucket: str, key: str) -> None:
+        try:
+            self._s3.delete_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise _reason(bucket, exc) from None
