@@ -191,10 +191,24 @@ def test_no_download_through_a_link_out_of_the_folder(
     outside = tmp_path / "outside"
     outside.mkdir()
     _put(s3, bucket, "work/evil/x.txt", b"x")
+    _put(s3, bucket, "work/evil/deeper/y.txt", b"y")
     sync, folder = _sync(store, bucket, tmp_path)
     (folder / "evil").symlink_to(outside)
     assert sync.down_blocking().downloaded == []
     assert list(outside.iterdir()) == []
+
+
+def test_a_name_both_file_and_folder_skips_one_and_syncs_the_rest(
+    store: ObjectStore, bucket: str, s3: S3Client, tmp_path: Path
+) -> None:
+    _put(s3, bucket, "work/a", b"file")
+    _put(s3, bucket, "work/a/b", b"inside")
+    _put(s3, bucket, "work/c", b"c")
+    sync, folder = _sync(store, bucket, tmp_path)
+    report = sync.down_blocking()
+    # Listing order puts "a" first: it becomes the file, "a/b" has nowhere to go.
+    assert report.downloaded == ["a", "c"]
+    assert (folder / "a").read_bytes() == b"file"
 
 
 def test_a_missing_bucket_is_6320(store: ObjectStore, tmp_path: Path) -> None:

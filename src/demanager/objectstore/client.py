@@ -17,6 +17,9 @@ from demanager.objectstore.options import S3Options
 from demanager.objectstore.paths import relative_key
 from demanager.objectstore.plan import RemoteEntry
 
+SINGLE_PUT_BYTES = 64 * 1024 * 1024
+"""Files up to this size are uploaded in one request, larger ones in parts."""
+
 _REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}
 _MISSING_BUCKET = {"NoSuchBucket", "404"}
 
@@ -95,6 +98,13 @@ class ObjectStore:
     def upload(self, bucket: str, key: str, source: Path) -> str:
         """Put the file at ``key``; the new object's ETag."""
         try:
+            if source.stat().st_size <= SINGLE_PUT_BYTES:
+                # The answer's ETag is this upload's own: a head afterwards could
+                # read another writer's object and record it as synced.
+                with source.open("rb") as body:
+                    return str(self._s3.put_object(Bucket=bucket, Key=key, Body=body)["ETag"])
+            # Large files go in parts; the head after it may, rarely, see a newer
+            # writer's object, which then merely counts as synced.
             self._s3.upload_file(str(source), bucket, key)
             return str(self._s3.head_object(Bucket=bucket, Key=key)["ETag"])
         except (ClientError, BotoCoreError) as exc:

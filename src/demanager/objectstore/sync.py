@@ -101,9 +101,20 @@ class FolderSync:
     def _local(self, rel: str) -> Path:
         return self._folder.joinpath(*rel.split("/"))
 
-    def _inside(self, directory: Path) -> bool:
-        # A notebook may plant a link to a host folder; the server must not write through it.
-        return directory.resolve().is_relative_to(self._folder.resolve())
+    def _placeable(self, target: Path) -> bool:
+        """Make the file's folder; False when that cannot be done safely: a link on the
+        way leads out of the folder (a notebook may plant one to a host folder, and the
+        server must not write through it), or a file or folder already holds the name
+        (a bucket may hold both ``a`` and ``a/b``)."""
+        # Checked before anything is made, so that no folder is made through a link.
+        parent = target.parent.resolve()
+        if not parent.is_relative_to(self._folder.resolve()):
+            return False
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            return False
+        return not target.is_dir()
 
     def down_blocking(self, stamp: str | None = None) -> SyncReport:
         manifest = load_manifest(self._manifest_path)
@@ -131,9 +142,8 @@ class FolderSync:
                 rel = action.path
                 if isinstance(action, Download):
                     target = self._local(rel)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    if not self._inside(target.parent):
-                        log.warning("not syncing %s: a link leads out of the folder", rel)
+                    if not self._placeable(target):
+                        log.warning("not syncing %s: it cannot be a file in the folder", rel)
                         continue
                     etag = self._store.download(bucket, self._key(rel), target)
                     st = target.stat()
