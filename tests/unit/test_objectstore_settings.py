@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from demanager.objectstore.options import S3Options
 from demanager.settings import Settings
 
 SECRET = "very-secret-sk"
@@ -46,3 +49,10 @@ def test_an_unknown_s3_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("DEMANAGER_S3__BUCKETT", "x")
     with pytest.raises(ValueError, match="buckett"):
         Settings()
+
+
+def test_every_s3_setting_is_documented() -> None:
+    docs = Path(__file__).parents[2] / "docs" / "reference" / "configuration.md"
+    text = docs.read_text(encoding="utf-8")
+    names = [f"`DEMANAGER_S3__{field.upper()}`" for field in S3Options.model_fields]
+    assert [name for name in names if name not in text] == []
