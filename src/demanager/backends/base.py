@@ -38,6 +38,7 @@ from demanager.domain.catalog import Flavor, Profile
 from demanager.domain.instance import Storage
 from demanager.domain.planning import Observation
 from demanager.errors import PermanentBackendError
+from demanager.objectstore.access import ObjectAccess
 
 
 class Handle(BaseModel):
@@ -76,6 +77,9 @@ class BackendContext:
     """``DEMANAGER_NODE_ID``: the name of the node local workloads run on, when set."""
     object_storage_root: Path | None = None
     """The folder standing in for object storage, when enabled."""
+    object_access: ObjectAccess | None = None
+    """How to reach a project's buckets over S3 (``objectstore/access.py``), when S3 is
+    configured; backends move the data themselves and never hand keys to a notebook."""
     instance_label: str = "demanager"
     """A name for this deployment, put on everything a backend creates, so two
     deployments sharing a Docker host or a cluster never touch each other's workloads."""
