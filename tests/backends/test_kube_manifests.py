@@ -319,6 +319,14 @@ def test_buckets_beside_an_evs_volume_and_the_sync_settings() -> None:
     assert "initContainers" not in _pod()["spec"]
 
 
+def test_a_pod_with_keys_shares_no_process_namespace() -> None:
+    spec = _bucket_spec(OBS)
+    with pytest.raises(ManifestError, match="process namespace"):
+        manifests.pod(spec, KubernetesRecipe(pod={"shareProcessNamespace": True}),
+                      KubernetesOptions(), deployment="d", owner=None, launched_at=1,
+                      syncs=_syncs(spec))
+
+
 def test_a_failed_sync_down_is_the_start_failure_with_its_last_line() -> None:
     pod = Pod.from_dict({"metadata": {"name": "p"}, "status": {
         "phase": "Failed",

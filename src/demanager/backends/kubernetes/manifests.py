@@ -526,6 +526,10 @@ def pod(
         "containers": [merge(container, recipe.container)],
     }
     if syncs:
+        if recipe.pod.get("shareProcessNamespace"):
+            # The notebook runs as the sync containers' user: it could read their keys.
+            raise ManifestError("launch.kubernetes.pod must not share the process namespace "
+                                "of a pod with object storage")
         pod_spec["volumes"] += sync_volumes(instance_id, syncs)
         pod_spec["initContainers"] = sync_containers(
             instance_id, syncs, options.sync_image or image, options, security
