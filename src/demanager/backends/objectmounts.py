@@ -51,6 +51,8 @@ from demanager.schemas.errors import lookup as error_code
 
 log = logging.getLogger(__name__)
 
+OBJECTS_DIR = "objects"
+"""In the data dir: the synced copies of the buckets, one folder per instance."""
 SYNC_DIR = ".sync"
 STATE_FILE = "state.json"
 FIRST_RETRY_SECONDS = 1.0
