@@ -415,12 +415,19 @@ def _own(folder: Path, owner: Account | None, *, read_only: bool) -> None:
     every write bit is off, which the same uid could put back (docs/security.md)."""
     if not read_only:
         folder.chmod(0o700)
-        if owner is not None:
+        if owner is not None and os.geteuid() != 0:
+            # A container's uid that is not the server's, which cannot give it files:
+            # the folder is opened to it instead (its parent stays the server's, 0700).
+            for path, is_dir in [(str(folder), True), *_walk(folder)]:
+                if not os.path.islink(path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chmod(path, 0o777 if is_dir else 0o666)
+        elif owner is not None:
             for path in [str(folder), *(p for p, _ in _walk(folder))]:
                 with contextlib.suppress(FileNotFoundError):
                     os.lchown(path, owner.uid, owner.gid)
         return
-    as_root = owner is not None
+    as_root = owner is not None and os.geteuid() == 0
     for path, is_dir in [(str(folder), True), *_walk(folder)]:
         if os.path.islink(path):
             continue
