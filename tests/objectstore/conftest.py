@@ -5,7 +5,6 @@ signed with the test's keys."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,15 +14,8 @@ from tests.s3server import MotoServer
 
 
 @pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer().start()
-    KEYS.update(access_key=server.access_key, secret_key=server.secret_key)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
 def s3_endpoint(moto: MotoServer) -> str:
+    KEYS.update(access_key=moto.access_key, secret_key=moto.secret_key)
     return moto.endpoint
 
 
