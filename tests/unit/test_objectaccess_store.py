@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from demanager import errors
 from demanager.objectstore.access import BucketLookup, ObjectAccess
 from demanager.objectstore.options import S3Options
+from demanager.schemas.errors import lookup
 from demanager.store.database import alembic_config, make_engine, make_sessionmaker, upgrade
 from demanager.store.objectaccess import (
     AccessListing,
@@ -138,6 +139,7 @@ async def test_keys_under_another_server_key_are_refused_clearly(
     with pytest.raises(errors.StorageKeysUnreadable) as refused:
         await other.lookup("p", "b-1")
     assert "cannot be decrypted with this server's key" in refused.value.message
+    assert lookup(refused.value) == (500, "ModelArts.6102")  # the caller cannot fix it
     assert (await other.list()).keys == [StoredKeys("p", "AK", 1, readable=False)]
     # The bucket's grant is still answered for a project without keys.
     assert await other.lookup("q", "b-1") == BucketLookup(None, None)
