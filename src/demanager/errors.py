@@ -46,7 +46,7 @@ is the single table that maps each class to an HTTP status and a
     ├── ProjectMismatch                                                (0210)
     ├── IdentityError                operator commands: UserExists, UnknownUser
     ├── StorageAdminError            operator commands (``demanager storage``): BucketTaken,
-    │   InvalidBucketName; StorageKeysUnreadable, also to a caller (6102, 500)
+    │   InvalidBucketName; StorageKeysUnreadable (a caller sees 6319, the log why)
     ├── Busy                         store contention, retry           (6101)
     ├── ConcurrentUpdate             an optimistic write lost its race; reload, retry
     ├── LeaseLost                    the engine no longer holds an instance: let go
@@ -386,8 +386,8 @@ class InvalidBucketName(StorageAdminError):
 
 
 class StorageKeysUnreadable(StorageAdminError):
-    """The server key changed since the project's keys were set: a caller cannot fix it,
-    so the API answers 500 and the log says why."""
+    """The server key changed since the project's keys were set: a caller cannot fix it;
+    to one the project has no usable keys (6319), and the log says why."""
 
     def __init__(self, project_id: str) -> None:
         super().__init__(

@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from demanager import errors
 from demanager.objectstore.access import BucketLookup, ObjectAccess
 from demanager.objectstore.options import S3Options
-from demanager.schemas.errors import lookup
 from demanager.store.database import alembic_config, make_engine, make_sessionmaker, upgrade
 from demanager.store.objectaccess import (
     AccessListing,
@@ -133,13 +132,17 @@ async def test_the_secret_is_stored_encrypted_and_never_logged(
 
 async def test_keys_under_another_server_key_are_refused_clearly(
     database: tuple[str, AsyncEngine], repo: ObjectAccessRepository,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await repo.set_keys("p", "AK", SecretStr(SECRET), now_ms=1)
     other = ObjectAccessRepository(make_sessionmaker(database[1]), b"another key")
     with pytest.raises(errors.StorageKeysUnreadable) as refused:
         await other.lookup("p", "b-1")
     assert "cannot be decrypted with this server's key" in refused.value.message
-    assert lookup(refused.value) == (500, "ModelArts.6102")  # the caller cannot fix it
+    # A caller sees a project without usable keys (6319); the log says why.
+    with pytest.raises(errors.ObjectStorageCredentialsMissing):
+        await ObjectAccess(S3Options(), other).options_for("p", "b-1")
+    assert "cannot be decrypted" in caplog.text
     assert (await other.list()).keys == [StoredKeys("p", "AK", 1, readable=False)]
     # The bucket's grant is still answered for a project without keys.
     assert await other.lookup("q", "b-1") == BucketLookup(None, None)

@@ -44,6 +44,7 @@ from demanager.store.database import make_engine, make_sessionmaker, upgrade
 from demanager.store.identity import IdentityRepository
 from demanager.store.instances import InstanceRepository
 from demanager.store.leases import LeaseRepository
+from demanager.store.objectaccess import ObjectAccessRepository
 from demanager.store.pools import PoolRepository
 from demanager.store.projects import ProjectRepository
 
@@ -110,12 +111,15 @@ def backend_context(
     )
 
 
-def object_access(settings: Settings) -> ObjectAccess | None:
+def object_access(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> ObjectAccess | None:
     """How to reach the projects' buckets, when S3 is configured: the deployment's
     section with the keys and grants the operator keeps in the database."""
     if not settings.s3.configured:
         return None
-    return ObjectAccess(settings.s3, None)
+    key = load_server_key(settings.data_dir, settings.secret_key)
+    return ObjectAccess(settings.s3, ObjectAccessRepository(sessions, key))
 
 
 def check_backend_settings(
@@ -244,7 +248,7 @@ class Runtime:
         loaded = load_catalog(settings.catalog_file)
         db = make_engine(settings.sqlalchemy_url)
         sessions = make_sessionmaker(db)
-        access = object_access(settings)
+        access = object_access(settings, sessions)
         context = backend_context(settings, access)
         backend = backend or load_backend(settings, loaded, context)
         # Every part reads pools through the catalog; the directory makes them live.
