@@ -12,9 +12,11 @@ import asyncio
 import json
 import logging
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from demanager.objectstore.client import ObjectStore
 from demanager.objectstore.paths import BucketPath
@@ -61,6 +63,31 @@ def scan(folder: Path) -> dict[str, LocalEntry]:
                 rel = path.relative_to(folder).as_posix()
                 found[rel] = LocalEntry(size=st.st_size, mtime_ns=st.st_mtime_ns)
     return found
+
+
+def open_inside(folder: Path, path: Path) -> BinaryIO | None:
+    """Open ``path`` for reading only if it is still a regular file inside ``folder``.
+
+    The folder belongs to a notebook that runs while the sync reads it, and may swap a
+    file, or a folder on its way, for a link after the scan: the server must never read
+    (and upload) a file of the host through it. The file is opened first, without
+    following a final link and without blocking on a FIFO; then the path the kernel
+    opened is checked against the folder."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if not stat.S_ISREG(st.st_mode) or not real.is_relative_to(folder.resolve()):
+            os.close(fd)
+            return None
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except OSError:
+        os.close(fd)
+        return None
 
 
 def load_manifest(path: Path) -> dict[str, SyncedEntry]:
@@ -150,9 +177,14 @@ class FolderSync:
                     manifest[rel] = SyncedEntry(etag, st.st_size, st.st_mtime_ns)
                     report.downloaded.append(rel)
                 elif isinstance(action, Upload):
-                    # Stat before the upload: a write during it shows as a change next time.
-                    st = self._local(rel).stat()
-                    etag = self._store.upload(bucket, self._key(rel), self._local(rel))
+                    opened = open_inside(self._folder, self._local(rel))
+                    if opened is None:
+                        log.warning("not syncing %s: it is no longer a file of the folder", rel)
+                        continue
+                    with opened as body:
+                        # Stat before the upload: a write during it is a change next time.
+                        st = os.fstat(body.fileno())
+                        etag = self._store.upload(bucket, self._key(rel), body, st.st_size)
                     manifest[rel] = SyncedEntry(etag, st.st_size, st.st_mtime_ns)
                     report.uploaded.append(rel)
                 elif isinstance(action, KeepLocalCopy):
