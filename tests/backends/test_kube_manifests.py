@@ -301,10 +301,11 @@ def test_the_storage_secret_holds_the_config_and_each_distinct_key_pair() -> Non
 
 def test_buckets_beside_an_evs_volume_and_the_sync_settings() -> None:
     spec = _bucket_spec(Storage("evs", Location(volume_size=5)), SCRATCH)
-    options = KubernetesOptions(sync_image="registry.example/sync:1", sync_every_seconds=5,
+    options = KubernetesOptions(sync_image="registry.example/sync:1",
                                 sync_grace_seconds=300, stop_timeout_seconds=20,
                                 sync_command=("sync-agent",))
-    pod = _bucket_pod(spec, options=options, owner=CLAIM)
+    often = _s3().model_copy(update={"sync_seconds": 5.0})
+    pod = _bucket_pod(spec, _syncs(spec, often), options=options, owner=CLAIM)
     assert pod["metadata"]["ownerReferences"][0]["uid"] == CLAIM.uid
     assert _container(pod)["volumeMounts"] == [
         {"name": "work", "mountPath": "/home/jovyan/work"},

@@ -151,8 +151,6 @@ class KubernetesOptions(Options):
         "/opt/demanager-sync/bin/python", "-m", "demanager.objectstore.agent",
     )
     """How the sync image runs the agent; ``down`` or ``run`` and their flags follow."""
-    sync_every_seconds: float = Field(default=30.0, gt=0)
-    """How often the sync container uploads the notebook's changes."""
     sync_grace_seconds: int = Field(default=60, ge=0)
     """Added to ``stop_timeout_seconds`` in the grace period of pods with buckets: the
     time the last upload gets once the notebook has stopped."""

@@ -49,7 +49,8 @@ from demanager.objectstore.sync import FolderSync
 log = logging.getLogger("demanager.sync")
 
 DEFAULT_EVERY = 30.0
-DEFAULT_MAX_BACKOFF = 300.0
+DEFAULT_MAX_BACKOFF = 60.0
+"""As the server's own sync of host folders retries: 1 s doubling to a minute."""
 FIRST_RETRY = 1.0
 FINAL_ATTEMPTS = 3
 """Tries of the last sync at shutdown: the grace period is short, so a brief outage is

@@ -396,8 +396,10 @@ def sync_containers(
     """The init container that fills the folders, then the sidecar that uploads."""
     secret = storage_secret_name(instance_id)
     down = _sync_container(SYNC_DOWN, ["down"], syncs, secret, image, options, security)
-    run = _sync_container(SYNC, ["run", "--every", f"{options.sync_every_seconds:g}"],
-                          syncs, secret, image, options, security)
+    # How often is the deployment's choice (DEMANAGER_S3__SYNC_SECONDS), as on every host.
+    every = f"{syncs[0].options.sync_seconds:g}"
+    run = _sync_container(SYNC, ["run", "--every", every], syncs, secret, image, options,
+                          security)
     # A restartable init container is a sidecar: it starts before the notebook and is
     # stopped after it, so that its last upload sees the notebook's last writes.
     run["restartPolicy"] = "Always"
