@@ -375,3 +375,23 @@ async def test_a_bucket_beside_the_volume_is_owned_by_the_claim_and_refusals_are
         await s3_backend.start(refused)
     assert denied.value.code == "ModelArts.6319", "neither project nor deployment keys"
     assert _objects(standin, refused.instance_id) == {}, "nothing is created"
+
+
+async def test_a_failed_first_sync_fails_the_start_with_the_agents_line(
+    standin: StandIn, s3_backend: KubernetesBackend
+) -> None:
+    spec = _spec(storage=Storage("obs", Location(path="/bucket-a/nb/")))
+    handle = await s3_backend.start(spec)
+    line = "demanager sync: OBS access error: the bucket 'bucket-a' does not exist."
+    # What the kubelet reports when the init container exits 1 (the stand-in runs none).
+    standin.store.update("pods", NS, handle.pod, lambda pod: pod["status"].update({
+        "phase": "Failed",
+        "initContainerStatuses": [{
+            "name": "sync-down", "image": "i", "imageID": "", "ready": False,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 1, "message": line}}}],
+    }))
+    seen = await _observe_until(s3_backend, spec.instance_id, handle,
+                                lambda seen: seen.failure is not None)
+    assert seen.failure is not None and seen.failure.code == "ModelArts.6320"
+    assert "does not exist" in seen.failure.message
+    await s3_backend.delete(spec.instance_id, handle, spec.storage)
