@@ -32,6 +32,7 @@ of several Kubernetes versions.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import posixpath
@@ -383,7 +384,7 @@ def _sync_container(
         "env": env,
         "volumeMounts": mounts,
         "resources": {"requests": dict(amounts), "limits": dict(amounts)},
-        "securityContext": dict(security),
+        "securityContext": copy.deepcopy(dict(security)),
         # A failed sync's one-line reason becomes the container's termination message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -499,7 +500,7 @@ def pod(
         "workingDir": recipe.work_dir,
         "volumeMounts": mounts,
         "resources": resources(spec.flavor.resources, options.gpu_resource),
-        "securityContext": dict(security),
+        "securityContext": copy.deepcopy(security),
         # The kubelet's view only (Service endpoints, kubectl); demanager itself asks
         # Jupyter's /api/status, which needs the token a probe here would not have.
         "readinessProbe": {
