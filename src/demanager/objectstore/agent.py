@@ -214,8 +214,8 @@ class Runner:
                 if attempt + 1 < FINAL_ATTEMPTS:
                     time.sleep(min(FIRST_RETRY * 2**attempt, self.max_backoff))
             else:
-                log.error("bucket '%s': the last sync failed; changes since the previous "
-                          "one stay only in the pod", mount.config.bucket)
+                log.error("bucket '%s': the last sync failed; what changed since the "
+                          "previous one goes with the pod", mount.config.bucket)
                 ok = False
         return ok
 
