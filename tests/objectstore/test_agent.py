@@ -164,3 +164,22 @@ def test_run_backs_off_while_the_store_is_away_and_says_when_it_is_back(
     assert runner._up(mount)
     assert any("is back" in r.getMessage() for r in caplog.records)
     assert mount.failures == 0 and "work/f.txt" in _keys(s3_endpoint, bucket)
+
+
+def test_a_last_sync_that_cannot_reach_the_store_says_so_and_fails(
+    bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, manifest = tmp_path / "work", tmp_path / "work.json"
+    folder.mkdir()
+    (folder / "f.txt").write_bytes(b"x")
+    away = ObjectStore(options(f"http://127.0.0.1:{_closed_port()}"))
+    mount = agent.Mount(
+        agent.MountConfig(name="work", bucket=bucket, prefix="work/", folder=folder,
+                          manifest=manifest),
+        FolderSync(away, BucketPath(bucket, "work/"), folder, manifest),
+    )
+    runner = agent.Runner([mount], every=30, max_backoff=0.1)
+    runner.stopping.set()
+    assert runner.run() is False
+    assert mount.failures == agent.FINAL_ATTEMPTS
+    assert any("last sync failed" in r.getMessage() for r in caplog.records)
