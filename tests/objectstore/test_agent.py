@@ -89,7 +89,10 @@ def test_down_then_run_moves_the_files_and_a_final_sync_follows_sigterm(
     running = subprocess.Popen(_agent("run", "--config", str(config), "--every", "600"),
                                env=_env(), stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # past the agent's start, so that SIGTERM meets its handler
+        assert running.stderr is not None
+        # Its first line comes once the signal handlers are in place.
+        first = running.stderr.readline()
+        assert "syncing 1 read-write mount(s)" in first, first
         (tmp_path / "work" / "new.txt").write_bytes(b"written in the notebook")
         (tmp_path / "data" / "scratch.txt").write_bytes(b"never uploaded")
         running.send_signal(signal.SIGTERM)
