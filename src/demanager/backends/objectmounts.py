@@ -204,7 +204,9 @@ class HostMounts:
 
     def _make_dirs(self, instance_id: str, owner: Account | None) -> None:
         top = self.instance_dir(instance_id)
-        self._root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self._root.mkdir(parents=True, exist_ok=True)
+        # Traversable by the instances' uids (whatever the umask), not listable.
+        self._root.chmod(0o711 if owner is not None else 0o700)
         top.mkdir(exist_ok=True)
         # As root: traversable by the instance's group only, so that no other instance's
         # uid reaches these folders even knowing their names.
