@@ -92,8 +92,8 @@ def test_the_store_goes_away_and_comes_back_while_a_notebook_runs(
         notebook.execute(_WRITE.format(path="during.txt", text="while the store was away"))
 
         def reported(words: str) -> bool:
-            view = api.get(f"/{instance_id}").json()
-            return any(words in r.get("message", "") for r in view.get("failed_reasons") or [])
+            reason = api.get(f"/{instance_id}").json()["spec"].get("failed_reasons") or {}
+            return words in reason.get("message", "")
 
         wait_until(lambda: reported("sync failing since"), "the outage is reported", 60)
         assert api.get(f"/{instance_id}").json()["status"] == "RUNNING", "the notebook runs on"
