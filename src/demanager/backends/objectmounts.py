@@ -20,6 +20,14 @@ instance's sync state. The server moves the data; no key ever reaches the notebo
 
 The state is on disk, so a restarted server goes on where the last one stopped: the
 loop resumes for adopted workloads, and a stop after a crash syncs what was written.
+
+Where the process backend has FUSE (``fusemounts.py``), an ``obsfs`` mount (a whole
+bucket) is no copy but an rclone mount on the same folder: ``prepare`` mounts it (read-only
+for ``ReadOnlyMany``), the loop leaves it alone, ``finish`` waits until rclone has
+uploaded what the notebook wrote and unmounts it (when the store is away, the mount stays
+and the loop unmounts it once the uploads are done), ``remove`` unmounts it before the
+folders go, and ``warning`` reports a mount whose rclone ended while the notebook runs.
+rclone runs in a session of its own: a restarted server finds it by the pid in the state.
 """
 
 from __future__ import annotations
@@ -33,11 +41,12 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from demanager import errors
+from demanager.backends import fusemounts
 from demanager.backends.base import LaunchSpec
 from demanager.backends.sandbox import Account
 from demanager.domain.instance import FailedReason
@@ -58,6 +67,9 @@ STATE_FILE = "state.json"
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 60.0
 ACCESS_CODE = "ModelArts.6320"
+FLUSH_SECONDS = 60.0
+"""How long a stop waits for rclone to upload what the notebook wrote; past it, the
+stop goes on and the loop unmounts once the uploads are done."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +94,13 @@ class _State:
     reason: str | None = None
     recovered: tuple[float, float] | None = None
     """The last outage the sync came through, for the warning that says so."""
+    stopped: bool = False
+    """The workload ended: the FUSE mounts go once their uploads are done."""
+    rclone: dict[str, int] = field(default_factory=dict)
+    """The pid of the rclone serving each FUSE mount (by mount name), while mounted."""
 
-    def bucket_mounts(self) -> list[BucketMount]:
+    def bucket_mounts(self, *, fuse: bool | None = None) -> list[BucketMount]:
+        """Every mount; with ``fuse``, only the FUSE mounts (True) or the copies (False)."""
         return [
             BucketMount(
                 name=str(m["name"]),
@@ -92,16 +109,18 @@ class _State:
                 read_only=bool(m["read_only"]),
             )
             for m in self.mounts
+            if fuse is None or bool(m.get("fuse")) == fuse
         ]
 
 
-def _describe(mount: BucketMount) -> dict[str, object]:
+def _describe(mount: BucketMount, *, fuse: bool) -> dict[str, object]:
     return {
         "name": mount.name,
         "bucket": mount.where.bucket,
         "prefix": mount.where.prefix,
         "mount_path": mount.mount_path,
         "read_only": mount.read_only,
+        "fuse": fuse,
     }
 
 
@@ -119,6 +138,19 @@ class HostMounts:
         self._delay: dict[str, float] = {}
         self._stores: dict[tuple[str | None, str | None, str], ObjectStore] = {}
         self._task: asyncio.Task[None] | None = None
+        self._rclone: fusemounts.Rclone | None = None
+
+    @property
+    def deployment(self) -> S3Options:
+        return self._access.deployment
+
+    def use_fuse(self, rclone: str | None) -> None:
+        """Mount ``obsfs`` buckets with this rclone from now on (None: synced copies).
+        Only a backend whose workloads run on this host as their own uid asks for it."""
+        self._rclone = fusemounts.Rclone(rclone) if rclone else None
+
+    def _fused(self, mount: BucketMount, owner: Account | None) -> bool:
+        return self._rclone is not None and owner is not None and mount.whole_bucket
 
     # --- paths and state --------------------------------------------------------------
 
@@ -183,22 +215,41 @@ class HostMounts:
             return []
         instance_id = spec.instance_id
         try:
-            stores = [
-                self._store(await self._access.options_for(spec.project_id, m.where.bucket))
-                for m in mounts
+            options = [
+                await self._access.options_for(spec.project_id, m.where.bucket) for m in mounts
             ]
         except (errors.ObjectStorageAccessError, errors.ObjectStorageCredentialsMissing) as exc:
             raise _start_failure(exc) from exc
+        fused = {m.name for m in mounts if self._fused(m, owner)}
+        copies = [(m, self._store(o)) for m, o in zip(mounts, options, strict=True)
+                  if m.name not in fused]
         async with self._lock(instance_id):
             await asyncio.to_thread(self._make_dirs, instance_id, owner)
             state = self._load(instance_id) or _State(spec.project_id, [])
-            state.project_id, state.mounts = spec.project_id, [_describe(m) for m in mounts]
-            state.active, state.remove = True, False
+            # Mounts that a stop left up (uploads pending) or a crash left behind: the
+            # next rclone uploads what this one had not, from the same cache.
+            await asyncio.to_thread(self._unmount_all, instance_id, state)
+            state.project_id = spec.project_id
+            state.mounts = [_describe(m, fuse=m.name in fused) for m in mounts]
+            state.active, state.remove, state.stopped = True, False, False
             self._save(instance_id, state)
             try:
-                await asyncio.to_thread(self._down, instance_id, mounts, stores, owner)
+                await asyncio.to_thread(
+                    self._down, instance_id, [m for m, _ in copies], [s for _, s in copies], owner
+                )
+                for mount, option in zip(mounts, options, strict=True):
+                    if mount.name in fused:
+                        assert owner is not None
+                        state.rclone[mount.name] = await asyncio.to_thread(
+                            self._mount, instance_id, mount, option, owner
+                        )
+                        self._save(instance_id, state)
             except errors.ObjectStorageAccessError as exc:
+                await asyncio.to_thread(self._unmount_all, instance_id, state)
                 raise _start_failure(exc) from exc
+            except fusemounts.MountFailed as exc:
+                await asyncio.to_thread(self._unmount_all, instance_id, state)
+                raise errors.PermanentBackendError(str(exc), ACCESS_CODE) from exc
         self._ensure_running()
         return [Prepared(m, self.instance_dir(instance_id) / m.name) for m in mounts]
 
@@ -239,6 +290,104 @@ class HostMounts:
                     len(report.downloaded), len(report.kept_copies),
                 )
 
+    def _mount(
+        self, instance_id: str, mount: BucketMount, options: S3Options, owner: Account
+    ) -> int:
+        """Mount the whole bucket on its folder; the pid of its rclone."""
+        store = self._store(options)
+        # rclone mounts a bucket it cannot read and fails each access later: checking
+        # first fails the start with the contract's reason instead.
+        store.check(mount.where.bucket, "")
+        folder = self.instance_dir(instance_id) / mount.name
+        with self._host_lock(instance_id):
+            self._retire_copy(instance_id, mount, store)
+            folder.mkdir(mode=0o700, exist_ok=True)
+            folder.chmod(0o700)  # unmounted, closed to the instance
+            request = fusemounts.MountRequest(
+                bucket=mount.where.bucket,
+                folder=folder,
+                state_dir=self._sync_dir(instance_id),
+                read_only=mount.read_only,
+                owner=owner,
+                options=options,
+            )
+            assert self._rclone is not None
+            try:
+                pid = self._rclone.mount(request)
+            except fusemounts.MountFailed as exc:
+                raise fusemounts.MountFailed(
+                    f"OBS access error: the bucket '{mount.where.bucket}' cannot be mounted: {exc}"
+                ) from None
+        log.info(
+            "%s: %s mounted from %s by rclone %d%s",
+            instance_id, mount.name, mount.where.bucket, pid,
+            " (read-only)" if mount.read_only else "",
+        )
+        return pid
+
+    def _retire_copy(self, instance_id: str, mount: BucketMount, store: ObjectStore) -> None:
+        """A synced copy of the bucket made before FUSE was in use: its changes go up,
+        then it goes, for the mount to take its place."""
+        folder = self.instance_dir(instance_id) / mount.name
+        manifest = self._sync_dir(instance_id) / f"{mount.name}.json"
+        if not manifest.exists() or fusemounts.mounted_under(folder):
+            return
+        if not mount.read_only:
+            self._folder_sync(instance_id, mount, store).up_blocking()
+        shutil.rmtree(folder, ignore_errors=True)
+        manifest.unlink()
+
+    def _unmount_all(self, instance_id: str, state: _State) -> None:
+        """Unmount every FUSE mount of the instance, uploaded or not (what is not stays in
+        rclone's cache)."""
+        folders = {name: self.instance_dir(instance_id) / name for name in state.rclone}
+        for name, pid in sorted(state.rclone.items()):
+            fusemounts.unmount(folders[name], pid)
+        for stale in fusemounts.mounted_under(self.instance_dir(instance_id)):
+            fusemounts.unmount(stale, None)
+        if state.rclone:
+            state.rclone = {}
+            self._save(instance_id, state)
+
+    def _release(self, instance_id: str, state: _State) -> None:
+        """Unmount the FUSE mounts that hold nothing rclone has still to upload. Raises
+        ``ObjectStorageAccessError`` naming what is pending (the mounts stay)."""
+        waiting = []
+        for mount in state.bucket_mounts(fuse=True):
+            pid = state.rclone.get(mount.name)
+            if pid is None:
+                continue
+            folder = self.instance_dir(instance_id) / mount.name
+            cache = self._cache_dir(instance_id, mount)
+            left = [] if mount.read_only else fusemounts.pending(cache)
+            if left and fusemounts.running(folder, pid):
+                waiting.append(f"{len(left)} files for the bucket '{mount.where.bucket}'")
+                continue
+            if left:
+                log.error(
+                    "%s: the rclone of %s ended with %d files not uploaded; they are "
+                    "uploaded at the next start", instance_id, mount.name, len(left),
+                )
+            fusemounts.unmount(folder, pid)
+            del state.rclone[mount.name]
+            self._save(instance_id, state)
+        if waiting:
+            raise errors.ObjectStorageAccessError(
+                f"rclone has not uploaded {', '.join(waiting)} yet."
+            )
+
+    def _pending(self, instance_id: str, state: _State) -> bool:
+        """Whether a running rclone of the instance has files still to upload."""
+        return any(
+            fusemounts.pending(self._cache_dir(instance_id, m))
+            and fusemounts.running(self.instance_dir(instance_id) / m.name, state.rclone[m.name])
+            for m in state.bucket_mounts(fuse=True)
+            if not m.read_only and m.name in state.rclone
+        )
+
+    def _cache_dir(self, instance_id: str, mount: BucketMount) -> Path:
+        return fusemounts.MountRequest.cache_dir_of(self._sync_dir(instance_id), mount.name)
+
     # --- while running and after ------------------------------------------------------
 
     async def sync_up(self, instance_id: str) -> bool:
@@ -250,12 +399,14 @@ class HostMounts:
                 return True
             now = time.time()
             try:
-                mounts = [m for m in state.bucket_mounts() if not m.read_only]
+                mounts = [m for m in state.bucket_mounts(fuse=False) if not m.read_only]
                 stores = [
                     self._store(await self._access.options_for(state.project_id, m.where.bucket))
                     for m in mounts
                 ]
                 await asyncio.to_thread(self._up, instance_id, mounts, stores)
+                if state.stopped and state.rclone:
+                    await asyncio.to_thread(self._release, instance_id, state)
             except (errors.ObjectStorageAccessError, errors.ObjectStorageCredentialsMissing) as exc:
                 if state.failing_since is None:
                     log.warning(
@@ -294,10 +445,17 @@ class HostMounts:
                     )
 
     async def finish(self, instance_id: str) -> None:
-        """At stop, once the workload is gone: the last sync. On failure the folder stays
-        active and the loop retries; the stop goes on."""
-        if self._load(instance_id) is None:
+        """At stop, once the workload is gone: the last sync, and the FUSE mounts go once
+        rclone has uploaded what was written (``FLUSH_SECONDS`` at most). On failure the
+        folder stays active and the loop retries; the stop goes on."""
+        if not await self._mark_stopped(instance_id):
             return
+        deadline = time.monotonic() + FLUSH_SECONDS
+        while time.monotonic() < deadline:
+            state = self._load(instance_id)
+            if state is None or not await asyncio.to_thread(self._pending, instance_id, state):
+                break
+            await asyncio.sleep(0.2)
         if await self.sync_up(instance_id):
             async with self._lock(instance_id):
                 state = self._load(instance_id)
@@ -305,13 +463,22 @@ class HostMounts:
                     state.active = False
                     self._save(instance_id, state)
 
+    async def _mark_stopped(self, instance_id: str) -> bool:
+        async with self._lock(instance_id):
+            state = self._load(instance_id)
+            if state is None:
+                return False
+            state.stopped = True
+            self._save(instance_id, state)
+            return True
+
     async def remove(self, instance_id: str) -> None:
         """At delete: sync up, then remove the folders; kept until a sync succeeds."""
         state = self._load(instance_id)
         if state is None:
-            await asyncio.to_thread(shutil.rmtree, self.instance_dir(instance_id), True)
+            await asyncio.to_thread(self._remove_folders, instance_id)
             return
-        state.remove, state.active = True, True
+        state.remove, state.active, state.stopped = True, True, True
         self._save(instance_id, state)
         if await self.sync_up(instance_id):
             await self._drop(instance_id)
@@ -320,17 +487,36 @@ class HostMounts:
 
     async def _drop(self, instance_id: str) -> None:
         async with self._lock(instance_id):
-            await asyncio.to_thread(shutil.rmtree, self.instance_dir(instance_id), True)
+            await asyncio.to_thread(self._remove_folders, instance_id)
         self._locks.pop(instance_id, None)
         self._next_try.pop(instance_id, None)
         self._delay.pop(instance_id, None)
 
+    def _remove_folders(self, instance_id: str) -> None:
+        """Remove the instance's folders, never a bucket: whatever is still mounted there
+        is unmounted first, and nothing is removed while a mount stays."""
+        top = self.instance_dir(instance_id)
+        state = self._load(instance_id)
+        if state is not None:
+            self._unmount_all(instance_id, state)
+        else:
+            for stale in fusemounts.mounted_under(top):
+                fusemounts.unmount(stale, None)
+        left = fusemounts.mounted_under(top)
+        if left:
+            log.error("%s: %s is still mounted; its folders are kept", instance_id, left[0])
+            return
+        shutil.rmtree(top, ignore_errors=True)
+
     def warning(self, instance_id: str) -> FailedReason | None:
-        """What the notebook's user should know about the sync: an outage going on, or
-        the last one it came through."""
+        """What the notebook's user should know about its buckets: a mount whose rclone
+        ended, a sync outage going on, or the last one it came through."""
         state = self._load(instance_id)
         if state is None:
             return None
+        gone = None if state.stopped else self._ended_mount(instance_id, state)
+        if gone is not None:
+            return gone
         if state.failing_since is not None:
             return FailedReason(
                 ACCESS_CODE,
@@ -344,6 +530,21 @@ class HostMounts:
                 ACCESS_CODE,
                 f"Object storage was unreachable from {_clock_text(began)} to "
                 f"{_clock_text(ended)}; the changes made meanwhile are synced.",
+            )
+        return None
+
+    def _ended_mount(self, instance_id: str, state: _State) -> FailedReason | None:
+        for mount in state.bucket_mounts(fuse=True):
+            pid = state.rclone.get(mount.name)
+            folder = self.instance_dir(instance_id) / mount.name
+            if pid is None or fusemounts.running(folder, pid):
+                continue
+            said = fusemounts.last_words(self._sync_dir(instance_id), mount.name)
+            return FailedReason(
+                ACCESS_CODE,
+                f"The mount of the bucket '{mount.where.bucket}' at {mount.mount_path} ended"
+                f"{f' ({said})' if said else ''}. Restart the notebook to mount it again; "
+                "what was written there and not uploaded yet is uploaded then.",
             )
         return None
 
@@ -383,8 +584,20 @@ class HostMounts:
                 continue
             if now < self._next_try.setdefault(entry, now + self._interval):
                 continue
-            if await self.sync_up(entry) and state.remove:
+            if not await self.sync_up(entry):
+                continue
+            if state.remove:
                 await self._drop(entry)
+            elif state.stopped:
+                await self._settled(entry)
+
+    async def _settled(self, instance_id: str) -> None:
+        """A stopped instance whose last sync (and uploads) went through: inactive."""
+        async with self._lock(instance_id):
+            state = self._load(instance_id)
+            if state is not None and state.stopped and not state.rclone:
+                state.active = False
+                self._save(instance_id, state)
 
 
 def _start_failure(exc: errors.DemanagerError) -> errors.PermanentBackendError:

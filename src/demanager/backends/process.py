@@ -51,7 +51,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from demanager.backends import cgroups, jupyter, sandbox
+from demanager.backends import cgroups, fusemounts, jupyter, sandbox
 from demanager.backends.base import BackendContext, Handle, LaunchSpec, recipe_of
 from demanager.backends.node import start_ticks, this_node
 from demanager.backends.options import ProcessOptions, ProcessRecipe
@@ -135,6 +135,12 @@ class ProcessBackend:
                 "volumes included; see docs/security.md",
                 os.geteuid(),
             )
+        self.obsfs: fusemounts.FuseChoice | None = None
+        """How ``obsfs`` buckets reach the notebooks (S3 configured): FUSE or copies."""
+        if self._mounts is not None:
+            self.obsfs = fusemounts.choose(self._mounts.deployment)
+            self._mounts.use_fuse(self.obsfs.rclone)
+            log.info("obsfs buckets: %s", self.obsfs.why)
         self._cgroups = cgroups.detect()
         if self._cgroups is None:
             log.warning(

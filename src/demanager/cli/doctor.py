@@ -70,6 +70,7 @@ async def _diagnose(data_dir: Path | None, backend: str | None, catalog_file: Pa
     _say(OK, f"catalog: {len(catalog.profiles)} profiles, {len(catalog.flavors)} flavors")
     problems = await _database(settings.sqlalchemy_url)
     _host(settings, catalog)
+    problems += _obsfs(settings)
     try:
         built = await asyncio.to_thread(load_backend, settings, catalog)
     except (UnknownBackend, CatalogError) as exc:
@@ -143,6 +144,21 @@ def _host(settings: Settings, catalog: Catalog) -> None:
     )
     if never:
         _say(OK, f"host {inventory.host}: sold out for good here: {', '.join(never)}")
+
+
+def _obsfs(settings: Settings) -> int:
+    """How the process backend gives notebooks whole buckets (obsfs), and why."""
+    from demanager.backends.fusemounts import FuseUnavailable, choose
+
+    if settings.backend != "process" or not settings.s3.configured:
+        return 0
+    try:
+        choice = choose(settings.s3)
+    except FuseUnavailable as exc:
+        _say(PROBLEM, f"obsfs buckets: {exc}")
+        return 1
+    _say(OK, f"obsfs buckets: {choice.why}")
+    return 0
 
 
 def _images(catalog: Catalog, backend: Backend) -> list[str]:

@@ -105,6 +105,7 @@ def _preflight(settings: Settings) -> None:
     traceback from inside the server's start (``demanager doctor`` says more)."""
     from pydantic import ValidationError
 
+    from demanager.backends.fusemounts import FuseUnavailable, choose
     from demanager.catalog import load_catalog
     from demanager.domain.catalog import CatalogError
     from demanager.engine.runtime import UnknownBackend, backend_class, check_backend_settings
@@ -112,7 +113,9 @@ def _preflight(settings: Settings) -> None:
     try:
         catalog = load_catalog(settings.catalog_file)
         check_backend_settings(backend_class(settings.backend), settings, catalog)
-    except (UnknownBackend, CatalogError, ValidationError, OSError) as exc:
+        if settings.backend == "process" and settings.s3.configured:
+            choose(settings.s3)
+    except (UnknownBackend, CatalogError, ValidationError, OSError, FuseUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 

@@ -34,6 +34,12 @@ class BucketMount:
     def is_work_dir(self) -> bool:
         return self.mount_path == WORK_DIR
 
+    @property
+    def whole_bucket(self) -> bool:
+        """An ``obsfs`` mount (a parallel file system): the bucket itself, not a folder of
+        it, which a file-system mount can serve."""
+        return self.where.prefix == ""
+
 
 def _mount(name: str, storage: Storage) -> BucketMount:
     location = storage.location

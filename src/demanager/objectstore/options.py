@@ -25,6 +25,14 @@ class S3Options(BaseModel):
 
     sync_seconds: float = Field(default=30.0, gt=0)
     """How often a running notebook's read-write buckets are synced up (and at stop)."""
+    obsfs_mount: Literal["auto", "fuse", "sync"] = "auto"
+    """How the process backend gives a notebook a whole bucket (``obsfs``): ``fuse``, a
+    FUSE mount by rclone (the server refuses to start when it cannot make one); ``sync``,
+    a synced copy; ``auto``, FUSE where it is usable (root, rclone, fusermount, /dev/fuse),
+    else the synced copy."""
+    rclone: str = "rclone"
+    """The rclone executable that makes the FUSE mounts: a name looked up on PATH, or a
+    path."""
 
     @property
     def configured(self) -> bool:

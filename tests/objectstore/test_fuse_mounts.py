@@ -1,0 +1,199 @@
+"""Whole buckets (obsfs) as real FUSE mounts (``backends/fusemounts.py`` through
+``HostMounts``): real rclone, real /dev/fuse, a real S3 server (moto on loopback), and
+the reads and writes done by another uid, as a notebook's would be."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from demanager import errors
+from demanager.backends import fusemounts
+from demanager.backends.objectmounts import HostMounts, Prepared
+from demanager.backends.sandbox import Account
+from demanager.objectstore.options import S3Options
+from tests.objectstore.test_host_mounts import PROJECT, Grants, _access, _obsfs, _spec
+from tests.s3server import MotoServer
+from tests.server import notebook_python, traversable_dir
+
+NOTEBOOK = Account("nobody", 65534, 65534)
+"""The instance's uid stand-in: the reads and writes are done as it."""
+STRANGER = 65533
+"""Another instance's uid."""
+
+
+def _fuse() -> str:
+    """The rclone to mount with; skips the module where FUSE mounts cannot be made."""
+    try:
+        choice = fusemounts.choose(S3Options(obsfs_mount="fuse"))
+    except fusemounts.FuseUnavailable as exc:
+        pytest.skip(f"no FUSE mounts here: {exc}")
+    assert choice.rclone is not None
+    return choice.rclone
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    path = traversable_dir("demanager-fuse-")
+    try:
+        yield path / "objects"
+    finally:
+        left = fusemounts.mounted_under(path)
+        for mount in left:
+            subprocess.run(["fusermount3", "-u", "-z", str(mount)], check=False)
+        shutil.rmtree(path, ignore_errors=True)
+        assert left == [], "a test left a mount behind"
+
+
+def _mounts(moto: MotoServer, root: Path, *buckets: str) -> HostMounts:
+    mounts = HostMounts(root, _access(moto, moto.endpoint, Grants(**dict.fromkeys(buckets,
+                                                                                 PROJECT))))
+    mounts.use_fuse(_fuse())
+    return mounts
+
+
+def _as(uid: int, gid: int, code: str) -> str:
+    """Run ``code`` as ``uid``; what it prints (the outcome, or the error's name)."""
+    done = subprocess.run(
+        [str(notebook_python() or "/usr/bin/python3"), "-I", "-S", "-c", code],
+        user=uid, group=gid, extra_groups=[], capture_output=True, text=True, timeout=60,
+        cwd="/", check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _write(path: Path, text: str) -> str:
+    return (
+        "try:\n"
+        f"    open({str(path)!r}, 'w').write({text!r})\n"
+        "    print('written')\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+
+
+def _read(path: Path) -> str:
+    return (
+        "try:\n"
+        f"    print(open({str(path)!r}).read())\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+
+
+def _rclones(folder: Path) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"])
+            if p.info["cmdline"] and str(folder) in p.info["cmdline"]]
+
+
+def test_read_only_and_read_write_buckets_are_mounts(
+    moto: MotoServer, root: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("FUSE mounts are made as root only")
+    shared, results = moto.new_bucket("ro"), moto.new_bucket("rw")
+    s3 = moto.client()
+    s3.put_object(Bucket=shared, Key="ref/data.csv", Body=b"a,b")
+    mounts = _mounts(moto, root, shared, results)
+    spec = _spec(_obsfs(shared, "ref", "ReadOnlyMany"), _obsfs(results, "out", "ReadWriteMany"))
+
+    async def scenario() -> None:
+        prepared = await _by_path(mounts.prepare(spec, NOTEBOOK))
+        ref, out = prepared["ref"], prepared["out"]
+        assert os.path.ismount(ref) and os.path.ismount(out)
+        uid, gid = NOTEBOOK.uid, NOTEBOOK.gid
+        assert _as(uid, gid, _read(ref / "ref" / "data.csv")) == "a,b"
+        assert _as(uid, gid, _write(ref / "new.csv", "no")) in ("PermissionError", "OSError")
+        assert _as(uid, gid, _write(ref / "ref" / "data.csv", "no")) in (
+            "PermissionError", "OSError")
+        assert _as(uid, gid, _write(out / "result.txt", "42")) == "written"
+        # Another instance's uid reaches neither mount.
+        assert _as(STRANGER, STRANGER, _read(out / "result.txt")) == "PermissionError"
+        assert _as(STRANGER, STRANGER, _read(ref / "ref" / "data.csv")) == "PermissionError"
+        # The keys are in no command line (which every user may read).
+        for folder in (ref, out):
+            found = _rclones(folder)
+            assert len(found) == 1, found
+            argv = " ".join(found[0].cmdline())
+            assert moto.secret_key not in argv and moto.access_key not in argv
+        assert mounts.warning(spec.instance_id) is None
+        await mounts.finish(spec.instance_id)
+        assert not fusemounts.mounted_under(mounts.instance_dir(spec.instance_id))
+        assert not _rclones(out), "rclone exits with its unmount"
+        await mounts.remove(spec.instance_id)
+        assert not mounts.instance_dir(spec.instance_id).exists()
+
+    asyncio.run(scenario())
+    # Written, uploaded at the stop; and the delete removed folders, never the buckets.
+    assert s3.get_object(Bucket=results, Key="result.txt")["Body"].read() == b"42"
+    assert s3.get_object(Bucket=shared, Key="ref/data.csv")["Body"].read() == b"a,b"
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=shared)["Contents"]} == {"ref/data.csv"}
+
+
+def test_a_missing_bucket_fails_the_start_and_leaves_no_mount(
+    moto: MotoServer, root: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("FUSE mounts are made as root only")
+    present = moto.new_bucket("rw")
+    mounts = _mounts(moto, root, present, "no-such-bucket")
+    spec = _spec(_obsfs(present, "out", "ReadWriteMany"),
+                 _obsfs("no-such-bucket", "gone", "ReadOnlyMany"))
+    with pytest.raises(errors.PermanentBackendError) as failed:
+        asyncio.run(mounts.prepare(spec, NOTEBOOK))
+    assert failed.value.code == "ModelArts.6320"
+    assert "no-such-bucket" in failed.value.message
+    assert fusemounts.mounted_under(root) == []
+    asyncio.run(mounts.remove(spec.instance_id))
+
+
+def test_a_restarted_server_adopts_the_mounts_and_reports_one_that_ended(
+    moto: MotoServer, root: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("FUSE mounts are made as root only")
+    bucket = moto.new_bucket("rw")
+    spec = _spec(_obsfs(bucket, "out", "ReadWriteMany"), _obsfs(bucket, "again", "ReadOnlyMany"))
+
+    async def scenario() -> None:
+        first = _mounts(moto, root, bucket)
+        prepared = await _by_path(first.prepare(spec, NOTEBOOK))
+        # A new server on the same data dir: the mounts live on, and it can end them.
+        second = _mounts(moto, root, bucket)
+        assert second.warning(spec.instance_id) is None
+        assert _as(NOTEBOOK.uid, NOTEBOOK.gid, _write(prepared["out"] / "a.txt", "a")) == (
+            "written")
+        for rclone in _rclones(prepared["again"]):
+            rclone.send_signal(signal.SIGKILL)
+        await _until(lambda: second.warning(spec.instance_id) is not None)
+        ended = second.warning(spec.instance_id)
+        assert ended is not None and bucket in ended.message and "/again" in ended.message
+        await second.finish(spec.instance_id)
+        assert fusemounts.mounted_under(root) == []
+        await second.remove(spec.instance_id)
+
+    asyncio.run(scenario())
+    assert moto.client().get_object(Bucket=bucket, Key="a.txt")["Body"].read() == b"a"
+
+
+async def _by_path(preparing: Awaitable[list[Prepared]]) -> dict[str, Path]:
+    """The prepared folders by the last part of their mount path."""
+    return {p.mount.mount_path.rsplit("/", 1)[1]: p.folder for p in await preparing}
+
+
+async def _until(predicate: object, timeout: float = 20.0) -> None:
+    assert callable(predicate)
+    for _ in range(int(timeout / 0.1)):
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("timed out")
