@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from demanager.backends.fusemounts import FuseUnavailable, choose
+from demanager.objectstore.options import S3Options
 from tests.backends.conformance.harness import CATALOG, FLAVOR, PROFILE, Harness
 from tests.conftest import s3_env
 from tests.e2e.jupyter import Notebook
@@ -51,15 +53,21 @@ os.remove({path!r})
 
 
 @pytest.fixture
-def server(harness: Harness, moto: MotoServer) -> Iterator[ServerProcess]:
+def server(
+    request: pytest.FixtureRequest, harness: Harness, moto: MotoServer
+) -> Iterator[ServerProcess]:
+    """The server; parametrized indirectly with a ``DEMANAGER_S3__OBSFS_MOUNT`` value."""
     if harness.no_synced_buckets:
         pytest.skip(harness.no_synced_buckets)
+    mode = getattr(request, "param", "auto")
+    if mode != "auto" and harness.backend != "process":
+        pytest.skip("obsfs buckets are FUSE mounts on the process backend only")
     started = ServerProcess(
         harness.workdir / "storage-server",
         backend=harness.backend,
         env={
             **harness.env(),
-            **s3_env(moto, DEMANAGER_S3__SYNC_SECONDS="3600"),
+            **s3_env(moto, DEMANAGER_S3__SYNC_SECONDS="3600", DEMANAGER_S3__OBSFS_MOUNT=mode),
             "DEMANAGER_CATALOG_FILE": str(CATALOG),
         },
     )
@@ -136,8 +144,25 @@ def test_obs_round_trip(harness: Harness, server: ServerProcess, moto: MotoServe
     assert _body_of(s3, bucket, "data/in.txt") == b"from the bucket", "delete keeps the bucket"
 
 
+def _fuse_mounts(instance_id: str) -> list[str]:
+    """The FUSE mounts of the instance on this host."""
+    with open("/proc/self/mounts", encoding="utf-8") as table:
+        return [line for line in table if "fuse" in line.split(" ")[2] and instance_id in line]
+
+
+def _fuse_expected(harness: Harness, mode: str) -> bool:
+    """Whether the server mounts obsfs buckets with FUSE here (the same test as its own)."""
+    if harness.backend != "process" or mode == "sync":
+        return False
+    try:
+        return choose(S3Options(obsfs_mount="fuse")).rclone is not None
+    except FuseUnavailable:
+        return False
+
+
+@pytest.mark.parametrize("server", ["auto", "sync"], indirect=True)
 def test_read_only_and_read_write_mounts(
-    harness: Harness, server: ServerProcess, moto: MotoServer
+    request: pytest.FixtureRequest, harness: Harness, server: ServerProcess, moto: MotoServer
 ) -> None:
     s3 = moto.client()
     shared, results = moto.new_bucket("ro"), moto.new_bucket("rw")
@@ -157,6 +182,8 @@ def test_read_only_and_read_write_mounts(
         },
     }
     instance_id, view = _create(server, body)
+    fuse = _fuse_expected(harness, request.node.callspec.params["server"])
+    assert len(_fuse_mounts(instance_id)) == (2 if fuse else 0)
     with Notebook(view["spec"]["annotations"]["url"], server.token) as nb:
         assert _run(nb, _READ.format(path="ref/ref.csv")) == "a,b"
         refused = _run(nb, _WRITE.format(path="ref/new.csv", text="no"))
@@ -165,6 +192,7 @@ def test_read_only_and_read_write_mounts(
         assert overwrite in ("PermissionError", "OSError"), overwrite
         assert _run(nb, _WRITE.format(path="out/result.txt", text="42")) == "written"
     _act(server, instance_id, "stop", "STOPPED")
+    assert _fuse_mounts(instance_id) == []
     assert _body_of(s3, results, "result.txt") == b"42"
     assert _keys(s3, shared) == {"ref.csv"}
     assert _body_of(s3, shared, "ref.csv") == b"a,b"
