@@ -107,3 +107,22 @@ def test_a_backend_section_merges_the_config_file_under_the_environment(
     monkeypatch.setenv("DEMANAGER_DOCKER__NETWORK", "from-env")
     settings = load_settings()
     assert (settings.docker.network, settings.docker.pull) == ("from-env", "never")
+
+
+def test_doctor_says_how_obsfs_buckets_are_served(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEMANAGER_S3__ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("DEMANAGER_S3__OBSFS_MOUNT", "sync")
+    result = CliRunner().invoke(app, ["doctor"])
+    assert "ok  obsfs buckets: synced copies, as DEMANAGER_S3__OBSFS_MOUNT=sync asks" in (
+        result.output)
+    # Demanded and impossible: a problem, and serve refuses to start.
+    monkeypatch.setenv("DEMANAGER_S3__OBSFS_MOUNT", "fuse")
+    monkeypatch.setenv("DEMANAGER_S3__RCLONE", str(env / "no-rclone"))
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 1
+    assert "problem  obsfs buckets: DEMANAGER_S3__OBSFS_MOUNT=fuse, but " in result.output
+    served = CliRunner().invoke(app, ["serve", "--port", "1"])
+    assert served.exit_code == 2
+    assert "DEMANAGER_S3__OBSFS_MOUNT=fuse, but " in served.output
