@@ -19,6 +19,7 @@ from demanager import errors
 from demanager.backends import fusemounts
 from demanager.backends.objectmounts import HostMounts, Prepared
 from demanager.backends.sandbox import Account
+from demanager.domain.instance import WORK_DIR, Location, Storage
 from demanager.objectstore.options import S3Options
 from tests.objectstore.test_host_mounts import PROJECT, Grants, _access, _obsfs, _spec
 from tests.s3server import MotoServer
@@ -184,6 +185,48 @@ def test_a_restarted_server_adopts_the_mounts_and_reports_one_that_ended(
 
     asyncio.run(scenario())
     assert moto.client().get_object(Bucket=bucket, Key="a.txt")["Body"].read() == b"a"
+
+
+def test_a_copy_synced_before_gives_way_to_the_mount(moto: MotoServer, root: Path) -> None:
+    bucket = moto.new_bucket("rw")
+    mounts = _mounts(moto, root, bucket)
+    spec = _spec(_obsfs(bucket, "out", "ReadWriteMany"))
+
+    async def scenario() -> None:
+        mounts.use_fuse(None)
+        folder = (await mounts.prepare(spec, NOTEBOOK))[0].folder
+        assert not os.path.ismount(folder)
+        (folder / "copied.txt").write_text("written in the copy")
+        # The server restarts with FUSE: the copy goes up, then the mount takes its place.
+        mounts.use_fuse(_fuse())
+        folder = (await mounts.prepare(spec, NOTEBOOK))[0].folder
+        assert os.path.ismount(folder)
+        assert (folder / "copied.txt").read_text() == "written in the copy"
+        await mounts.finish(spec.instance_id)
+        await mounts.remove(spec.instance_id)
+
+    asyncio.run(scenario())
+    body = moto.client().get_object(Bucket=bucket, Key="copied.txt")["Body"].read()
+    assert body == b"written in the copy"
+
+
+def test_a_work_dir_with_mounts_inside_stays_a_copy(moto: MotoServer, root: Path) -> None:
+    work, ref = moto.new_bucket("rw"), moto.new_bucket("ro")
+    mounts = _mounts(moto, root, work, ref)
+    whole = Storage("obsfs", Location(path=work, mount_path=WORK_DIR,
+                                      access_modes="ReadWriteMany"))
+    spec = _spec(whole, _obsfs(ref, "ref", "ReadOnlyMany"))
+
+    async def scenario() -> None:
+        prepared = {p.mount.name: p.folder for p in await mounts.prepare(spec, NOTEBOOK)}
+        # The process backend links the other mounts into the work dir: a copy holds
+        # links, a bucket does not.
+        assert not os.path.ismount(prepared["work"])
+        assert os.path.ismount(prepared["mount-0"])
+        await mounts.finish(spec.instance_id)
+        await mounts.remove(spec.instance_id)
+
+    asyncio.run(scenario())
 
 
 async def _by_path(preparing: Awaitable[list[Prepared]]) -> dict[str, Path]:

@@ -270,6 +270,12 @@ def mount_points() -> set[str]:
     return found
 
 
+def _canonical(folder: Path) -> str:
+    """``folder`` as the mount table names it. Its parent is resolved, not the folder
+    itself: a stat of a mount point waits for its rclone, which may hang."""
+    return os.path.join(os.path.realpath(folder.parent), folder.name)
+
+
 def mounted_under(top: Path) -> list[Path]:
     """The mount points at or below ``top``, deepest first."""
     root = os.path.realpath(top)
@@ -287,7 +293,7 @@ def running(folder: Path, pid: int) -> bool:
             return False
     except psutil.Error:
         return False
-    return os.path.realpath(folder) in mount_points()
+    return _canonical(folder) in mount_points()
 
 
 def pending(cache_dir: Path) -> list[str]:
@@ -310,7 +316,7 @@ def pending(cache_dir: Path) -> list[str]:
 def unmount(folder: Path, pid: int | None) -> None:
     """Unmount ``folder`` (lazily if it is busy) and wait for its rclone to exit, killing
     it past ``EXIT_SECONDS``. What rclone has not uploaded stays in its cache."""
-    if str(os.path.realpath(folder)) in mount_points():
+    if _canonical(folder) in mount_points():
         tool = fusermount()
         attempts = [[tool, "-u"], [tool, "-u", "-z"]] if tool else []
         attempts.append(["umount", "-l"])

@@ -220,7 +220,12 @@ class HostMounts:
             ]
         except (errors.ObjectStorageAccessError, errors.ObjectStorageCredentialsMissing) as exc:
             raise _start_failure(exc) from exc
-        fused = {m.name for m in mounts if self._fused(m, owner)}
+        # A mounted work dir could hold no links to the other mounts (they all lie in
+        # it): it is then a copy.
+        fused = {
+            m.name for m in mounts
+            if self._fused(m, owner) and not (m.is_work_dir and len(mounts) > 1)
+        }
         copies = [(m, self._store(o)) for m, o in zip(mounts, options, strict=True)
                   if m.name not in fused]
         async with self._lock(instance_id):
