@@ -10,12 +10,16 @@ from typing import Any
 
 import pytest
 
+from tests.backends.conformance.harness import CATALOG, FLAVOR, PROFILE
 from tests.conftest import s3_env
 from tests.e2e.jupyter import Notebook
 from tests.s3server import MotoServer, Relay
 from tests.server import ServerProcess, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
+
+POOL = "pool-conformance"
+"""A dedicated pool of the conformance catalog: obsfs buckets are extended storage."""
 
 _WRITE = """
 with open({path!r}, "w") as f:
@@ -107,3 +111,54 @@ def test_the_store_goes_away_and_comes_back_while_a_notebook_runs(
         wait_for_status(api, instance_id, "STOPPED")
     assert _object(moto, bucket, "work/during.txt") == b"while the store was away"
     assert _object(moto, bucket, "work/after.txt") == b"after it came back"
+
+
+def test_a_mounted_bucket_outlives_a_crash_of_the_server(
+    server_factory: Callable[..., ServerProcess], moto: MotoServer
+) -> None:
+    """Where FUSE is usable, an obsfs bucket is an rclone mount, which the server's crash
+    leaves alone and the restarted server unmounts at the stop, once all is uploaded."""
+    server = server_factory(backend="process", env={
+        **s3_env(moto, DEMANAGER_S3__SYNC_SECONDS="3600"),
+        "DEMANAGER_CATALOG_FILE": str(CATALOG),
+    })
+    bucket = moto.new_bucket("mounted")
+    granted = server.cli("storage", "grant", bucket, server.project)
+    assert granted.returncode == 0, granted.stderr
+    body = {
+        "name": "obsfs", "profile_id": PROFILE, "flavor": FLAVOR, "pool": {"id": POOL},
+        "spec": {
+            "storage": {"type": "evs", "location": {"volume_size": 5}},
+            "extend_storage": [{"type": "obsfs", "location": {
+                "path": bucket, "mount_path": "/home/ma-user/work/data",
+                "access_modes": "ReadWriteMany"}}],
+        },
+    }
+    with server.client() as api:
+        created = api.post("", json=body)
+        assert created.status_code == 200, created.text
+        instance_id = created.json()["id"]
+        view = wait_for_status(api, instance_id, "RUNNING")
+    if not _fuse_mounts(instance_id):
+        pytest.skip("no FUSE mounts here (the synced copy is tested above)")
+    with Notebook(view["spec"]["annotations"]["url"], server.token) as notebook:
+        assert ast.literal_eval(notebook.execute(_WRITE.format(path="data/before.txt",
+                                                               text="before the crash")))
+    server.kill()
+    assert len(_fuse_mounts(instance_id)) == 1, "the mount outlives the server"
+    server.start()
+    with server.client() as api:
+        view = wait_for_status(api, instance_id, "RUNNING")
+        with Notebook(view["spec"]["annotations"]["url"], server.token) as notebook:
+            assert ast.literal_eval(notebook.execute(_WRITE.format(path="data/after.txt",
+                                                                   text="after the crash")))
+        api.post(f"/{instance_id}/action", json={"action": "stop"})
+        wait_for_status(api, instance_id, "STOPPED")
+    assert _fuse_mounts(instance_id) == []
+    assert _object(moto, bucket, "before.txt") == b"before the crash"
+    assert _object(moto, bucket, "after.txt") == b"after the crash"
+
+
+def _fuse_mounts(instance_id: str) -> list[str]:
+    with open("/proc/self/mounts", encoding="utf-8") as table:
+        return [line for line in table if "fuse" in line.split(" ")[2] and instance_id in line]
