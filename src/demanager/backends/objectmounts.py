@@ -189,6 +189,8 @@ class HostMounts:
             state = self._load(instance_id) or _State(spec.project_id, [])
             state.project_id, state.mounts = spec.project_id, [_describe(m) for m in mounts]
             state.active, state.remove = True, False
+            # A new run: the last one's outage report is not this one's news.
+            state.recovered = None
             self._save(instance_id, state)
             try:
                 await asyncio.to_thread(self._down, instance_id, mounts, stores, owner)
