@@ -51,7 +51,7 @@ from demanager.backends.base import LaunchSpec
 from demanager.backends.sandbox import Account
 from demanager.domain.instance import FailedReason
 from demanager.objectstore.access import ObjectAccess
-from demanager.objectstore.client import ObjectStore
+from demanager.objectstore.client import ObjectStore, StoreCache
 from demanager.objectstore.mounts import BucketMount, bucket_mounts
 from demanager.objectstore.options import S3Options
 from demanager.objectstore.paths import BucketPath
@@ -136,7 +136,7 @@ class HostMounts:
         self._locks: dict[str, asyncio.Lock] = {}
         self._next_try: dict[str, float] = {}
         self._delay: dict[str, float] = {}
-        self._stores: dict[tuple[str | None, str | None, str], ObjectStore] = {}
+        self._stores = StoreCache()
         self._task: asyncio.Task[None] | None = None
         self._rclone: fusemounts.Rclone | None = None
 
@@ -189,12 +189,7 @@ class HostMounts:
             os.close(fd)
 
     def _store(self, options: S3Options) -> ObjectStore:
-        """One client per key pair: a boto3 client is thread-safe and slow to make."""
-        key = (options.endpoint_url, options.access_key_id, options.region)
-        store = self._stores.get(key)
-        if store is None:
-            store = self._stores[key] = ObjectStore(options)
-        return store
+        return self._stores.get(options)
 
     def _folder_sync(self, instance_id: str, mount: BucketMount, store: ObjectStore) -> FolderSync:
         return FolderSync(
@@ -237,6 +232,8 @@ class HostMounts:
             state.project_id = spec.project_id
             state.mounts = [_describe(m, fuse=m.name in fused) for m in mounts]
             state.active, state.remove, state.stopped = True, False, False
+            # A new run: the last one's outage report is not this one's news.
+            state.recovered = None
             self._save(instance_id, state)
             try:
                 await asyncio.to_thread(
