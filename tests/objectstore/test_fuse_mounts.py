@@ -16,13 +16,20 @@ import psutil
 import pytest
 
 from demanager import errors
-from demanager.backends import fusemounts
+from demanager.backends import fusemounts, objectmounts
 from demanager.backends.objectmounts import HostMounts, Prepared
 from demanager.backends.sandbox import Account
 from demanager.domain.instance import WORK_DIR, Location, Storage
 from demanager.objectstore.options import S3Options
-from tests.objectstore.test_host_mounts import PROJECT, Grants, _access, _obsfs, _spec
-from tests.s3server import MotoServer
+from tests.objectstore.test_host_mounts import (
+    PROJECT,
+    Grants,
+    _access,
+    _message,
+    _obsfs,
+    _spec,
+)
+from tests.s3server import MotoServer, Relay
 from tests.server import notebook_python, traversable_dir
 
 NOTEBOOK = Account("nobody", 65534, 65534)
@@ -185,6 +192,41 @@ def test_a_restarted_server_adopts_the_mounts_and_reports_one_that_ended(
 
     asyncio.run(scenario())
     assert moto.client().get_object(Bucket=bucket, Key="a.txt")["Body"].read() == b"a"
+
+
+def test_a_stop_while_the_store_is_away_unmounts_once_all_is_uploaded(
+    moto: MotoServer, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(objectmounts, "FLUSH_SECONDS", 1.0)
+    bucket = moto.new_bucket("rw")
+    relay = Relay(moto.port).restore()
+    mounts = HostMounts(root, _access(moto, relay.endpoint, Grants(**{bucket: PROJECT})),
+                        interval=0.2)
+    mounts.use_fuse(_fuse())
+    spec = _spec(_obsfs(bucket, "out", "ReadWriteMany"))
+
+    async def scenario() -> None:
+        folder = (await mounts.prepare(spec, NOTEBOOK))[0].folder
+        # Written, then the store goes before the upload (WRITE_BACK_SECONDS after the
+        # close). While it is away, what needs it (a new file, a listing) would wait.
+        assert _as(NOTEBOOK.uid, NOTEBOOK.gid, _write(folder / "late.txt", "kept")) == "written"
+        relay.cut()
+        # The stop goes on; the mount stays until rclone has uploaded the file.
+        await mounts.finish(spec.instance_id)
+        assert os.path.ismount(folder)
+        waiting = mounts.warning(spec.instance_id)
+        assert waiting is not None and "rclone has not uploaded 1 files" in waiting.message
+        relay.restore()
+        await _until(lambda: "unreachable from" in _message(mounts, spec.instance_id), 90)
+        assert not fusemounts.mounted_under(folder)
+        await mounts.stop()
+        await mounts.remove(spec.instance_id)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        relay.cut()
+    assert moto.client().get_object(Bucket=bucket, Key="late.txt")["Body"].read() == b"kept"
 
 
 def test_a_copy_synced_before_gives_way_to_the_mount(moto: MotoServer, root: Path) -> None:
