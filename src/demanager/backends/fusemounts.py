@@ -165,6 +165,7 @@ class Rclone:
             self._executable, "mount", f"{REMOTE}:{request.bucket}", str(request.folder),
             # The kernel checks every access against these owners and modes: without
             # it, allow-other would let any uid that reaches the folder read and write.
+            # (rclone runs as root, so /etc/fuse.conf needs no user_allow_other.)
             "--allow-other", "--default-permissions", *ids, "--umask", umask,
             "--vfs-cache-mode", "writes", "--cache-dir", str(request.cache_dir),
             "--vfs-write-back", f"{WRITE_BACK_SECONDS}s",

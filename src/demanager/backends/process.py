@@ -210,8 +210,9 @@ class ProcessBackend:
     async def _synced_root(
         self, spec: LaunchSpec, private: Path, owner: sandbox.Account | None
     ) -> Path:
-        """The work dir with the instance's buckets synced in: the working directory's
-        bucket is the root itself, every other one a link at its mount path."""
+        """The work dir with the instance's buckets synced in (or, for whole buckets where
+        FUSE is usable, mounted): the working directory's bucket is the root itself,
+        every other one a link at its mount path."""
         assert self._mounts is not None
         prepared = await self._mounts.prepare(spec, owner)
         root = next((p.folder for p in prepared if p.mount.is_work_dir), private)
