@@ -42,7 +42,7 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.s3server import S3Server, moto_server
+from tests.s3server import LOOPBACK_ONLY, MotoServer
 
 from demanager.objectstore.client import ObjectStore
 from demanager.objectstore.options import S3Options
@@ -62,12 +62,7 @@ def _loopback_only() -> None:
     # Keep boto away from any proxy and any credentials of the host.
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         os.environ.pop(name, None)
-    os.environ.update(
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-        NO_PROXY="127.0.0.1,localhost",
-    )
+    os.environ.update(LOOPBACK_ONLY)
 
 
 def make_small(folder: Path, files: int, size: int) -> None:
@@ -189,7 +184,7 @@ def run_case(
     ]
 
 
-def _clients(server: S3Server) -> tuple[ObjectStore, Any]:
+def _clients(server: MotoServer) -> tuple[ObjectStore, Any]:
     options = S3Options.model_validate(
         {
             "endpoint_url": server.endpoint,
@@ -227,7 +222,8 @@ def main() -> None:
         make_small(root / "small", args.files, args.file_kb * 1024)
         make_big(root / "big", big)
         rows = []
-        with moto_server() as server:
+        server = MotoServer().start()
+        try:
             store, s3 = _clients(server)
             s3.create_bucket(Bucket=BUCKET)
             rows += run_case(
@@ -235,6 +231,8 @@ def main() -> None:
                 args.rounds,
             )
             rows += run_case(f"1 x {_size(big)}", root / "big", root, store, s3, args.rounds)
+        finally:
+            server.stop()
     print(
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
         f"Python {platform.python_version()}, boto3 {version('boto3')}, "

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.s3server import LOOPBACK_ONLY, MotoServer
 from tests.server import ServerProcess, traversable_dir
 
 MINIMAL_BODY: dict[str, Any] = {
@@ -94,3 +95,23 @@ def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     proc = ServerProcess(tmp_path_factory.mktemp("default-server"), backend="fake").start()
     yield proc
     proc.close()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """A real S3 server (moto) on loopback for the whole session; each test makes its
+    own buckets."""
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+def s3_env(moto: MotoServer, endpoint: str | None = None, **extra: str) -> dict[str, str]:
+    """A server's settings for ``moto`` with the deployment's keys (the IAM user's)."""
+    return {
+        **LOOPBACK_ONLY,
+        "DEMANAGER_S3__ENDPOINT_URL": endpoint or moto.endpoint,
+        "DEMANAGER_S3__ACCESS_KEY_ID": moto.access_key,
+        "DEMANAGER_S3__SECRET_ACCESS_KEY": moto.secret_key,
+        **extra,
+    }

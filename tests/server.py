@@ -17,11 +17,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 DEMANAGER = str(Path(sys.executable).with_name("demanager"))
 OPERATOR_TOKEN = "dmo_test-operator-token"
@@ -97,6 +100,27 @@ class TestDatabase:
     def drop(self) -> None:
         if self.admin_url:
             self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(folder: Path) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """A fresh database at the newest revision, as its URL and an engine: PostgreSQL when
+    ``DEMANAGER_TEST_POSTGRES_URL`` is set, else SQLite in ``folder``; dropped after."""
+    import asyncio
+
+    from demanager.store.database import make_engine, upgrade
+
+    db = await asyncio.to_thread(TestDatabase)
+    url = db.url or f"sqlite+aiosqlite:///{folder / 'demanager.db'}"
+    try:
+        await asyncio.to_thread(upgrade, url)
+        engine = make_engine(url)
+        try:
+            yield url, engine
+        finally:
+            await engine.dispose()
+    finally:
+        await asyncio.to_thread(db.drop)
 
 
 class ServerProcess:

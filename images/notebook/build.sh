@@ -3,8 +3,10 @@
 # registry: debootstrap makes a Debian root filesystem from the host's own mirror,
 # a chroot adds the user jovyan and JupyterLab in /opt/notebook, and `docker import`
 # turns it into demanager/notebook:latest, also tagged as every image the default
-# catalog's profiles name. A recipe hash in a label makes a rebuild of an unchanged
-# recipe a matter of seconds. docs/notebook-image.md explains it all.
+# catalog's profiles name. /opt/demanager-sync holds the object-storage sync agent that
+# the kubernetes backend runs beside the notebook (boto3, pydantic and the few modules
+# of demanager that agent-modules.txt lists). A recipe hash in a label makes a rebuild
+# of an unchanged recipe a matter of seconds. docs/notebook-image.md explains it all.
 #
 # Environment: DOCKER_HOST (the daemon), DEBIAN_MIRROR (default: the host's apt
 # mirror), CATALOG_PYTHON (a Python where demanager is installed; default the
@@ -18,6 +20,8 @@ readonly RECIPE_LABEL=io.demanager.recipe
 readonly PACKAGES=python3,python3-venv,ca-certificates
 readonly PIP_REQUIREMENTS=("jupyterlab>=4.2" "ipykernel>=6.29")
 readonly VENV=/opt/notebook
+readonly SYNC_VENV=/opt/demanager-sync
+readonly SYNC_REQUIREMENTS=("boto3>=1.34" "pydantic>=2.7")
 readonly NB_USER=jovyan NB_UID=1000 NB_GID=100
 readonly NB_HOME=/home/jovyan
 readonly CONTAINER_PATH=$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -27,6 +31,8 @@ repo=$(cd "$here/../.." && pwd)
 readonly here repo
 readonly script=$here/build.sh
 python=${CATALOG_PYTHON:-$repo/.venv/bin/python}
+mapfile -t agent_modules < <(grep -v '^#' "$here/agent-modules.txt" | grep .)
+readonly agent_modules
 
 say() { printf '%s\n' "$*"; }
 # Seconds since the step began (lap=$SECONDS), for the progress lines.
@@ -147,7 +153,12 @@ debootstrap_recipe="debootstrap ${debootstrap_args[*]} $mirror arch=$arch"
 debootstrap_key=$(printf '%s\n' "$debootstrap_recipe" | sha256sum | cut -c1-16)
 recipe=$({
   cat "$script"
-  printf '%s\n' "$debootstrap_recipe" "${PIP_REQUIREMENTS[@]}"
+  printf '%s\n' "$debootstrap_recipe" "${PIP_REQUIREMENTS[@]}" "${SYNC_REQUIREMENTS[@]}"
+  # The agent's code is part of the image: a change to it is a new recipe.
+  for module in "${agent_modules[@]}"; do
+    printf '%s\n' "$module"
+    cat "$repo/src/demanager/$module"
+  done
 } | sha256sum | cut -d' ' -f1)
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/demanager/image
@@ -239,6 +250,20 @@ logged "$work/venv.log" in_chroot python3 -m venv "$VENV"
 logged "$work/pip.log" in_chroot "$VENV/bin/pip" install --no-cache-dir --no-input \
   --disable-pip-version-check --progress-bar off "${PIP_REQUIREMENTS[@]}"
 say "  jupyterlab $(in_chroot "$VENV/bin/jupyter" lab --version), done in $(took)"
+
+# A venv of its own, so that the notebook's kernels never see the agent's packages.
+say "sync agent: pip install ${SYNC_REQUIREMENTS[*]} into $SYNC_VENV…"
+lap=$SECONDS
+logged "$work/sync-venv.log" in_chroot python3 -m venv "$SYNC_VENV"
+logged "$work/sync-pip.log" in_chroot "$SYNC_VENV/bin/pip" install --no-cache-dir --no-input \
+  --disable-pip-version-check --progress-bar off "${SYNC_REQUIREMENTS[@]}"
+site=$(in_chroot "$SYNC_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+for module in "${agent_modules[@]}"; do
+  install -D -m 0644 "$repo/src/demanager/$module" "$rootfs$site/demanager/$module"
+done
+logged "$work/sync-agent.log" in_chroot "$SYNC_VENV/bin/python" -m demanager.objectstore.agent --help
+in_chroot "$SYNC_VENV/bin/python" -m compileall -q "$site/demanager" >/dev/null
+say "  done in $(took)"
 
 # What the image needs not carry. The .pyc files stay: the container's user cannot
 # write them, so without them every start would compile JupyterLab's imports again.

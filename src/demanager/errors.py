@@ -45,6 +45,8 @@ is the single table that maps each class to an HTTP status and a
     │   TokenNotFound: a token named for inspection is not valid (Keystone: 404)
     ├── ProjectMismatch                                                (0210)
     ├── IdentityError                operator commands: UserExists, UnknownUser
+    ├── StorageAdminError            operator commands (``demanager storage``): BucketTaken,
+    │   InvalidBucketName; StorageKeysUnreadable (a caller sees 6319, the log why)
     ├── Busy                         store contention, retry           (6101)
     ├── ConcurrentUpdate             an optimistic write lost its race; reload, retry
     ├── LeaseLost                    the engine no longer holds an instance: let go
@@ -359,6 +361,41 @@ class UserExists(IdentityError):
 class UnknownUser(IdentityError):
     def __init__(self, name: str) -> None:
         super().__init__(f"No user named {name!r} in that project.")
+
+
+class StorageAdminError(DemanagerError):
+    pass
+
+
+class BucketTaken(StorageAdminError):
+    def __init__(self, bucket: str, project_id: str) -> None:
+        super().__init__(
+            f"The bucket {bucket!r} is granted to project {project_id!r}; "
+            "move it with --move."
+        )
+        self.bucket = bucket
+        self.project_id = project_id
+
+
+class InvalidBucketName(StorageAdminError):
+    def __init__(self, bucket: str) -> None:
+        super().__init__(
+            f"{bucket!r} is not a bucket name: 3 to 63 lowercase letters, digits, '.' and "
+            "'-', beginning and ending with a letter or digit."
+        )
+
+
+class StorageKeysUnreadable(StorageAdminError):
+    """The server key changed since the project's keys were set: a caller cannot fix it;
+    to one the project has no usable keys (6319), and the log says why."""
+
+    def __init__(self, project_id: str) -> None:
+        super().__init__(
+            f"The object-storage keys of project {project_id!r} cannot be decrypted with "
+            "this server's key (DEMANAGER_SECRET_KEY or server.key changed since they were "
+            "set); set them again with `demanager storage keys set`."
+        )
+        self.project_id = project_id
 
 
 class ProjectMismatch(DemanagerError):

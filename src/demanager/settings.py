@@ -142,14 +142,11 @@ class Settings(BaseSettings):
         return value.strip()
 
     @property
-    def object_storage_credentials_missing(self) -> bool:
-        """An S3 endpoint without an access key, and no folder standing in: obs and
-        obsfs answer 6319 (no AK/SK) rather than 6324 (no object storage)."""
-        return (
-            self.object_storage_root is None
-            and self.s3.configured
-            and not self.s3.has_credentials
-        )
+    def object_storage(self) -> bool:
+        """Whether obs and obsfs are served at all: by S3 when its section is set (keys
+        are then checked per project at create: 6319, 6320), else by the folder standing
+        in for it."""
+        return self.s3.configured or self.object_storage_root is not None
 
     @property
     def gpu_list(self) -> tuple[str, ...] | None:

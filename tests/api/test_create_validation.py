@@ -544,5 +544,8 @@ def test_the_s3_secret_never_reaches_the_log(
         }
     )
     with client_for(server, project=uuid.uuid4().hex) as client:
-        assert_error(client.post("", json=build(**{"spec.storage": OBS_STORAGE})), "ModelArts.6324")
+        # The deployment's keys serve only buckets granted to the project: 6320, no call.
+        body = build(**{"spec.storage": OBS_STORAGE})
+        assert_error(client.post("", json=body), "ModelArts.6320")
+        assert stored_count(client, ("0",)) == 0
     assert secret not in server.log_path.read_text(encoding="utf-8")

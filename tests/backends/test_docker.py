@@ -114,6 +114,30 @@ def test_the_notebook_runs_unprivileged_with_its_volume_as_the_only_mount() -> N
     assert kwargs["log_config"]["Config"] == {"max-size": "10m", "max-file": "3"}
 
 
+def test_synced_buckets_are_bound_read_only_or_read_write() -> None:
+    binds = (
+        config.Bind("/data/objects/i/mount-0", "/home/ma-user/work/ref", read_only=True),
+        config.Bind("/data/objects/i/mount-1", "/home/ma-user/work/out", read_only=False),
+    )
+    volume, ro, rw = config.container_kwargs(_launch(binds=binds))["mounts"]
+    assert volume["Type"] == "volume" and volume["Target"] == "/home/jovyan/work"
+    assert (ro["Type"], ro["Source"], ro["Target"], ro["ReadOnly"]) == (
+        "bind", "/data/objects/i/mount-0", "/home/jovyan/work/ref", True)
+    assert (rw["Target"], rw["ReadOnly"]) == ("/home/jovyan/work/out", False)
+    # A bucket that is the working directory takes the volume's place.
+    work = config.Bind("/data/objects/i/work", "/home/ma-user/work", read_only=False)
+    (only,) = config.container_kwargs(_launch(binds=(work,)))["mounts"]
+    assert only["Type"] == "bind" and only["Target"] == "/home/jovyan/work"
+
+
+@pytest.mark.parametrize(
+    ("user", "ids"), [("1000:100", (1000, 100)), ("1000", (1000, 1000)), ("jovyan", None),
+                      ("1000:users", None)],
+)
+def test_numeric_users_own_synced_buckets(user: str, ids: tuple[int, int] | None) -> None:
+    assert config.numeric_user(user) == ids
+
+
 @pytest.mark.parametrize(
     "user", ["0", "root", "0:100", "1000:0", "root:users", "1000:root", "", ":100", "000"]
 )
@@ -230,7 +254,9 @@ async def test_a_root_recipe_fails_before_the_daemon_is_asked(tmp_path: Path) ->
         await backend.close()
 
 
-async def test_object_storage_is_refused_before_the_daemon_is_asked(tmp_path: Path) -> None:
+async def test_object_storage_without_s3_is_refused_before_the_daemon_is_asked(
+    tmp_path: Path,
+) -> None:
     address = f"unix://{tmp_path}/no-docker.sock"
     backend = DockerBackend(DockerOptions(host=address), BackendContext(data_dir=tmp_path))
     bucket = Storage("obs", Location(path="/bucket/folder/"))
@@ -239,7 +265,7 @@ async def test_object_storage_is_refused_before_the_daemon_is_asked(tmp_path: Pa
             dataclasses.replace(_spec(f"DE-{uuid.uuid4()}"), storage=bucket),
             dataclasses.replace(_spec(f"DE-{uuid.uuid4()}"), extend_storage=(bucket,)),
         ):
-            with pytest.raises(PermanentBackendError, match="EVS volumes only") as raised:
+            with pytest.raises(PermanentBackendError, match="needs S3") as raised:
                 await backend.start(spec)
             assert raised.value.code == "ModelArts.6324"
     finally:

@@ -5,6 +5,7 @@ another, the shared watch, errors, ``check``)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from demanager.backends.base import BackendContext, LaunchSpec
 from demanager.backends.kubernetes import manifests
@@ -22,6 +24,8 @@ from demanager.domain.catalog import Flavor, Profile
 from demanager.domain.instance import Location, Storage
 from demanager.domain.planning import Observation, Workload
 from demanager.errors import PermanentBackendError, TransientBackendError
+from demanager.objectstore.access import BucketLookup, ObjectAccess, ProjectKeys
+from demanager.objectstore.options import S3Options
 from tests.kube.standin import StandIn
 
 NS = "demanager"
@@ -53,14 +57,15 @@ async def backend(standin: StandIn, tmp_path: Path) -> AsyncIterator[KubernetesB
 
 
 def _spec(*, image: str = "notebook", tag: str = "latest", pool: str | None = None,
-          storage: Storage | None = None, **launch: Any) -> LaunchSpec:
+          storage: Storage | None = None, extend: tuple[Storage, ...] = (),
+          **launch: Any) -> LaunchSpec:
     profile = Profile(id="p", name="p", description="", flavor_type="CPU",
                       namespace="demanager", image_name=image, image_tag=tag, category=None,
                       launch={"kubernetes": launch} if launch else {})
     return LaunchSpec(
         instance_id=f"DE-{uuid.uuid4()}", project_id="proj", profile=profile,
         flavor=Flavor(name="f", type="CPU", params={"CPU": 1, "memory": "1GiB"}),
-        storage=storage or Storage("evs", Location(volume_size=5)), extend_storage=(),
+        storage=storage or Storage("evs", Location(volume_size=5)), extend_storage=extend,
         now_ms=int(time.time() * 1000), pool_id=pool,
     )
 
@@ -288,3 +293,105 @@ async def test_an_api_server_down_from_the_start_fails_observations_fast(
                 await down.observe("DE-x", None)
     finally:
         await down.close()
+
+
+# --- object storage ---------------------------------------------------------------------
+
+PROJECT_KEY_ID, PROJECT_SECRET = "AKIDPROJ", "the-project-secret-key"
+
+
+class _Directory:
+    """The operator's keys and grants, as ``store/objectaccess.py`` keeps them."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, ProjectKeys] = {
+            "proj": ProjectKeys(PROJECT_KEY_ID, SecretStr(PROJECT_SECRET))}
+
+    async def lookup(self, project_id: str, bucket: str) -> BucketLookup:
+        return BucketLookup(project_keys=self.keys.get(project_id), granted_to=None)
+
+
+@pytest.fixture
+async def s3_backend(standin: StandIn, tmp_path: Path) -> AsyncIterator[KubernetesBackend]:
+    access = ObjectAccess(S3Options(endpoint_url="https://obs.example"), _Directory())
+    built = KubernetesBackend(KubernetesOptions(server=standin.url, address="pod"),
+                              BackendContext(data_dir=tmp_path, object_access=access))
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
+async def test_a_bucket_instance_gets_its_keys_in_a_secret_only_the_sync_containers_read(
+    standin: StandIn, s3_backend: KubernetesBackend
+) -> None:
+    spec = _spec(storage=Storage("obs", Location(path="/bucket-a/nb/")),
+                 extend=(Storage("obsfs", Location(path="datasets", mount_path="/data",
+                                                   access_modes="ReadOnlyMany")),))
+    handle = await s3_backend.start(spec)
+    objects = _objects(standin, spec.instance_id)
+    assert set(objects) == {"secrets", "pods", "services"}, "no claim: the work dir is a bucket"
+    secrets = {obj["metadata"]["name"]: obj for _, obj in standin.store.all()
+               if obj["kind"] == "Secret"
+               and obj["metadata"]["labels"].get(manifests.INSTANCE) == spec.instance_id}
+    stored = secrets[manifests.storage_secret_name(spec.instance_id)]
+    assert base64.b64decode(stored["data"]["secret-access-key-0"]).decode() == PROJECT_SECRET
+    pod = objects["pods"]
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["sync-down", "sync"]
+    notebook = pod["spec"]["containers"][0]
+    assert {"mountPath": "/data", "name": "s3-mount-0", "readOnly": True} in (
+        notebook["volumeMounts"])
+    assert PROJECT_SECRET not in str(pod) and PROJECT_SECRET not in handle.model_dump_json()
+    assert not any(e["name"].startswith("AWS_") for e in notebook["env"])
+    await _observe_until(s3_backend, spec.instance_id, handle, _ready)
+
+    await s3_backend.stop(spec.instance_id, handle)
+    assert _objects(standin, spec.instance_id) == {}, "both secrets go with the pod"
+    await s3_backend.start(spec)
+    await s3_backend.delete(spec.instance_id, None, spec.storage)
+    deadline = time.monotonic() + 10
+    while _objects(standin, spec.instance_id) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert _objects(standin, spec.instance_id) == {}
+
+
+async def test_a_bucket_beside_the_volume_is_owned_by_the_claim_and_refusals_are_permanent(
+    standin: StandIn, s3_backend: KubernetesBackend
+) -> None:
+    scratch = Storage("obsfs", Location(path="scratch", mount_path="/home/ma-user/work/s",
+                                        access_modes="ReadWriteMany"))
+    spec = _spec(extend=(scratch,))
+    await s3_backend.start(spec)
+    objects = _objects(standin, spec.instance_id)
+    claim_uid = objects["persistentvolumeclaims"]["metadata"]["uid"]
+    stored = next(obj for _, obj in standin.store.all() if obj["metadata"]["name"]
+                  == manifests.storage_secret_name(spec.instance_id))
+    assert stored["metadata"]["ownerReferences"][0]["uid"] == claim_uid
+    await s3_backend.delete(spec.instance_id, None, spec.storage)
+
+    other = _spec(storage=Storage("obs", Location(path="/bucket-b/nb/")))
+    refused = LaunchSpec(**{**other.__dict__, "project_id": "no-keys"})
+    with pytest.raises(PermanentBackendError) as denied:
+        await s3_backend.start(refused)
+    assert denied.value.code == "ModelArts.6319", "neither project nor deployment keys"
+    assert _objects(standin, refused.instance_id) == {}, "nothing is created"
+
+
+async def test_a_failed_first_sync_fails_the_start_with_the_agents_line(
+    standin: StandIn, s3_backend: KubernetesBackend
+) -> None:
+    spec = _spec(storage=Storage("obs", Location(path="/bucket-a/nb/")))
+    handle = await s3_backend.start(spec)
+    line = "demanager sync: OBS access error: the bucket 'bucket-a' does not exist."
+    # What the kubelet reports when the init container exits 1 (the stand-in runs none).
+    standin.store.update("pods", NS, handle.pod, lambda pod: pod["status"].update({
+        "phase": "Failed",
+        "initContainerStatuses": [{
+            "name": "sync-down", "image": "i", "imageID": "", "ready": False,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 1, "message": line}}}],
+    }))
+    seen = await _observe_until(s3_backend, spec.instance_id, handle,
+                                lambda seen: seen.failure is not None)
+    assert seen.failure is not None and seen.failure.code == "ModelArts.6320"
+    assert "does not exist" in seen.failure.message
+    await s3_backend.delete(spec.instance_id, handle, spec.storage)

@@ -6,6 +6,7 @@ deploy/kubernetes/ are held to the same schemas."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,18 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import latest_version, major_minor
+from lightkube.resources.core_v1 import Pod
 
 from demanager.backends.base import LaunchSpec
-from demanager.backends.kubernetes import manifests
+from demanager.backends.kubernetes import manifests, pods
 from demanager.backends.kubernetes.backend import PERMISSIONS
 from demanager.backends.kubernetes.manifests import ManifestError, Owner
 from demanager.backends.options import KubernetesOptions, KubernetesRecipe
 from demanager.domain.catalog import Flavor, Profile, Resources
 from demanager.domain.instance import Location, Storage
+from demanager.objectstore.agent import AgentConfig
+from demanager.objectstore.mounts import bucket_mounts
+from demanager.objectstore.options import S3Options
 
 VERSIONS = ("1.30", "1.33", major_minor(latest_version()))
 """The oldest minor still common in managed clusters, a middle one, and the newest the
@@ -167,6 +172,186 @@ def test_the_pod_runs_the_notebook_unprivileged_with_its_volume_and_token() -> N
     assert "nodeSelector" not in spec and "tolerations" not in spec
 
 
+# --- buckets ----------------------------------------------------------------------------
+
+KEY_ID, SECRET = "AKIDPROJECT0001", "project-secret-key-0001"
+OTHER_ID, OTHER_SECRET = "AKIDOTHER000002", "other-secret-key-0002"
+
+
+def _s3(key_id: str = KEY_ID, secret: str = SECRET) -> S3Options:
+    return S3Options.model_validate({"endpoint_url": "https://obs.example", "region": "r1",
+                                     "addressing_style": "virtual", "access_key_id": key_id,
+                                     "secret_access_key": secret})
+
+
+def _bucket_spec(storage: Storage, *extend: Storage) -> LaunchSpec:
+    return LaunchSpec(instance_id=INSTANCE, project_id="proj", profile=_profile(),
+                      flavor=Flavor(name="f", type="CPU", params={"CPU": 2, "memory": "8GiB"}),
+                      storage=storage, extend_storage=extend, now_ms=1)
+
+
+def _syncs(spec: LaunchSpec, *options: S3Options) -> list[manifests.BucketSync]:
+    mounts = bucket_mounts(spec.storage, spec.extend_storage)
+    chosen = options or (_s3(),) * len(mounts)
+    return [manifests.BucketSync(m, o) for m, o in zip(mounts, chosen, strict=True)]
+
+
+OBS = Storage("obs", Location(path="/bucket-a/notebooks/"))
+DATASET = Storage("obsfs", Location(path="datasets", mount_path="/data/sets",
+                                    access_modes="ReadOnlyMany"))
+SCRATCH = Storage("obsfs", Location(path="scratch", mount_path="/home/ma-user/work/scratch",
+                                    access_modes="ReadWriteMany"))
+
+
+def _bucket_pod(spec: LaunchSpec, syncs: list[manifests.BucketSync] | None = None,
+                options: KubernetesOptions | None = None,
+                owner: Owner | None = None) -> dict[str, Any]:
+    return manifests.pod(spec, KubernetesRecipe(), options or KubernetesOptions(),
+                         deployment="demanager", owner=owner, launched_at=1,
+                         syncs=syncs if syncs is not None else _syncs(spec))
+
+
+def test_a_bucket_working_directory_is_an_empty_dir_filled_and_emptied_by_sync_containers(
+) -> None:
+    spec = _bucket_spec(OBS, DATASET)
+    pod = _bucket_pod(spec)
+    pod_spec, notebook = pod["spec"], _container(pod)
+    assert "ownerReferences" not in pod["metadata"], "no claim to own it"
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert set(volumes) == {"s3-work", "s3-mount-0", "sync-state", "sync-config"}, (
+        "no claim: the working directory is the bucket's folder")
+    assert volumes["s3-work"] == {"name": "s3-work", "emptyDir": {}}
+    assert volumes["sync-state"] == {"name": "sync-state", "emptyDir": {}}
+    assert volumes["sync-config"]["secret"]["items"] == [
+        {"key": "config.json", "path": "config.json"}], "the keys never become files"
+    assert notebook["volumeMounts"] == [
+        {"name": "s3-work", "mountPath": "/home/jovyan/work"},
+        {"name": "s3-mount-0", "mountPath": "/data/sets", "readOnly": True},
+    ]
+    down, run = pod_spec["initContainers"]
+    assert (down["name"], run["name"]) == ("sync-down", "sync")
+    assert "restartPolicy" not in down and run["restartPolicy"] == "Always", (
+        "the sidecar outlives the notebook, so its last upload sees the last writes")
+    agent = ["/opt/demanager-sync/bin/python", "-m", "demanager.objectstore.agent"]
+    config = ["--config", "/etc/demanager-sync/config.json"]
+    assert down["command"] == [*agent, "down", *config]
+    assert run["command"] == [*agent, "run", "--every", "30", *config]
+    for sync in (down, run):
+        assert sync["image"] == notebook["image"], "the notebook image carries the agent"
+        assert sync["securityContext"] == notebook["securityContext"]
+        assert {m["mountPath"] for m in sync["volumeMounts"]} == {
+            "/sync/work", "/sync/mount-0", "/sync-state", "/etc/demanager-sync"}
+        assert not any(m.get("readOnly") for m in sync["volumeMounts"]
+                       if m["mountPath"].startswith("/sync/")), "read-only mounts come down"
+        assert sync["env"] == [
+            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {
+                "name": manifests.storage_secret_name(INSTANCE), "key": "access-key-id-0"}}},
+            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {
+                "name": manifests.storage_secret_name(INSTANCE),
+                "key": "secret-access-key-0"}}},
+        ]
+        assert sync["resources"]["requests"] == sync["resources"]["limits"]
+    assert pod_spec["terminationGracePeriodSeconds"] == 10 + 60
+
+
+def test_the_keys_reach_only_the_sync_containers() -> None:
+    spec = _bucket_spec(OBS, DATASET)
+    pod = _bucket_pod(spec)
+    text = str(pod)
+    assert KEY_ID not in text and SECRET not in text, "keys are in the Secret, not the pod"
+    notebook = _container(pod)
+    secrets_seen = {e["valueFrom"]["secretKeyRef"]["name"] for e in notebook["env"]
+                    if "valueFrom" in e}
+    assert secrets_seen == {manifests.secret_name(INSTANCE)}, "only the token"
+    assert not any(m["name"] == "sync-config" for m in notebook["volumeMounts"])
+    assert not any(k.startswith("AWS_") for k in (e["name"] for e in notebook["env"]))
+
+
+def test_the_storage_secret_holds_the_config_and_each_distinct_key_pair() -> None:
+    spec = _bucket_spec(OBS, DATASET, SCRATCH)
+    syncs = _syncs(spec, _s3(), _s3(OTHER_ID, OTHER_SECRET), _s3())
+    secret = manifests.storage_secret(instance_id=INSTANCE, namespace="nb", deployment="d",
+                                      syncs=syncs, owner=None)
+    assert secret["metadata"]["name"] == manifests.storage_secret_name(INSTANCE)
+    assert "ownerReferences" not in secret["metadata"]
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["access-key-id-0"] == KEY_ID and data["secret-access-key-0"] == SECRET
+    assert data["access-key-id-1"] == OTHER_ID and data["secret-access-key-1"] == OTHER_SECRET
+    assert len(data) == 5, "the third mount shares the first pair"
+    config = json.loads(data["config.json"])
+    assert KEY_ID not in data["config.json"] and SECRET not in data["config.json"]
+    assert {k: config[k] for k in ("endpoint_url", "region", "addressing_style")} == {
+        "endpoint_url": "https://obs.example", "region": "r1", "addressing_style": "virtual"}
+    assert config["mounts"] == [
+        {"name": "work", "bucket": "bucket-a", "prefix": "notebooks/",
+         "folder": "/sync/work", "manifest": "/sync-state/work.json", "read_only": False,
+         "credentials": 0},
+        {"name": "mount-0", "bucket": "datasets", "prefix": "", "folder": "/sync/mount-0",
+         "manifest": "/sync-state/mount-0.json", "read_only": True, "credentials": 1},
+        {"name": "mount-1", "bucket": "scratch", "prefix": "", "folder": "/sync/mount-1",
+         "manifest": "/sync-state/mount-1.json", "read_only": False, "credentials": 0},
+    ]
+    agent_config = AgentConfig.model_validate(config)
+    assert all(not m.manifest.is_relative_to(m.folder) for m in agent_config.mounts)
+    pod = _bucket_pod(spec, syncs)
+    names = [e["name"] for e in pod["spec"]["initContainers"][0]["env"]]
+    assert names == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                     "AWS_ACCESS_KEY_ID_1", "AWS_SECRET_ACCESS_KEY_1"]
+
+
+def test_buckets_beside_an_evs_volume_and_the_sync_settings() -> None:
+    spec = _bucket_spec(Storage("evs", Location(volume_size=5)), SCRATCH)
+    options = KubernetesOptions(sync_image="registry.example/sync:1",
+                                sync_grace_seconds=300, stop_timeout_seconds=20,
+                                sync_command=("sync-agent",))
+    often = _s3().model_copy(update={"sync_seconds": 5.0})
+    pod = _bucket_pod(spec, _syncs(spec, often), options=options, owner=CLAIM)
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == CLAIM.uid
+    assert _container(pod)["volumeMounts"] == [
+        {"name": "work", "mountPath": "/home/jovyan/work"},
+        {"name": "s3-mount-0", "mountPath": "/home/jovyan/work/scratch"},
+    ], "the EVS volume stays the working directory; the bucket appears inside it"
+    assert pod["spec"]["volumes"][0]["name"] == "work"
+    down, run = pod["spec"]["initContainers"]
+    assert down["image"] == run["image"] == "registry.example/sync:1"
+    assert run["command"][:4] == ["sync-agent", "run", "--every", "5"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 320
+    assert _pod()["spec"]["terminationGracePeriodSeconds"] == 10, "no buckets, no sync grace"
+    assert "initContainers" not in _pod()["spec"]
+
+
+def test_a_pod_with_keys_shares_no_process_namespace() -> None:
+    spec = _bucket_spec(OBS)
+    with pytest.raises(ManifestError, match="process namespace"):
+        manifests.pod(spec, KubernetesRecipe(pod={"shareProcessNamespace": True}),
+                      KubernetesOptions(), deployment="d", owner=None, launched_at=1,
+                      syncs=_syncs(spec))
+
+
+def test_a_failed_sync_down_is_the_start_failure_with_its_last_line() -> None:
+    pod = Pod.from_dict({"metadata": {"name": "p"}, "status": {
+        "phase": "Failed",
+        "initContainerStatuses": [{
+            "name": "sync-down", "image": "i", "imageID": "", "ready": False,
+            "restartCount": 0,
+            "state": {"terminated": {"exitCode": 1, "message": (
+                "demanager sync: bucket 'a' -> /sync/work: 1 downloaded\n"
+                "demanager sync: OBS access error: access to the bucket 'b' was refused "
+                "(credentials or permission).\n")}},
+        }]}})
+    failure = pods.launch_failure(pod)
+    assert failure is not None and failure.code == "ModelArts.6320"
+    assert failure.message.endswith("access to the bucket 'b' was refused "
+                                    "(credentials or permission).")
+    pulling = Pod.from_dict({"metadata": {"name": "p"}, "status": {
+        "phase": "Pending",
+        "initContainerStatuses": [{
+            "name": "sync-down", "image": "sync:missing", "imageID": "", "ready": False,
+            "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull"}}}]}})
+    pulled = pods.launch_failure(pulling)
+    assert pulled is not None and "sync:missing" in pulled.message
+
+
 def test_a_dedicated_pool_is_a_node_selector_and_a_toleration() -> None:
     options = KubernetesOptions(pool_label="example.com/pool")
     spec = _pod(_spec(pool="pool-a1b2"), options=options)["spec"]
@@ -250,6 +435,12 @@ def _objects() -> dict[str, dict[str, Any]]:
         "service": manifests.service(instance_id=INSTANCE, namespace="nb",
                                      deployment="demanager", port=8888,
                                      owner=Owner("Pod", "dm-x", "u")),
+        "pod with buckets": _bucket_pod(_bucket_spec(OBS, DATASET, SCRATCH)),
+        "pod with buckets beside its volume": _bucket_pod(
+            _bucket_spec(Storage("evs"), DATASET), owner=CLAIM),
+        "object storage secret": manifests.storage_secret(
+            instance_id=INSTANCE, namespace="nb", deployment="demanager",
+            syncs=_syncs(_bucket_spec(OBS, DATASET)), owner=None),
     }
 
 

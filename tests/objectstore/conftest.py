@@ -1,26 +1,25 @@
-"""A real S3 server for the object-storage tests (``tests/s3server.py``: moto on
-loopback, one per session); requests to it are real HTTP, signed with the test's keys."""
+"""A real S3 server for the object-storage tests: moto in server mode on loopback,
+started as a child process and stopped by its handle. Requests to it are real HTTP,
+signed with the test's keys."""
 
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from demanager.objectstore.client import ObjectStore
 from demanager.objectstore.options import S3Options
-from tests.s3server import moto_server
-
-KEYS: dict[str, str] = {}
+from tests.s3server import MotoServer
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    with moto_server() as server:
-        KEYS.update(access_key=server.access_key, secret_key=server.secret_key)
-        yield server.endpoint
+def s3_endpoint(moto: MotoServer) -> str:
+    KEYS.update(access_key=moto.access_key, secret_key=moto.secret_key)
+    return moto.endpoint
+
+
+KEYS: dict[str, str] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -50,16 +49,6 @@ def store(s3_endpoint: str) -> ObjectStore:
 
 
 @pytest.fixture
-def bucket(store: ObjectStore, s3_endpoint: str) -> str:
+def bucket(moto: MotoServer) -> str:
     """A fresh bucket per test (moto keeps state for the whole session)."""
-    import boto3
-
-    name = f"b-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=KEYS["access_key"],
-        aws_secret_access_key=KEYS["secret_key"],
-    ).create_bucket(Bucket=name)
-    return name
+    return moto.new_bucket()

@@ -30,7 +30,7 @@ from demanager.domain.instance import (
 )
 from demanager.domain.lifecycle import HOLDS_RESOURCES, TRANSITIONS
 from demanager.domain.lifecycle import InstanceStatus as S
-from demanager.store.database import alembic_config, make_engine, make_sessionmaker, upgrade
+from demanager.store.database import alembic_config, make_sessionmaker, upgrade
 from demanager.store.instances import InstanceRepository, capacity_scope
 from tests import server
 
@@ -55,15 +55,8 @@ def _instance(n: int, status: S, *, pool: str | None = None, project: str = "p")
 
 @pytest.fixture
 async def database(tmp_path: Path) -> AsyncIterator[tuple[str, AsyncEngine]]:
-    db = await asyncio.to_thread(server.TestDatabase)
-    url = db.url or f"sqlite+aiosqlite:///{tmp_path / 'demanager.db'}"
-    await asyncio.to_thread(upgrade, url)
-    engine = make_engine(url)
-    try:
-        yield url, engine
-    finally:
-        await engine.dispose()
-        await asyncio.to_thread(db.drop)
+    async with server.migrated_database(tmp_path) as built:
+        yield built
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from demanager.domain.instance import (
     UserId,
 )
 from demanager.domain.lifecycle import InstanceStatus as S
-from demanager.store.database import make_engine, make_sessionmaker, upgrade
+from demanager.store.database import make_engine, make_sessionmaker
 from demanager.store.hostfit import host_scope
 from demanager.store.instances import InstanceRepository
 from demanager.store.tables import GpuAssignmentRow
@@ -62,15 +62,8 @@ def _instance(n: int, status: S, flavor: str) -> Instance:
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    db = await asyncio.to_thread(server.TestDatabase)
-    url = db.url or f"sqlite+aiosqlite:///{tmp_path / 'demanager.db'}"
-    await asyncio.to_thread(upgrade, url)
-    built = make_engine(url)
-    try:
+    async with server.migrated_database(tmp_path) as (_, built):
         yield built
-    finally:
-        await built.dispose()
-        await asyncio.to_thread(db.drop)
 
 
 def _repo(engine: AsyncEngine, inventory: Inventory = HOST) -> InstanceRepository:

@@ -21,28 +21,30 @@ def test_s3_section_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.s3.endpoint_url == "http://127.0.0.1:9000"
     assert settings.s3.addressing_style == "virtual"
     assert settings.s3.has_credentials
-    assert not settings.object_storage_credentials_missing
+    assert settings.object_storage
     # Neither the repr (what a log line of the settings would show) nor a JSON dump
     # carries the secret.
     assert SECRET not in repr(settings)
     assert SECRET not in settings.model_dump_json()
 
 
-def test_an_endpoint_without_a_key_means_6319(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_endpoint_without_a_key_still_serves_object_storage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Keys are looked for per project at create (a project's own, or 6319).
     monkeypatch.setenv("DEMANAGER_S3__ENDPOINT_URL", "http://127.0.0.1:9000")
-    assert Settings().object_storage_credentials_missing
+    assert Settings().object_storage
 
 
-def test_the_folder_stand_in_still_serves_without_s3_keys(
+def test_the_folder_stand_in_serves_object_storage(
     monkeypatch: pytest.MonkeyPatch, tmp_path: object
 ) -> None:
-    monkeypatch.setenv("DEMANAGER_S3__ENDPOINT_URL", "http://127.0.0.1:9000")
     monkeypatch.setenv("DEMANAGER_OBJECT_STORAGE_ROOT", str(tmp_path))
-    assert not Settings().object_storage_credentials_missing
+    assert Settings().object_storage
 
 
-def test_nothing_configured_is_not_a_credentials_error() -> None:
-    assert not Settings().object_storage_credentials_missing
+def test_nothing_configured_serves_no_object_storage() -> None:
+    assert not Settings().object_storage
 
 
 def test_an_unknown_s3_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,7 +28,7 @@ from demanager.domain.instance import (
 )
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.domain.tenancy import ProjectSettings
-from demanager.store.database import make_engine, make_sessionmaker, upgrade
+from demanager.store.database import make_sessionmaker
 from demanager.store.instances import InstanceRepository
 from demanager.store.projects import ProjectRepository
 from tests import server
@@ -53,15 +53,8 @@ def _instance(n: int, project: str, status: S = S.STOPPED) -> Instance:
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    db = await asyncio.to_thread(server.TestDatabase)
-    url = db.url or f"sqlite+aiosqlite:///{tmp_path / 'demanager.db'}"
-    await asyncio.to_thread(upgrade, url)
-    built = make_engine(url)
-    try:
+    async with server.migrated_database(tmp_path) as (_, built):
         yield built
-    finally:
-        await built.dispose()
-        await asyncio.to_thread(db.drop)
 
 
 @pytest.fixture

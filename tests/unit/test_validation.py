@@ -100,17 +100,6 @@ def test_create_rejects_obs_without_object_storage() -> None:
         )
 
 
-def test_create_rejects_obs_with_an_s3_endpoint_but_no_key_as_6319() -> None:
-    ctx = CreateContext(
-        catalog=CATALOG, user_name="alice", project_id="proj", object_storage=False,
-        object_storage_credentials_missing=True,
-    )
-    with pytest.raises(errors.ObjectStorageCredentialsMissing):
-        validate_create(
-            body(**{"spec.storage": {"type": "obs", "location": {"path": "/bkt/dir/"}}}), ctx
-        )
-
-
 def test_create_accepts_and_fills_defaults() -> None:
     request = validate_create(body(**{"spec.annotations": {"k": "v"}}), CTX)
     assert request.name == "nb" and request.description == ""

@@ -67,6 +67,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         await runtime.pools.refresh()  # the managed pools are in force from the first request
         runtime.pools.start()
         runtime.reconciler.start()
+        if runtime.host_mounts is not None:
+            runtime.host_mounts.start()
         log.info("demanager %s serving with the %s backend", __version__, runtime.backend.name)
         try:
             yield

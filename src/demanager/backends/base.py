@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -38,6 +38,10 @@ from demanager.domain.catalog import Flavor, Profile
 from demanager.domain.instance import Storage
 from demanager.domain.planning import Observation
 from demanager.errors import PermanentBackendError
+from demanager.objectstore.access import ObjectAccess
+
+if TYPE_CHECKING:
+    from demanager.backends.objectmounts import HostMounts
 
 
 class Handle(BaseModel):
@@ -76,6 +80,12 @@ class BackendContext:
     """``DEMANAGER_NODE_ID``: the name of the node local workloads run on, when set."""
     object_storage_root: Path | None = None
     """The folder standing in for object storage, when enabled."""
+    object_access: ObjectAccess | None = None
+    """How to reach a project's buckets over S3 (``objectstore/access.py``), when S3 is
+    configured; backends move the data themselves and never hand keys to a notebook."""
+    host_mounts: HostMounts | None = None
+    """Synced copies of the buckets on this host (``objectmounts.py``), for backends whose
+    workloads see host folders; set with ``object_access``."""
     instance_label: str = "demanager"
     """A name for this deployment, put on everything a backend creates, so two
     deployments sharing a Docker host or a cluster never touch each other's workloads."""

@@ -143,6 +143,21 @@ class KubernetesOptions(Options):
     """The pods' termination grace period: how long a notebook gets to shut its kernels
     down before it is killed. A stop waits this long plus ``request_timeout_seconds``
     for the pod to go, then retries later."""
+    sync_image: str | None = None
+    """The image of the containers that sync an instance's buckets (``obs``, ``obsfs``);
+    default the notebook's own image, which demanager's notebook image makes carry the
+    agent (``images/notebook/build.sh``)."""
+    sync_command: tuple[str, ...] = (
+        "/opt/demanager-sync/bin/python", "-m", "demanager.objectstore.agent",
+    )
+    """How the sync image runs the agent; ``down`` or ``run`` and their flags follow."""
+    sync_grace_seconds: int = Field(default=60, ge=0)
+    """Added to ``stop_timeout_seconds`` in the grace period of pods with buckets: the
+    time the last upload gets once the notebook has stopped."""
+    sync_cpu: str = "250m"
+    """CPU of each sync container (requests equal limits)."""
+    sync_memory: str = "256Mi"
+    """Memory of each sync container (requests equal limits)."""
 
 
 class KubernetesRecipe(ContainerRecipe):

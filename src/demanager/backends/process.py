@@ -111,6 +111,7 @@ class ProcessBackend:
         self._volumes = context.data_dir / "volumes"
         self._runtime = context.data_dir / "runtime"
         self._object_root = context.object_storage_root
+        self._mounts = context.host_mounts
         self._python = str(options.notebook_python or sys.executable)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=0.5))
@@ -196,7 +197,22 @@ class ProcessBackend:
         return root
 
     def _uses_object_storage(self, spec: LaunchSpec) -> bool:
-        return spec.storage.type != "evs" or bool(spec.extend_storage)
+        """Whether the instance works in the folder standing in for object storage
+        (whose buckets its project's instances share through a group)."""
+        return self._mounts is None and (spec.storage.type != "evs" or bool(spec.extend_storage))
+
+    async def _synced_root(
+        self, spec: LaunchSpec, private: Path, owner: sandbox.Account | None
+    ) -> Path:
+        """The work dir with the instance's buckets synced in: the working directory's
+        bucket is the root itself, every other one a link at its mount path."""
+        assert self._mounts is not None
+        prepared = await self._mounts.prepare(spec, owner)
+        root = next((p.folder for p in prepared if p.mount.is_work_dir), private)
+        for each in prepared:
+            if not each.mount.is_work_dir:
+                _link(root, each.mount.mount_path, each.folder, owner)
+        return root
 
     # --- contract ---------------------------------------------------------------------
 
@@ -211,7 +227,10 @@ class ProcessBackend:
             account, obs_gid = await self._identity(spec)
             private = self.volume_dir(instance_id)
             await asyncio.to_thread(_owned_dir, private, account)
-            root = self._root_dir(spec, account, obs_gid)
+            if self._mounts is not None:
+                root = await self._synced_root(spec, private, account)
+            else:
+                root = self._root_dir(spec, account, obs_gid)
             runtime = self.runtime_dir(instance_id)
             runtime.mkdir(mode=0o700, exist_ok=True)
             procs = self._cgroups.create(instance_id) if self._cgroups else None
@@ -232,6 +251,9 @@ class ProcessBackend:
             _disk_usage, root, SCAN_MAX_ENTRIES, SCAN_MAX_SECONDS
         )
         await asyncio.to_thread(_cap_log, runtime / "server.log")
+        # A synced bucket is no home: the caches and histories of the tools in it would
+        # go to the bucket. The private volume is.
+        home = private if self._mounts is not None else root
         token = secrets.token_hex(16)
         base_url = f"/notebooks/{instance_id}/"
         state = private / STATE_DIR / "jupyter"
@@ -281,7 +303,7 @@ class ProcessBackend:
             except (KeyError, IndexError, ValueError) as exc:
                 raise PermanentBackendError(f"bad launch template in the catalog: {exc}") from exc
             env = sandbox.notebook_env(
-                os.environ, python=self._python, home=root, extra=extra_env, backend_vars=own
+                os.environ, python=self._python, home=home, extra=extra_env, backend_vars=own
             )
             proc, log_offset = self._spawn([*launcher, "--", *argv], env, runtime / "server.log")
             launched_at = spec.now_ms + int((time.monotonic() - began) * 1000)
@@ -384,7 +406,8 @@ class ProcessBackend:
             handle.launched_at,
             found,
             volume_bytes=handle.volume_bytes,
-            warning=self._oom_warning(instance_id, handle),
+            warning=self._oom_warning(instance_id, handle)
+            or (self._mounts.warning(instance_id) if self._mounts is not None else None),
         )
         endpoint = _endpoint(handle)
         if not await jupyter.answers(self._http, endpoint):
@@ -449,6 +472,8 @@ class ProcessBackend:
         self._reap()
         with contextlib.suppress(FileNotFoundError):
             (self.runtime_dir(instance_id) / "server.json").unlink()
+        if self._mounts is not None:
+            await self._mounts.finish(instance_id)  # every write is in by now
 
     async def _stop_group(self, groups: cgroups.Cgroups, instance_id: str) -> None:
         def empty() -> bool:
@@ -490,6 +515,8 @@ class ProcessBackend:
         self, instance_id: str, handle: ProcessHandle | None, storage: Storage
     ) -> None:
         await self.stop(instance_id, handle)
+        if self._mounts is not None:
+            await self._mounts.remove(instance_id)
         try:
             await asyncio.to_thread(shutil.rmtree, self.volume_dir(instance_id), True)
             await asyncio.to_thread(shutil.rmtree, self.runtime_dir(instance_id), True)

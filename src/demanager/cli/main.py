@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from demanager.cli import catalog, doctor, instances, login, pools, projects, server
+from demanager.cli import (
+    catalog,
+    doctor,
+    instances,
+    login,
+    pools,
+    projects,
+    server,
+    storage,
+)
 
 app = typer.Typer(
     name="demanager",
@@ -22,6 +31,7 @@ login.register(app)
 instances.register(app)
 catalog.register(app)
 pools.register(app)
+storage.register(app)
 doctor.register(app)
 
 

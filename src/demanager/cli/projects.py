@@ -79,8 +79,7 @@ async def _with_admin(data_dir: Path | None, work: Callable[[ProjectAdmin], Awai
             notify=lambda _instance_id: None,
             instance_quota=settings.instance_quota,
             min_auto_stop=settings.min_auto_stop_seconds,
-            object_storage=settings.object_storage_root is not None,
-            object_storage_credentials_missing=settings.object_storage_credentials_missing,
+            object_storage=settings.object_storage,
         )
         admin = ProjectAdmin(
             projects=projects, service=service, clock=clock,

@@ -78,8 +78,6 @@ class CreateContext:
     project_id: str
     object_storage: bool
     """Whether an object-storage backend is configured (obs/obsfs usable)."""
-    object_storage_credentials_missing: bool = False
-    """Object storage was asked for (an S3 endpoint) without an access key: 6319, not 6324."""
     min_auto_stop: int = MIN_AUTO_STOP_S
     """Lower bound of auto-stop durations (a server setting, lowered only for tests)."""
 
@@ -238,8 +236,6 @@ def _storage(
     if kind not in allowed and not (kind == "obsfs" and pool_id):
         raise errors.UnsupportedStorage(f"the flavor does not support '{kind}'.")
     if kind in ("obs", "obsfs") and not ctx.object_storage:
-        if ctx.object_storage_credentials_missing:
-            raise errors.ObjectStorageCredentialsMissing()
         raise errors.UnsupportedStorage("this deployment has no object storage.")
     if kind == "obsfs" and not pool_id:
         raise errors.UnsupportedStorage("'obsfs' is only available in a dedicated pool.")

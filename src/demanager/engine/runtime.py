@@ -23,10 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from demanager.backends.base import Backend, BackendContext, Options, recipe_of
 from demanager.backends.inventory import gpus_only_inventory, process_inventory
 from demanager.backends.node import replica_name, this_node
+from demanager.backends.objectmounts import OBJECTS_DIR, HostMounts
 from demanager.catalog import load_catalog
 from demanager.domain.catalog import Catalog, CatalogError
 from demanager.domain.hostfit import Inventory
 from demanager.domain.pools import PoolDirectory
+from demanager.engine.buckets import BucketCheck
 from demanager.engine.clock import Clock, SystemClock
 from demanager.engine.pools import PoolRefresher
 from demanager.engine.reconciler import Reconciler
@@ -36,11 +38,13 @@ from demanager.errors import PermanentBackendError
 from demanager.identity.secrets import load_server_key
 from demanager.identity.service import OPERATOR_NAME, IdentityService
 from demanager.identity.throttle import LoginThrottle
+from demanager.objectstore.access import ObjectAccess
 from demanager.settings import Settings, backend_section
 from demanager.store.database import make_engine, make_sessionmaker, upgrade
 from demanager.store.identity import IdentityRepository
 from demanager.store.instances import InstanceRepository
 from demanager.store.leases import LeaseRepository
+from demanager.store.objectaccess import ObjectAccessRepository
 from demanager.store.pools import PoolRepository
 from demanager.store.projects import ProjectRepository
 
@@ -90,13 +94,32 @@ def host_inventory(settings: Settings, backend_name: str) -> Inventory | None:
     return None
 
 
-def backend_context(settings: Settings) -> BackendContext:
+def backend_context(
+    settings: Settings, object_access: ObjectAccess | None = None
+) -> BackendContext:
     return BackendContext(
         data_dir=settings.data_dir,
         node_id=settings.node_id,
         object_storage_root=settings.object_storage_root,
         instance_label=settings.instance_label,
+        object_access=object_access,
+        host_mounts=None
+        if object_access is None
+        else HostMounts(
+            settings.data_dir / OBJECTS_DIR, object_access, interval=settings.s3.sync_seconds
+        ),
     )
+
+
+def object_access(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> ObjectAccess | None:
+    """How to reach the projects' buckets, when S3 is configured: the deployment's
+    section with the keys and grants the operator keeps in the database."""
+    if not settings.s3.configured:
+        return None
+    key = load_server_key(settings.data_dir, settings.secret_key)
+    return ObjectAccess(settings.s3, ObjectAccessRepository(sessions, key))
 
 
 def check_backend_settings(
@@ -120,11 +143,15 @@ def check_backend_settings(
     return options
 
 
-def load_backend(settings: Settings, catalog: Catalog | None = None) -> Backend:
+def load_backend(
+    settings: Settings, catalog: Catalog | None = None, context: BackendContext | None = None
+) -> Backend:
     """Build the chosen backend from its own settings section (see
     ``check_backend_settings``)."""
     cls = backend_class(settings.backend)
-    return cls(check_backend_settings(cls, settings, catalog), backend_context(settings))
+    return cls(
+        check_backend_settings(cls, settings, catalog), context or backend_context(settings)
+    )
 
 
 def data_dir_mode() -> int:
@@ -209,6 +236,8 @@ class Runtime:
     (Keystone's ``/v3/auth/tokens`` and the notebook sign-in page)."""
     pools: PoolRefresher
     """Keeps ``catalog.pools`` current with the pools managed at run time."""
+    host_mounts: HostMounts | None = None
+    """Syncs the buckets of this host's notebooks (S3 configured), in the background."""
 
     @classmethod
     async def build(
@@ -217,12 +246,14 @@ class Runtime:
         clock = clock or SystemClock()
         prepare_data_dir(settings)
         loaded = load_catalog(settings.catalog_file)
-        backend = backend or load_backend(settings, loaded)
+        db = make_engine(settings.sqlalchemy_url)
+        sessions = make_sessionmaker(db)
+        access = object_access(settings, sessions)
+        context = backend_context(settings, access)
+        backend = backend or load_backend(settings, loaded, context)
         # Every part reads pools through the catalog; the directory makes them live.
         directory = PoolDirectory(loaded.pools)
         catalog = replace(loaded, pools=directory)
-        db = make_engine(settings.sqlalchemy_url)
-        sessions = make_sessionmaker(db)
         inventory = host_inventory(settings, backend.name)
         if inventory is not None:
             log.info("host %s: %s", inventory.host, inventory.limits())
@@ -255,8 +286,8 @@ class Runtime:
             notify=reconciler.notify,
             instance_quota=settings.instance_quota,
             min_auto_stop=settings.min_auto_stop_seconds,
-            object_storage=settings.object_storage_root is not None,
-            object_storage_credentials_missing=settings.object_storage_credentials_missing,
+            object_storage=settings.object_storage,
+            check_buckets=BucketCheck(access) if access is not None else None,
         )
         return cls(
             settings=settings,
@@ -291,10 +322,13 @@ class Runtime:
                 flavors=frozenset(catalog.flavors),
                 interval=settings.pools_refresh_seconds,
             ),
+            host_mounts=context.host_mounts,
         )
 
     async def close(self) -> None:
         await self.pools.stop()
         await self.reconciler.stop()
+        if self.host_mounts is not None:
+            await self.host_mounts.stop()
         await self.backend.close()
         await self.db.dispose()

@@ -30,6 +30,7 @@ from demanager.domain.validation import (
     validate_list,
     validate_update,
 )
+from demanager.engine.buckets import BucketCheck
 from demanager.engine.clock import Clock
 from demanager.engine.run_terms import stop_deadline
 from demanager.identity.principal import Principal
@@ -58,7 +59,7 @@ class InstanceService:
         instance_quota: int,
         min_auto_stop: int,
         object_storage: bool,
-        object_storage_credentials_missing: bool = False,
+        check_buckets: BucketCheck | None = None,
     ) -> None:
         self._repo = repository
         self._projects = projects
@@ -68,7 +69,7 @@ class InstanceService:
         self._default_quota = instance_quota
         self._min_auto_stop = min_auto_stop
         self._object_storage = object_storage
-        self._object_storage_credentials_missing = object_storage_credentials_missing
+        self._check_buckets = check_buckets
 
     @property
     def catalog(self) -> Catalog:
@@ -83,7 +84,6 @@ class InstanceService:
                 user_name=owner.user_name,
                 project_id=owner.project_id,
                 object_storage=self._object_storage,
-                object_storage_credentials_missing=self._object_storage_credentials_missing,
                 min_auto_stop=self._min_auto_stop,
             ),
         )
@@ -105,6 +105,10 @@ class InstanceService:
             await self._repo.count_live(owner.project_id, flavor.name) >= flavor.per_project_quota
         ):
             raise errors.FlavorQuotaReached(flavor.name, flavor.per_project_quota)
+        if self._check_buckets is not None:
+            # Last of the checks, as it asks the store: no instance exists for a bucket
+            # the project may not or cannot read (6319, 6320).
+            await self._check_buckets(owner.project_id, request.storage, request.extend_storage)
         now = self._clock.now_ms()
         instance = Instance(
             id=new_instance_id(),

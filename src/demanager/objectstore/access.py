@@ -2,7 +2,7 @@
 
 Two ways an operator gives a project object storage:
 
-* **its own keys** (``demanager storage credentials set PROJECT``): the store's own
+* **its own keys** (``demanager storage keys set PROJECT``): the store's own
   policy decides what they reach; demanager adds no rule of its own;
 * **the deployment's keys** (``DEMANAGER_S3__ACCESS_KEY_ID``/``SECRET_ACCESS_KEY``),
   which can read every bucket of the account: a project may then use only the buckets
@@ -14,6 +14,7 @@ Pure: the caller looks the project's keys and the bucket's grant up and passes t
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +22,8 @@ from pydantic import SecretStr
 
 from demanager import errors
 from demanager.objectstore.options import S3Options
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,15 @@ class ObjectAccess:
         self._directory = directory
 
     async def options_for(self, project_id: str, bucket: str) -> S3Options:
-        found = (
-            await self._directory.lookup(project_id, bucket)
-            if self._directory is not None
-            else BucketLookup(project_keys=None, granted_to=None)
-        )
+        try:
+            found = (
+                await self._directory.lookup(project_id, bucket)
+                if self._directory is not None
+                else BucketLookup(project_keys=None, granted_to=None)
+            )
+        except errors.StorageKeysUnreadable as exc:
+            # The operator's to mend (the server key changed); to the caller, the
+            # project has no usable keys.
+            log.error("%s", exc.message)
+            raise errors.ObjectStorageCredentialsMissing() from exc
         return options_for(self.deployment, project_id, bucket, found)

@@ -7,6 +7,7 @@ bucket and the reason. The credentials appear in no message and no log line.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -112,17 +113,17 @@ class ObjectStore:
         partial.replace(target)
         return etag
 
-    def upload(self, bucket: str, key: str, source: Path) -> str:
-        """Put the file at ``key``; the new object's ETag."""
+    def upload(self, bucket: str, key: str, body: BinaryIO, size: int) -> str:
+        """Put the open file at ``key``; the new object's ETag. The caller opens the
+        file, so that it decides which file is read (see ``sync.open_inside``)."""
         try:
-            if source.stat().st_size <= SINGLE_PUT_BYTES:
+            if size <= SINGLE_PUT_BYTES:
                 # The answer's ETag is this upload's own: a head afterwards could
                 # read another writer's object and record it as synced.
-                with source.open("rb") as body:
-                    return str(self._s3.put_object(Bucket=bucket, Key=key, Body=body)["ETag"])
+                return str(self._s3.put_object(Bucket=bucket, Key=key, Body=body)["ETag"])
             # Large files go in parts; the head after it may, rarely, see a newer
             # writer's object, which then merely counts as synced.
-            self._s3.upload_file(str(source), bucket, key)
+            self._s3.upload_fileobj(body, bucket, key)
             return str(self._s3.head_object(Bucket=bucket, Key=key)["ETag"])
         except (ClientError, BotoCoreError) as exc:
             raise _reason(bucket, exc) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class S3Options(BaseModel):
@@ -22,6 +22,9 @@ class S3Options(BaseModel):
     addressing_style: Literal["auto", "path", "virtual"] = "path"
     """``path`` (``endpoint/bucket/key``, what MinIO and most self-hosted stores need)
     or ``virtual`` (``bucket.endpoint/key``, what OBS and AWS prefer)."""
+
+    sync_seconds: float = Field(default=30.0, gt=0)
+    """How often a running notebook's read-write buckets are synced up (and at stop)."""
 
     @property
     def configured(self) -> bool:

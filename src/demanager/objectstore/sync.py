@@ -12,11 +12,13 @@ import asyncio
 import json
 import logging
 import os
+import stat
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from demanager.objectstore.client import ObjectStore
 from demanager.objectstore.paths import BucketPath
@@ -71,6 +73,31 @@ def scan(folder: Path) -> dict[str, LocalEntry]:
     return found
 
 
+def open_inside(folder: Path, path: Path) -> BinaryIO | None:
+    """Open ``path`` for reading only if it is still a regular file inside ``folder``.
+
+    The folder belongs to a notebook that runs while the sync reads it, and may swap a
+    file, or a folder on its way, for a link after the scan: the server must never read
+    (and upload) a file of the host through it. The file is opened first, without
+    following a final link and without blocking on a FIFO; then the path the kernel
+    opened is checked against the folder."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if not stat.S_ISREG(st.st_mode) or not real.is_relative_to(folder.resolve()):
+            os.close(fd)
+            return None
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except OSError:
+        os.close(fd)
+        return None
+
+
 def load_manifest(path: Path) -> dict[str, SyncedEntry]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -97,7 +124,8 @@ def _stamp() -> str:
 @dataclass
 class _Transfer:
     path: str
-    future: Future[SyncedEntry]
+    future: Future[SyncedEntry | None]
+    """None: the file was skipped, not moved."""
     done: list[str]
     """The report's list the path joins once the transfer succeeded."""
 
@@ -151,8 +179,9 @@ class _InFlight:
             if error is not None:
                 failure = failure or error
                 continue
-            manifest[transfer.path] = transfer.future.result()
-            transfer.done.append(transfer.path)
+            if (entry := transfer.future.result()) is not None:
+                manifest[transfer.path] = entry
+                transfer.done.append(transfer.path)
         self.transfers.clear()
         self._files.clear()
         self._folders.clear()
@@ -212,10 +241,16 @@ class FolderSync:
         st = target.stat()
         return SyncedEntry(etag, st.st_size, st.st_mtime_ns)
 
-    def _upload(self, rel: str) -> SyncedEntry:
-        # Stat before the upload: a write during it shows as a change next time.
-        st = self._local(rel).stat()
-        etag = self._store.upload(self._where.bucket, self._key(rel), self._local(rel))
+    def _upload(self, rel: str) -> SyncedEntry | None:
+        """The uploaded file's entry; None when it is no longer a file of the folder."""
+        opened = open_inside(self._folder, self._local(rel))
+        if opened is None:
+            log.warning("not syncing %s: it is no longer a file of the folder", rel)
+            return None
+        with opened as body:
+            # Stat before the upload: a write during it is a change next time.
+            st = os.fstat(body.fileno())
+            etag = self._store.upload(self._where.bucket, self._key(rel), body, st.st_size)
         return SyncedEntry(etag, st.st_size, st.st_mtime_ns)
 
     def _apply(
@@ -227,6 +262,7 @@ class FolderSync:
         report = SyncReport()
         bucket = self._where.bucket
         inflight = _InFlight()
+        moved: Future[SyncedEntry | None]
         pool = ThreadPoolExecutor(TRANSFER_THREADS, thread_name_prefix="objectstore-sync")
         try:
             for action in actions:
@@ -243,11 +279,11 @@ class FolderSync:
                         continue
                     entry = remote.get(rel)
                     size = entry.size if entry is not None else None
-                    future = pool.submit(self._download, rel, target, size)
-                    inflight.add(_Transfer(rel, future, report.downloaded))
+                    moved = pool.submit(self._download, rel, target, size)
+                    inflight.add(_Transfer(rel, moved, report.downloaded))
                 elif isinstance(action, Upload):
-                    future = pool.submit(self._upload, rel)
-                    inflight.add(_Transfer(rel, future, report.uploaded))
+                    moved = pool.submit(self._upload, rel)
+                    inflight.add(_Transfer(rel, moved, report.uploaded))
                 elif isinstance(action, KeepLocalCopy):
                     self._local(rel).replace(self._local(action.copy))
                     report.kept_copies.append(action.copy)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -183,3 +184,28 @@ class ReplicaRow(Base):
     node: Mapped[str] = mapped_column(String(96))
     started_at: Mapped[int] = mapped_column(BigInteger)
     seen_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ProjectStorageKeysRow(Base):
+    """A project's own object-storage access key (``demanager storage keys``)."""
+
+    __tablename__ = "project_storage_keys"
+
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    access_key_id: Mapped[str] = mapped_column(String(128))
+    secret_ciphertext: Mapped[str] = mapped_column(Text)
+    """The secret key, encrypted under a key derived from the server key
+    (``store/objectaccess.py``); never the secret itself."""
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class BucketGrantRow(Base):
+    """A bucket the deployment's keys serve for one project (``demanager storage grant``).
+    The bucket is the primary key: it is granted to one project at most."""
+
+    __tablename__ = "bucket_grants"
+    __table_args__ = (Index("ix_bucket_grants_project", "project_id"),)
+
+    bucket: Mapped[str] = mapped_column(String(63), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    granted_at: Mapped[int] = mapped_column(BigInteger)

@@ -36,6 +36,8 @@ class Harness(ABC):
     """The backend's entry-point name (``DEMANAGER_BACKEND``)."""
     broken_reason: str
     """A fragment of the ``failed_reasons`` message when the ``Broken`` profile starts."""
+    no_synced_buckets: str | None = None
+    """Why the object-storage cases cannot run on this backend here; None: they run."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir

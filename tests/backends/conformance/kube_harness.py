@@ -33,6 +33,10 @@ KINDS = ("pods", "persistentvolumeclaims", "services", "secrets")
 class KubernetesHarness(Harness):
     backend = "kubernetes"
     broken_reason = "cannot be pulled"
+    no_synced_buckets = (
+        "the stand-in runs no containers, so no sync container moves a bucket; the pod's "
+        "sync containers and volumes are checked in test_kube_manifests.py"
+    )
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)

@@ -47,7 +47,7 @@ class ProcessHarness(Harness):
     def leftovers(self, instance_id: str) -> list[str]:
         left = [f"process {pid}" for pid in processes_of(instance_id)]
         for data_dir in self._data_dirs():
-            for kind in ("volumes", "runtime"):
+            for kind in ("volumes", "runtime", "objects"):
                 if (data_dir / kind / instance_id).exists():
                     left.append(f"{kind}/{instance_id} in {data_dir}")
         left += [

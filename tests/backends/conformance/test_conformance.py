@@ -9,7 +9,6 @@ API: which workload runs, killing it behind demanager's back, and what is left o
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,31 +24,15 @@ from tests.backends.conformance.harness import (
     BROKEN,
     CATALOG,
     FLAVOR,
-    HARNESSES,
     PROFILE,
     Harness,
-    load_harness,
 )
 from tests.e2e.jupyter import Notebook
-from tests.server import ServerProcess, traversable_dir, wait_for_status, wait_until
+from tests.server import ServerProcess, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
 
 START_TIMEOUT = 180.0
-
-
-@pytest.fixture(scope="module", params=sorted(HARNESSES))
-def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    workdir = traversable_dir(f"demanager-conformance-{request.param}-")
-    built: Harness | None = None
-    try:
-        built = load_harness(request.param, workdir)
-        built.setup()
-        yield built
-    finally:
-        if built is not None:
-            built.teardown()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

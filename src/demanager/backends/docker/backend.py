@@ -47,18 +47,22 @@ from demanager.backends.docker.config import (
     LOOPBACK,
     MANAGED,
     PORT,
+    Bind,
     Launch,
     base_url,
     check_user,
     container_kwargs,
+    numeric_user,
     volume_labels,
     volume_name,
 )
 from demanager.backends.options import ContainerRecipe, DockerOptions
+from demanager.backends.sandbox import Account
 from demanager.domain.catalog import Flavor
 from demanager.domain.instance import DEFAULT_VOLUME_GB, Endpoint, FailedReason, Storage
 from demanager.domain.planning import Observation, Workload
 from demanager.errors import BackendError, PermanentBackendError, TransientBackendError
+from demanager.objectstore.mounts import bucket_mounts
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,7 @@ class DockerBackend:
         self.node: str | None = None
         self._options = options
         self._label = context.instance_label
+        self._mounts = context.host_mounts
         self._daemon = daemon.Daemon(options.host, options.request_timeout_seconds)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=0.5))
         self._cpus: int | None = None
@@ -110,14 +115,9 @@ class DockerBackend:
     async def start(self, spec: LaunchSpec) -> DockerHandle:
         began = time.monotonic()
         instance_id = spec.instance_id
-        if spec.storage.type != "evs" or spec.extend_storage:
-            raise PermanentBackendError(
-                "the docker backend keeps notebooks on EVS volumes only: object storage "
-                "(obs, obsfs) would need a host folder mounted into the container",
-                "ModelArts.6324",
-            )
         recipe = recipe_of(ContainerRecipe, self.name, spec.profile)
         check_user(recipe.user)
+        binds = await self._synced_buckets(spec, recipe)
         image = recipe.image or spec.profile.image
         network = self._network
         try:
@@ -128,6 +128,7 @@ class DockerBackend:
                 await self._daemon.run(daemon.ensure_network, network, self._label)
             size_gb = spec.storage.location.volume_size or DEFAULT_VOLUME_GB
             labels = volume_labels(self._label, instance_id, spec.project_id, size_gb)
+            # Made for obs too: the volume is cheap, and delete expects one.
             await self._daemon.run(daemon.ensure_volume, volume_name(instance_id), labels)
         except APIError as exc:
             raise _refusal(exc, f"prepare {instance_id}") from exc
@@ -145,6 +146,7 @@ class DockerBackend:
             runtime=self._options.runtime,
             pids_limit=self._options.pids_limit,
             gpus=spec.gpus,
+            binds=binds,
         )
         kwargs = container_kwargs(launch)
         try:
@@ -197,7 +199,12 @@ class DockerBackend:
         handle = handle or adopted
         if handle is None:  # not launched by this backend: a start replaces it
             return Observation(Workload.ABSENT)
-        seen: Observation[DockerHandle] = Observation(Workload.BOOTING, handle.launched_at, adopted)
+        seen: Observation[DockerHandle] = Observation(
+            Workload.BOOTING,
+            handle.launched_at,
+            adopted,
+            warning=self._mounts.warning(instance_id) if self._mounts is not None else None,
+        )
         endpoint = self._endpoint(container, handle)
         if state.get("Status") != "running" or endpoint is None:
             return seen
@@ -213,9 +220,34 @@ class DockerBackend:
             await self._remove(instance_id, handle, self._options.stop_timeout_seconds)
         except APIError as exc:
             raise _refusal(exc, f"remove the container of {instance_id}") from exc
+        if self._mounts is not None:
+            await self._mounts.finish(instance_id)  # the container is gone: every write is in
+
+    async def _synced_buckets(self, spec: LaunchSpec, recipe: ContainerRecipe) -> tuple[Bind, ...]:
+        """The instance's buckets synced into host folders that the container's user
+        owns (read-write) or cannot write (read-only), bound into the container. They
+        are folders of this host: the daemon must run here (a local socket)."""
+        if not bucket_mounts(spec.storage, spec.extend_storage):
+            return ()
+        if self._mounts is None:
+            raise PermanentBackendError(
+                "object storage (obs, obsfs) needs S3 on the docker backend "
+                "(DEMANAGER_S3__…)", "ModelArts.6324",
+            )
+        ids = numeric_user(recipe.user)
+        if ids is None:
+            raise PermanentBackendError(
+                f"launch.docker.user {recipe.user!r}: object storage needs the notebook's "
+                "numeric uid:gid, to own its synced buckets"
+            )
+        owner = Account(name=recipe.user, uid=ids[0], gid=ids[1])
+        prepared = await self._mounts.prepare(spec, owner)
+        return tuple(Bind(str(p.folder), p.mount.mount_path, p.mount.read_only) for p in prepared)
 
     async def delete(self, instance_id: str, handle: DockerHandle | None, storage: Storage) -> None:
         await self.stop(instance_id, handle)
+        if self._mounts is not None:
+            await self._mounts.remove(instance_id)
         try:
             await self._daemon.run(daemon.remove_volume, volume_name(instance_id))
         except APIError as exc:

@@ -22,6 +22,7 @@ place that says what a notebook may do on the Docker host:
 from __future__ import annotations
 
 import math
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from docker.types import DeviceRequest, LogConfig, Mount
 
 from demanager.backends.options import ContainerRecipe
 from demanager.domain.catalog import Resources
+from demanager.domain.instance import WORK_DIR
 from demanager.errors import PermanentBackendError
 
 MANAGED = "io.demanager.managed"
@@ -87,6 +89,33 @@ class Launch:
     gpus: tuple[str, ...] | None = None
     """The GPUs assigned to the instance (``LaunchSpec.gpus``); None: request the
     flavor's number and let the daemon pick."""
+    binds: tuple[Bind, ...] = ()
+    """Host folders holding the instance's synced buckets; one at ``WORK_DIR`` takes the
+    place of the EVS volume."""
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: str
+    """The folder on the Docker host."""
+    mount_path: str
+    """Where the contract says the notebook sees it (below ``WORK_DIR``)."""
+    read_only: bool
+
+
+def bind_target(work_dir: str, mount_path: str) -> str:
+    """``mount_path`` (below the contract's ``WORK_DIR``) inside an image whose work dir
+    is ``work_dir``."""
+    relative = posixpath.relpath(mount_path, WORK_DIR)
+    return work_dir if relative == "." else posixpath.join(work_dir, relative)
+
+
+def numeric_user(user: str) -> tuple[int, int] | None:
+    """``uid:gid`` (or ``uid``) as numbers; None for names, which only the image knows."""
+    name, _, group = user.partition(":")
+    if not name.isdigit() or (group and not group.isdigit()):
+        return None
+    return int(name), int(group or name)
 
 
 def check_user(user: str) -> None:
@@ -153,11 +182,7 @@ def container_kwargs(launch: Launch) -> dict[str, Any]:
         "security_opt": ["no-new-privileges"],
         "pids_limit": launch.pids_limit,
         "nano_cpus": round(resources.cpus * 1e9),
-        "mounts": [
-            Mount(
-                target=launch.recipe.work_dir, source=volume_name(launch.instance_id), type="volume"
-            )
-        ],
+        "mounts": mounts(launch),
         "log_config": LogConfig(type=LogConfig.types.JSON, config=dict(LOG_OPTIONS)),
     }
     if resources.memory_bytes:
@@ -177,6 +202,25 @@ def container_kwargs(launch: Launch) -> dict[str, Any]:
     if launch.runtime:
         kwargs["runtime"] = launch.runtime
     return kwargs
+
+
+def mounts(launch: Launch) -> list[Mount]:
+    """The EVS volume at the work dir, unless a synced bucket is the work dir, and each
+    synced bucket at its mount path, read-only for ``ReadOnlyMany``."""
+    work_dir = launch.recipe.work_dir
+    binds = [
+        Mount(
+            target=bind_target(work_dir, b.mount_path),
+            source=b.source,
+            type="bind",
+            read_only=b.read_only,
+        )
+        for b in launch.binds
+    ]
+    if any(m["Target"] == work_dir for m in binds):
+        return binds
+    volume = Mount(target=work_dir, source=volume_name(launch.instance_id), type="volume")
+    return [volume, *binds]
 
 
 def _placeholders(launch: Launch) -> dict[str, str]:

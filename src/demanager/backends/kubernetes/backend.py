@@ -7,12 +7,15 @@ reaches the cluster, so ``node`` is None: whichever replica holds an instance's 
 drives it.
 
 * ``start`` deletes any pod of the instance and waits for it to go, makes sure the
-  volume claim exists, writes a fresh token Secret, creates the pod and its Service.
+  volume claim exists (unless the working directory is a bucket), writes a fresh token
+  Secret (and, for buckets, a fresh ``…-s3`` Secret with the keys the project's buckets
+  are reached with, looked up now), creates the pod and its Service.
 * ``observe`` reads the pod from the watch's cache; when it runs, it asks Jupyter's
   ``/api/status`` with the token through the endpoint the proxy will use. A pod that
   cannot pull its image fails the start at once (``Observation.failure``). Given no
   handle it rebuilds one from the pod and its Secret (adoption after a crash).
-* ``stop`` deletes the pod, the Service and the Secret, and waits for the pod to go;
+* ``stop`` deletes the pod, the Service and the Secrets, and waits for the pod to go
+  (which, with buckets, includes the sync container's last upload);
   ``delete`` also deletes the claim, which owns whatever might be left.
 
 Errors are the contract's (``api.py``): an API server that cannot answer now is a
@@ -37,12 +40,18 @@ from demanager.backends import jupyter
 from demanager.backends.base import BackendContext, Handle, LaunchSpec, recipe_of
 from demanager.backends.kubernetes import manifests, pods
 from demanager.backends.kubernetes.api import NamespaceApi, connect, name_of, uid_of
-from demanager.backends.kubernetes.manifests import ManifestError, Owner
+from demanager.backends.kubernetes.manifests import BucketSync, ManifestError, Owner
 from demanager.backends.kubernetes.watcher import PodWatch
 from demanager.backends.options import KubernetesOptions, KubernetesRecipe
 from demanager.domain.instance import Endpoint, Storage
 from demanager.domain.planning import Observation, Workload
-from demanager.errors import PermanentBackendError, TransientBackendError
+from demanager.errors import (
+    ObjectStorageAccessError,
+    ObjectStorageCredentialsMissing,
+    PermanentBackendError,
+    TransientBackendError,
+)
+from demanager.objectstore.mounts import bucket_mounts
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +100,7 @@ class KubernetesBackend:
         if quiet.level == logging.NOTSET:
             quiet.setLevel(logging.WARNING)
         self._options = options
+        self._access = context.object_access
         self._namespace = options.namespace
         self._deployment = context.instance_label
         client = connect(options)
@@ -107,18 +117,25 @@ class KubernetesBackend:
         began = time.monotonic()
         instance_id = spec.instance_id
         recipe = recipe_of(KubernetesRecipe, self.name, spec.profile)
-        if spec.storage.type != "evs" or spec.extend_storage:
-            raise PermanentBackendError(
-                "the kubernetes backend keeps a notebook's files on its EVS volume only; "
-                "object storage (obs, obsfs) is not supported", "ModelArts.6324",
-            )
+        syncs = await self._bucket_syncs(spec)
         # A recipe that cannot make a pod fails the start before anything is created.
         self._api.model(Pod, self._pod_manifest(spec, recipe, Owner("PersistentVolumeClaim",
-                                                                    "-", "-"), 0), "pod")
+                                                                    "-", "-"), 0, syncs), "pod")
         self._pods.start()
         await self._stop(instance_id)
-        claim = await self._ensure_claim(spec)
-        owner = Owner("PersistentVolumeClaim", name_of(claim), uid_of(claim))
+        owner: Owner | None = None
+        if spec.storage.type == "evs":
+            claim = await self._ensure_claim(spec)
+            owner = Owner("PersistentVolumeClaim", name_of(claim), uid_of(claim))
+        if syncs:
+            await self._api.create_fresh(
+                Secret,
+                manifests.storage_secret(
+                    instance_id=instance_id, namespace=self._namespace,
+                    deployment=self._deployment, syncs=syncs, owner=owner,
+                ),
+                "create the object storage secret",
+            )
         token = secrets.token_hex(16)
         await self._api.create_fresh(
             Secret,
@@ -129,7 +146,7 @@ class KubernetesBackend:
             "create the token secret",
         )
         launched_at = spec.now_ms + int((time.monotonic() - began) * 1000)
-        manifest = self._pod_manifest(spec, recipe, owner, launched_at)
+        manifest = self._pod_manifest(spec, recipe, owner, launched_at, syncs)
         created = await self._api.create(Pod, manifest, "create the pod")
         if created is None:
             raise TransientBackendError(
@@ -149,13 +166,35 @@ class KubernetesBackend:
             base_url=f"/notebooks/{instance_id}/", port=recipe.port, launched_at=launched_at,
         )
 
+    async def _bucket_syncs(self, spec: LaunchSpec) -> list[BucketSync]:
+        """The instance's buckets with the options (keys included) that reach them."""
+        mounts = bucket_mounts(spec.storage, spec.extend_storage)
+        if not mounts:
+            return []
+        if self._access is None:
+            raise PermanentBackendError(
+                "object storage (obs, obsfs) is not supported: this deployment has no "
+                "S3 settings (DEMANAGER_S3__…)", "ModelArts.6324",
+            )
+        syncs = []
+        for mount in mounts:
+            try:
+                found = await self._access.options_for(spec.project_id, mount.where.bucket)
+            except ObjectStorageCredentialsMissing as exc:
+                raise PermanentBackendError(exc.message, "ModelArts.6319") from None
+            except ObjectStorageAccessError as exc:
+                raise PermanentBackendError(exc.message, "ModelArts.6320") from None
+            syncs.append(BucketSync(mount, found))
+        return syncs
+
     def _pod_manifest(
-        self, spec: LaunchSpec, recipe: KubernetesRecipe, owner: Owner, launched_at: int
+        self, spec: LaunchSpec, recipe: KubernetesRecipe, owner: Owner | None,
+        launched_at: int, syncs: list[BucketSync],
     ) -> dict[str, Any]:
         try:
             return manifests.pod(
                 spec, recipe, self._options, deployment=self._deployment, owner=owner,
-                launched_at=launched_at,
+                launched_at=launched_at, syncs=syncs,
             )
         except ManifestError as exc:
             raise PermanentBackendError(f"profile {spec.profile.id!r}: {exc}") from exc
@@ -181,7 +220,14 @@ class KubernetesBackend:
         self, instance_id: str, handle: KubernetesHandle | None
     ) -> Observation[KubernetesHandle]:
         pod = await self._pod_of(instance_id, handle)
-        if pod is None or pods.gone(pod):
+        if pod is None:
+            return Observation(Workload.ABSENT)
+        if pods.gone(pod):
+            # A pod whose buckets could not be synced ends before its notebook starts:
+            # that fails the start with the reason, rather than looking merely absent.
+            failure = pods.sync_failure(pod)
+            if failure is not None and handle is not None:
+                return Observation(Workload.BOOTING, handle.launched_at, failure=failure)
             return Observation(Workload.ABSENT)
         found = None
         if handle is None:
@@ -265,16 +311,22 @@ class KubernetesBackend:
                                cascade=CascadeType.FOREGROUND)
 
     async def _stop(self, instance_id: str) -> None:
-        """Delete the pod, its Service and its Secret; wait for the pod to go."""
+        """Delete the pod, its Service and its Secrets; wait for the pod to go."""
         name = manifests.object_name(instance_id)
         existed = await self._api.delete(Pod, name)
         await self._api.delete(Service, name)
         await self._api.delete(Secret, manifests.secret_name(instance_id))
+        # Deleted at once: a terminating pod's containers keep the variables they were
+        # started with, so the last upload needs the Secret no more.
+        await self._api.delete(Secret, manifests.storage_secret_name(instance_id))
         if existed:
             await self._until_gone(instance_id, name)
 
     async def _until_gone(self, instance_id: str, name: str) -> None:
-        wait = self._options.stop_timeout_seconds + 2 * self._options.request_timeout_seconds
+        # A pod with buckets gets the sync's grace on top; waiting that long for any pod
+        # costs nothing, as one without ends sooner.
+        grace = self._options.stop_timeout_seconds + self._options.sync_grace_seconds
+        wait = grace + 2 * self._options.request_timeout_seconds
         deadline = time.monotonic() + wait
         delay = 0.05
         while await self._api.get(Pod, name) is not None:

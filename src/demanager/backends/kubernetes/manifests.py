@@ -13,7 +13,15 @@ Per instance, in the backend's namespace, each named after the instance
 * the Pod, owned by the claim: one notebook container, never root, no privilege
   escalation, no capabilities, no service-account token, the claim mounted at the
   recipe's work dir, the flavor's CPU, memory and GPUs as requests and limits;
-* a ClusterIP Service selecting the pod, owned by the pod.
+* a ClusterIP Service selecting the pod, owned by the pod;
+* for an instance with buckets (``obs``, ``obsfs``: ``objectstore.mounts``), a Secret
+  ``…-s3`` with the S3 keys and the sync agent's config, and in the pod an emptyDir per
+  bucket, one for the sync manifests, an init container ``sync-down`` (``agent down``)
+  and a sidecar ``sync`` (``agent run``, a restartable init container, so that it
+  starts before the notebook and gets SIGTERM only after the notebook has ended). Only
+  those two containers see the Secret; the notebook sees the folders. An instance
+  whose working directory is a bucket has no claim: its Secrets and pod are owned by
+  nothing, and a stop deletes them by name.
 
 Everything carries ``app.kubernetes.io/managed-by: demanager``, the instance's id
 (``demanager.io/instance``) and the deployment's name (``demanager.io/deployment``).
@@ -24,16 +32,22 @@ of several Kubernetes versions.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
+import json
+import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from demanager.backends.base import LaunchSpec
 from demanager.backends.options import KubernetesOptions, KubernetesRecipe
 from demanager.domain.catalog import Resources
-from demanager.domain.instance import Storage
+from demanager.domain.instance import WORK_DIR, Storage
+from demanager.objectstore.agent import key_variables
+from demanager.objectstore.mounts import BucketMount
+from demanager.objectstore.options import S3Options
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "demanager"
@@ -52,6 +66,18 @@ NAME_MAX = 57
 """Object names stay within 57 characters, so that ``…-token`` is still a 63-character
 DNS label, as Service names and pod host names must be."""
 TOKEN_SUFFIX = "-token"
+S3_SUFFIX = "-s3"
+SYNC_DOWN = "sync-down"
+SYNC = "sync"
+SYNC_CONFIG_KEY = "config.json"
+SYNC_CONFIG_DIR = "/etc/demanager-sync"
+SYNC_FOLDERS = "/sync"
+"""Where the sync containers see the buckets' folders (``/sync/{mount name}``)."""
+SYNC_STATE = "/sync-state"
+"""Where they keep the sync manifests: a volume of its own, outside every folder the
+notebook sees, so that a notebook cannot edit what decides deletions."""
+SYNC_STATE_VOLUME = "sync-state"
+SYNC_CONFIG_VOLUME = "sync-config"
 
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 
@@ -99,6 +125,10 @@ def object_name(instance_id: str) -> str:
 
 def secret_name(instance_id: str) -> str:
     return object_name(instance_id) + TOKEN_SUFFIX
+
+
+def storage_secret_name(instance_id: str) -> str:
+    return object_name(instance_id) + S3_SUFFIX
 
 
 def deployment_labels(deployment: str) -> dict[str, str]:
@@ -228,7 +258,7 @@ def volume_claim(
 
 
 def token_secret(
-    *, instance_id: str, namespace: str, deployment: str, token: str, owner: Owner
+    *, instance_id: str, namespace: str, deployment: str, token: str, owner: Owner | None
 ) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -239,6 +269,158 @@ def token_secret(
         "type": "Opaque",
         "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
     }
+
+
+# --- buckets -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BucketSync:
+    """One of the instance's buckets and the S3 options (with keys) that reach it."""
+
+    mount: BucketMount
+    options: S3Options
+
+
+def _key_pairs(syncs: Sequence[BucketSync]) -> list[tuple[str, str]]:
+    """The distinct key pairs, in the order of first use: pair ``n`` reaches the agent
+    as ``key_variables(n)``."""
+    pairs: list[tuple[str, str]] = []
+    for sync in syncs:
+        assert sync.options.access_key_id and sync.options.secret_access_key is not None
+        pair = (sync.options.access_key_id, sync.options.secret_access_key.get_secret_value())
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def _volume_of(mount: BucketMount) -> str:
+    return f"s3-{mount.name}"
+
+
+def sync_config(syncs: Sequence[BucketSync]) -> dict[str, Any]:
+    """The agent's config (``objectstore/agent.py``): no keys, only where things are.
+    The endpoint is the deployment's, the same for every bucket."""
+    first = syncs[0].options
+    pairs = _key_pairs(syncs)
+    mounts = []
+    for sync in syncs:
+        opts, mount = sync.options, sync.mount
+        assert opts.access_key_id and opts.secret_access_key is not None
+        pair = (opts.access_key_id, opts.secret_access_key.get_secret_value())
+        mounts.append({
+            "name": mount.name,
+            "bucket": mount.where.bucket,
+            "prefix": mount.where.prefix,
+            "folder": f"{SYNC_FOLDERS}/{mount.name}",
+            "manifest": f"{SYNC_STATE}/{mount.name}.json",
+            "read_only": mount.read_only,
+            "credentials": pairs.index(pair),
+        })
+    return {
+        "endpoint_url": first.endpoint_url,
+        "region": first.region,
+        "addressing_style": first.addressing_style,
+        "mounts": mounts,
+    }
+
+
+def storage_secret(
+    *, instance_id: str, namespace: str, deployment: str, syncs: Sequence[BucketSync],
+    owner: Owner | None,
+) -> dict[str, Any]:
+    """The sync containers' Secret: the agent's config and every key pair it needs."""
+    data = {SYNC_CONFIG_KEY: json.dumps(sync_config(syncs), sort_keys=True)}
+    for n, (key_id, secret) in enumerate(_key_pairs(syncs)):
+        data[f"access-key-id-{n}"] = key_id
+        data[f"secret-access-key-{n}"] = secret
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(
+            storage_secret_name(instance_id), namespace,
+            instance_labels(instance_id, deployment), owner,
+        ),
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def notebook_path(mount: BucketMount, work_dir: str) -> str:
+    """Where the notebook sees a bucket: the contract's working directory (and what is
+    under it) is the recipe's ``work_dir`` here, other paths are kept as they are."""
+    if mount.mount_path == WORK_DIR:
+        return work_dir
+    if mount.mount_path.startswith(WORK_DIR + "/"):
+        return posixpath.join(work_dir, mount.mount_path[len(WORK_DIR) + 1 :])
+    return mount.mount_path
+
+
+def _sync_container(
+    name: str, args: list[str], syncs: Sequence[BucketSync], secret: str, image: str,
+    options: KubernetesOptions, security: Mapping[str, Any],
+) -> dict[str, Any]:
+    env: list[dict[str, Any]] = []
+    for n in range(len(_key_pairs(syncs))):
+        for variable, key in zip(key_variables(n),
+                                 (f"access-key-id-{n}", f"secret-access-key-{n}"), strict=True):
+            env.append({"name": variable,
+                        "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    amounts = {"cpu": options.sync_cpu, "memory": options.sync_memory}
+    mounts: list[dict[str, Any]] = [
+        {"name": _volume_of(s.mount), "mountPath": f"{SYNC_FOLDERS}/{s.mount.name}"}
+        for s in syncs
+    ]
+    mounts += [
+        {"name": SYNC_STATE_VOLUME, "mountPath": SYNC_STATE},
+        {"name": SYNC_CONFIG_VOLUME, "mountPath": SYNC_CONFIG_DIR, "readOnly": True},
+    ]
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": options.image_pull_policy,
+        "command": [*options.sync_command, *args,
+                    "--config", f"{SYNC_CONFIG_DIR}/{SYNC_CONFIG_KEY}"],
+        "env": env,
+        "volumeMounts": mounts,
+        "resources": {"requests": dict(amounts), "limits": dict(amounts)},
+        "securityContext": copy.deepcopy(dict(security)),
+        # A failed sync's one-line reason becomes the container's termination message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def sync_containers(
+    instance_id: str, syncs: Sequence[BucketSync], image: str, options: KubernetesOptions,
+    security: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """The init container that fills the folders, then the sidecar that uploads."""
+    secret = storage_secret_name(instance_id)
+    down = _sync_container(SYNC_DOWN, ["down"], syncs, secret, image, options, security)
+    # How often is the deployment's choice (DEMANAGER_S3__SYNC_SECONDS), as on every host.
+    every = f"{syncs[0].options.sync_seconds:g}"
+    run = _sync_container(SYNC, ["run", "--every", every], syncs, secret, image, options,
+                          security)
+    # A restartable init container is a sidecar: it starts before the notebook and is
+    # stopped after it, so that its last upload sees the notebook's last writes.
+    run["restartPolicy"] = "Always"
+    return [down, run]
+
+
+def sync_volumes(instance_id: str, syncs: Sequence[BucketSync]) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": _volume_of(s.mount), "emptyDir": {}} for s in syncs
+    ]
+    volumes += [
+        {"name": SYNC_STATE_VOLUME, "emptyDir": {}},
+        {"name": SYNC_CONFIG_VOLUME, "secret": {
+            "secretName": storage_secret_name(instance_id),
+            # Only the config becomes a file; the keys reach the agent as variables.
+            "items": [{"key": SYNC_CONFIG_KEY, "path": SYNC_CONFIG_KEY}],
+            "defaultMode": 0o440,
+        }},
+    ]
+    return volumes
 
 
 def service(
@@ -265,11 +447,14 @@ def pod(
     options: KubernetesOptions,
     *,
     deployment: str,
-    owner: Owner,
+    owner: Owner | None,
     launched_at: int,
+    syncs: Sequence[BucketSync] = (),
 ) -> dict[str, Any]:
     """The notebook's pod: ``recipe`` fills the container, ``spec`` the instance's size,
-    volume and pool, ``options`` the deployment's choices."""
+    volume and pool, ``options`` the deployment's choices, ``syncs`` its buckets (the
+    working directory's first, when it is one). Without a claim (the working directory
+    is a bucket) ``owner`` is None."""
     instance_id = spec.instance_id
     uid, gid = run_as(recipe.user)
     values = {
@@ -287,23 +472,35 @@ def pod(
         "name": TOKEN_ENV,
         "valueFrom": {"secretKeyRef": {"name": secret_name(instance_id), "key": TOKEN_KEY}},
     })
+    security: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    on_evs = spec.storage.type == "evs"
+    mounts: list[dict[str, Any]] = (
+        [{"name": VOLUME, "mountPath": recipe.work_dir}] if on_evs else []
+    )
+    for sync in syncs:
+        mount: dict[str, Any] = {"name": _volume_of(sync.mount),
+                                 "mountPath": notebook_path(sync.mount, recipe.work_dir)}
+        if sync.mount.read_only:
+            mount["readOnly"] = True
+        mounts.append(mount)
+    image = recipe.image or spec.profile.image
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": recipe.image or spec.profile.image,
+        "image": image,
         "imagePullPolicy": options.image_pull_policy,
         "command": [fill(part, values) for part in recipe.command],
         "env": env,
         "ports": [{"name": PORT_NAME, "containerPort": recipe.port, "protocol": "TCP"}],
         "workingDir": recipe.work_dir,
-        "volumeMounts": [{"name": VOLUME, "mountPath": recipe.work_dir}],
+        "volumeMounts": mounts,
         "resources": resources(spec.flavor.resources, options.gpu_resource),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": uid,
-            "runAsGroup": gid,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": copy.deepcopy(security),
         # The kubelet's view only (Service endpoints, kubectl); demanager itself asks
         # Jupyter's /api/status, which needs the token a probe here would not have.
         "readinessProbe": {
@@ -317,7 +514,8 @@ def pod(
         "automountServiceAccountToken": False,
         # Service links would put every instance's service address into every pod.
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": options.stop_timeout_seconds,
+        "terminationGracePeriodSeconds": options.stop_timeout_seconds
+        + (options.sync_grace_seconds if syncs else 0),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": uid,
@@ -327,9 +525,18 @@ def pod(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumes": [{"name": VOLUME, "persistentVolumeClaim": {"claimName": object_name(
-            instance_id)}}],
+            instance_id)}}] if on_evs else [],
         "containers": [merge(container, recipe.container)],
     }
+    if syncs:
+        if recipe.pod.get("shareProcessNamespace"):
+            # The notebook runs as the sync containers' user: it could read their keys.
+            raise ManifestError("launch.kubernetes.pod must not share the process namespace "
+                                "of a pod with object storage")
+        pod_spec["volumes"] += sync_volumes(instance_id, syncs)
+        pod_spec["initContainers"] = sync_containers(
+            instance_id, syncs, options.sync_image or image, options, security
+        )
     if spec.pool_id is not None:
         pool = spec.pool_id
         if not _LABEL_VALUE.fullmatch(pool):

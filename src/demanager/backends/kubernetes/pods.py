@@ -40,13 +40,33 @@ def running(pod: Pod) -> bool:
     )
 
 
-def launch_failure(pod: Pod) -> FailedReason | None:
-    """Why the pod can never start as launched: its image cannot be pulled, or its
-    container cannot be made. The kubelet would retry forever; the start fails now."""
+def sync_failure(pod: Pod) -> FailedReason | None:
+    """Why the buckets could not be brought into the pod: the ``sync-down`` init
+    container's last line (the agent's one-line reason, which names no key)."""
     status = pod.status
-    if status is None or status.phase != "Pending":
+    for container in (status.initContainerStatuses or []) if status is not None else []:
+        ended = container.state.terminated if container.state is not None else None
+        if container.name != manifests.SYNC_DOWN or ended is None or ended.exitCode == 0:
+            continue
+        lines = [line for line in (ended.message or "").splitlines() if line.strip()]
+        said = lines[-1] if lines else f"exit status {ended.exitCode}"
+        return FailedReason("ModelArts.6320",
+                            f"the files could not be synced from object storage: {said}",
+                            {"reason": "SyncFailed"})
+    return None
+
+
+def launch_failure(pod: Pod) -> FailedReason | None:
+    """Why the pod can never start as launched: its image (or the sync containers')
+    cannot be pulled, its container cannot be made, or its buckets cannot be synced.
+    The kubelet would retry forever; the start fails now."""
+    status = pod.status
+    if status is None:
         return None
-    for container in status.containerStatuses or []:
+    synced = sync_failure(pod)
+    if synced is not None or status.phase != "Pending":
+        return synced
+    for container in [*(status.initContainerStatuses or []), *(status.containerStatuses or [])]:
         waiting = container.state.waiting if container.state is not None else None
         if waiting is None:
             continue
