@@ -42,7 +42,7 @@ from demanager.backends.base import LaunchSpec
 from demanager.backends.sandbox import Account
 from demanager.domain.instance import FailedReason
 from demanager.objectstore.access import ObjectAccess
-from demanager.objectstore.client import ObjectStore
+from demanager.objectstore.client import ObjectStore, StoreCache
 from demanager.objectstore.mounts import BucketMount, bucket_mounts
 from demanager.objectstore.options import S3Options
 from demanager.objectstore.paths import BucketPath
@@ -117,7 +117,7 @@ class HostMounts:
         self._locks: dict[str, asyncio.Lock] = {}
         self._next_try: dict[str, float] = {}
         self._delay: dict[str, float] = {}
-        self._stores: dict[tuple[str | None, str | None, str], ObjectStore] = {}
+        self._stores = StoreCache()
         self._task: asyncio.Task[None] | None = None
 
     # --- paths and state --------------------------------------------------------------
@@ -157,12 +157,7 @@ class HostMounts:
             os.close(fd)
 
     def _store(self, options: S3Options) -> ObjectStore:
-        """One client per key pair: a boto3 client is thread-safe and slow to make."""
-        key = (options.endpoint_url, options.access_key_id, options.region)
-        store = self._stores.get(key)
-        if store is None:
-            store = self._stores[key] = ObjectStore(options)
-        return store
+        return self._stores.get(options)
 
     def _folder_sync(self, instance_id: str, mount: BucketMount, store: ObjectStore) -> FolderSync:
         return FolderSync(
@@ -194,6 +189,8 @@ class HostMounts:
             state = self._load(instance_id) or _State(spec.project_id, [])
             state.project_id, state.mounts = spec.project_id, [_describe(m) for m in mounts]
             state.active, state.remove = True, False
+            # A new run: the last one's outage report is not this one's news.
+            state.recovered = None
             self._save(instance_id, state)
             try:
                 await asyncio.to_thread(self._down, instance_id, mounts, stores, owner)

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 
 from demanager.domain.instance import Storage
 from demanager.objectstore.access import ObjectAccess
-from demanager.objectstore.client import ObjectStore
+from demanager.objectstore.client import StoreCache
 from demanager.objectstore.mounts import bucket_mounts
 
 
 class BucketCheck:
     def __init__(self, access: ObjectAccess) -> None:
         self._access = access
-        self._stores: dict[tuple[str | None, str | None], ObjectStore] = {}
+        self._stores = StoreCache()
 
     async def __call__(
         self, project_id: str, storage: Storage, extend_storage: Sequence[Storage] | None
@@ -23,8 +23,5 @@ class BucketCheck:
         """Raise 6319 (no keys) or 6320 (not the project's, missing, or refused)."""
         for mount in bucket_mounts(storage, extend_storage or ()):
             options = await self._access.options_for(project_id, mount.where.bucket)
-            key = (options.endpoint_url, options.access_key_id)
-            store = self._stores.get(key)
-            if store is None:
-                store = self._stores[key] = ObjectStore(options)
+            store = self._stores.get(options)
             await asyncio.to_thread(store.check, mount.where.bucket, mount.where.prefix)
