@@ -19,7 +19,7 @@ else
 DATA_DIR ?= ./demanager-data
 endif
 
-.PHONY: image notebook-env run test test-suite test-fast lint typecheck bench bench-replicas install install-test browser clean
+.PHONY: image notebook-env run test test-suite test-fast lint typecheck bench bench-replicas bench-storage install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,10 @@ bench: install-test  ## print the figures of bench/
 # instances boot. PostgreSQL when DEMANAGER_BENCH_POSTGRES_URL is set, else SQLite.
 bench-replicas: install-test  ## print the replicas' reconcile throughput and the stop latency
 	$(BIN)/python bench/replicas.py
+
+# Minutes too: 1,000 small files and a 1 GiB file through a local S3 server, each way.
+bench-storage: install-test  ## print FolderSync's times against boto3's transfer manager
+	$(BIN)/python bench/storage.py
 
 clean:  ## remove the venv and the ./demanager-data of a non-root run (never /var/lib/demanager)
 	rm -rf $(VENV) ./demanager-data

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from demanager import errors
-from demanager.objectstore.client import ObjectStore
+from demanager.objectstore.client import SINGLE_GET_BYTES, ObjectStore
 from demanager.objectstore.paths import BucketPath
 from demanager.objectstore.sync import FolderSync
 from tests.objectstore.conftest import options
@@ -209,6 +209,59 @@ def test_a_name_both_file_and_folder_skips_one_and_syncs_the_rest(
     # Listing order puts "a" first: it becomes the file, "a/b" has nowhere to go.
     assert report.downloaded == ["a", "c"]
     assert (folder / "a").read_bytes() == b"file"
+
+
+def test_many_files_and_a_big_one_move_together_and_are_all_recorded(
+    store: ObjectStore, bucket: str, s3: S3Client, tmp_path: Path
+) -> None:
+    names = [f"d{i % 4}/f{i:02d}" for i in range(40)]
+    for name in names:
+        _put(s3, bucket, PREFIX + name, name.encode())
+    # Past the single-request size, so it comes down in ranges.
+    big = os.urandom(SINGLE_GET_BYTES + 1)
+    _put(s3, bucket, PREFIX + "big.bin", big)
+    sync, folder = _sync(store, bucket, tmp_path)
+
+    report = sync.down_blocking()
+    # Moved several at once, reported in the plan's (the listing's) order.
+    assert report.downloaded == sorted([*names, "big.bin"])
+    assert all((folder / name).read_bytes() == name.encode() for name in names)
+    assert (folder / "big.bin").read_bytes() == big
+
+    for name in names[:10]:
+        _edit(folder / name, b"edited " + name.encode())
+    assert sync.up_blocking().uploaded == sorted(names[:10])
+    assert _get(s3, bucket, PREFIX + names[0]) == b"edited " + names[0].encode()
+    assert sync.up_blocking().uploaded == []
+    assert sync.down_blocking().downloaded == []
+
+
+def test_a_failed_transfer_leaves_the_others_recorded(
+    store: ObjectStore, bucket: str, s3: S3Client, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = [f"f{i:02d}" for i in range(30)]
+    for name in names:
+        _put(s3, bucket, PREFIX + name, name.encode())
+    sync, _folder = _sync(store, bucket, tmp_path)
+    real = store.download
+
+    def failing(bucket: str, key: str, target: Path, size: int | None = None) -> str:
+        if key == PREFIX + "f05":
+            raise errors.ObjectStorageAccessError("the object went away.")
+        return real(bucket, key, target, size)
+
+    monkeypatch.setattr(store, "download", failing)
+    with pytest.raises(errors.ObjectStorageAccessError, match="went away"):
+        sync.down_blocking()
+    monkeypatch.setattr(store, "download", real)
+
+    # Every file that came down was recorded: the next start fetches only the rest,
+    # and keeps no copy of a file it already wrote.
+    report = sync.down_blocking()
+    assert "f05" in report.downloaded
+    assert report.kept_copies == []
+    assert sync.down_blocking().downloaded == []
 
 
 def test_a_missing_bucket_is_6320(store: ObjectStore, tmp_path: Path) -> None:

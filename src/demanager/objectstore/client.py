@@ -21,6 +21,10 @@ from demanager.objectstore.plan import RemoteEntry
 
 SINGLE_PUT_BYTES = 64 * 1024 * 1024
 """Files up to this size are uploaded in one request, larger ones in parts."""
+SINGLE_GET_BYTES = 8 * 1024 * 1024
+"""Objects up to this size are downloaded in one request, larger ones in ranges; the
+threshold boto3's transfer manager has for parts."""
+_CHUNK_BYTES = 1024 * 1024
 
 _REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}
 _MISSING_BUCKET = {"NoSuchBucket", "404"}
@@ -85,17 +89,30 @@ class ObjectStore:
             raise _reason(bucket, exc) from None
         return found
 
-    def download(self, bucket: str, key: str, target: Path) -> str:
-        """Write the object to ``target`` (through a temporary file); its ETag."""
+    def download(self, bucket: str, key: str, target: Path, size: int | None = None) -> str:
+        """Write the object to ``target`` (through a temporary file); its ETag.
+
+        ``size``, the listing's, lets a small object come in one request."""
         partial = target.with_name(f".{target.name}.partial")
         try:
-            head = self._s3.head_object(Bucket=bucket, Key=key)
-            self._s3.download_file(bucket, key, str(partial))
+            if size is not None and size <= SINGLE_GET_BYTES:
+                # A head and a transfer manager (which heads again) cost three round
+                # trips and a thread pool per file, most of a small file's time. The
+                # ETag is that of the bytes received, even if the object changed since.
+                answer = self._s3.get_object(Bucket=bucket, Key=key)
+                with partial.open("wb") as out:
+                    for chunk in answer["Body"].iter_chunks(_CHUNK_BYTES):
+                        out.write(chunk)
+                etag = str(answer["ETag"])
+            else:
+                head = self._s3.head_object(Bucket=bucket, Key=key)
+                self._s3.download_file(bucket, key, str(partial))
+                etag = str(head["ETag"])
         except (ClientError, BotoCoreError) as exc:
             partial.unlink(missing_ok=True)
             raise _reason(bucket, exc) from None
         partial.replace(target)
-        return str(head["ETag"])
+        return etag
 
     def upload(self, bucket: str, key: str, body: BinaryIO, size: int) -> str:
         """Put the open file at ``key``; the new object's ETag. The caller opens the
