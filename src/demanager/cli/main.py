@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from demanager.cli import (
+    backup,
     catalog,
     doctor,
     instances,
@@ -33,6 +34,7 @@ catalog.register(app)
 pools.register(app)
 storage.register(app)
 doctor.register(app)
+backup.register(app)
 
 
 def main() -> None:

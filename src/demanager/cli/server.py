@@ -59,6 +59,7 @@ def serve(
     from demanager.api.app import create_app
     from demanager.engine.runtime import operator_token
     from demanager.settings import load_settings
+    from demanager.store.backup import hold_data_dir
 
     try:
         settings = load_settings(
@@ -90,14 +91,19 @@ def serve(
         f"'{url}/v1/myproject/demanager/instances?de_type=Notebook'"
     )
     sys.stdout.flush()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.log_level == "debug",
-        timeout_graceful_shutdown=5,
-    )
+    # Held while serving, so that `demanager restore` never replaces a live database.
+    lock = hold_data_dir(settings.data_dir)
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=settings.log_level == "debug",
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        os.close(lock)
 
 
 def _preflight(settings: Settings) -> None:
@@ -338,3 +344,39 @@ def db_upgrade(data_dir: DataDir = None) -> None:
     prepare_data_dir(settings)
     upgrade(settings.sqlalchemy_url)
     typer.echo("database is up to date")
+
+
+@db_app.command("current")
+def db_current(data_dir: DataDir = None) -> None:
+    """Show the database's schema revision and the newest this release knows."""
+    from demanager.engine.runtime import prepare_data_dir
+    from demanager.settings import load_settings
+    from demanager.store.database import make_engine, schema_revisions
+
+    settings = load_settings(data_dir=data_dir)
+    prepare_data_dir(settings)
+
+    async def revisions() -> tuple[str | None, str | None]:
+        engine = make_engine(settings.sqlalchemy_url)
+        try:
+            return await schema_revisions(engine)
+        finally:
+            await engine.dispose()
+
+    current, head = asyncio.run(revisions())
+    if current == head:
+        typer.echo(f"{current} (head)")
+    else:
+        typer.echo(f"{current or 'empty'} (head is {head}: run `demanager db upgrade`)")
+
+
+@db_app.command("history")
+def db_history() -> None:
+    """List the schema revisions this release knows, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    from demanager.store.database import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    for revision in reversed(list(script.walk_revisions())):
+        typer.echo(f"{revision.revision}\t{(revision.doc or '').splitlines()[0]}")
