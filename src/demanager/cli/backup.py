@@ -9,7 +9,6 @@ the database server's to back up (``pg_dump``): these commands say how and exit 
 from __future__ import annotations
 
 import datetime
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -64,7 +63,6 @@ def backup(
 
     settings = load_settings(data_dir=data_dir)
     database = _sqlite_database(settings, POSTGRES_BACKUP)
-    os.umask(0o077)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         manifest = create_backup(database, settings.data_dir, dest.resolve(), created_at=now,
@@ -96,7 +94,6 @@ def restore(
 
     settings = load_settings(data_dir=data_dir)
     database = _sqlite_database(settings, POSTGRES_RESTORE)
-    os.umask(0o077)
     try:
         manifest = read_backup(src)
         script = ScriptDirectory.from_config(alembic_config(settings.sqlalchemy_url))

@@ -147,8 +147,16 @@ def read_backup(src: Path) -> Manifest:
             raise BackupError(f"{src / MANIFEST} names an unknown file {name!r}")
         if not (src / name).is_file() or _sha256(src / name) != digest:
             raise BackupError(f"{src / name} is missing or changed since the backup")
-    return Manifest(raw.get("revision"), str(raw.get("created_at")),
-                    str(raw.get("demanager_version")), dict(files))
+    snapshot = sqlite3.connect(f"file:{src / DATABASE}?mode=ro", uri=True)
+    try:
+        # The database's own word, not the manifest's, on what a restore must upgrade.
+        revision = _revision(snapshot)
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"{src / DATABASE} is not a readable database: {exc}") from None
+    finally:
+        snapshot.close()
+    return Manifest(revision, str(raw.get("created_at")), str(raw.get("demanager_version")),
+                    dict(files))
 
 
 def restore_backup(src: Path, manifest: Manifest, database: Path, data_dir: Path) -> None:
