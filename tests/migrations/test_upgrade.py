@@ -148,10 +148,10 @@ def _check(connection: Connection, revision: str, filled: dict[str, list[dict[st
                 sa.select(table).where(*(table.c[k] == row[k] for k in keys))
             ).mappings().one_or_none()
             assert found is not None, f"{name} row {[row[k] for k in keys]} was lost"
-            for column, value in row.items():
-                if column in table.c:
-                    assert found[column] == _expected(name, column, value, revision), (
-                        f"{name}.{column} changed"
+            for key, value in row.items():
+                if key in table.c:
+                    assert found[key] == _expected(name, key, value, revision), (
+                        f"{name}.{key} changed"
                     )
         for column in table.columns:
             if isinstance(column.type, sa.JSON):
