@@ -192,3 +192,33 @@ def test_postgresql_is_backed_up_with_its_own_tools(
     assert code == 2
     assert ("pg_dump" if command == "backup" else "pg_restore") in said
     assert not (data_dir.parent / "backup").exists()
+
+
+def test_a_restore_over_a_crashed_servers_database_keeps_it_whole(data_dir: Path) -> None:
+    """A server killed mid-way leaves a WAL beside the database: the restore must win
+    over it, not be undone by it at the next open."""
+    import subprocess
+    import sys
+
+    dest = data_dir.parent / "backup"
+    assert _run("users", "create", "kept", "--project", "p")[0] == 0
+    assert _run("backup", str(dest))[0] == 0
+    crash = (
+        "import os, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1])\n"
+        "c.execute('PRAGMA journal_mode=WAL')\n"
+        "c.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "with c:\n"
+        "    c.execute(\"DELETE FROM users WHERE name = 'kept'\")\n"
+        "os._exit(0)\n"
+    )
+    database = data_dir / "demanager.db"
+    subprocess.run([sys.executable, "-c", crash, str(database)], check=True, timeout=60)
+    assert (data_dir / "demanager.db-wal").stat().st_size > 0
+    assert "kept" not in _users()
+
+    assert _run("restore", str(dest))[0] == 0
+    assert "kept" in _users()
+    with sqlite3.connect(database) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    check.close()
