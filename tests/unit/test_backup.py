@@ -177,6 +177,8 @@ def test_a_backup_of_an_older_schema_is_upgraded_on_restore(data_dir: Path) -> N
     assert code == 0 and f"schema revision {old} " in said
     assert _run("db", "upgrade")[0] == 0
     assert _run("db", "current") == (0, f"{HEAD} (head)")
+    code, history = _run("db", "history")
+    assert code == 0 and [line.split("\t")[0] for line in history.splitlines()] == REVISIONS
     code, said = _run("restore", str(dest))
     assert code == 0, said
     assert f"(schema revision {old}); the database is at revision {HEAD}" in said
