@@ -7,7 +7,6 @@ command goes through the HTTP API.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -75,12 +74,13 @@ def serve(
             typer.echo(f"error: {'DEMANAGER_' + where if where else 'settings'}: "
                        f"{error['msg']}", err=True)
         raise typer.Exit(2) from None
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     _preflight(settings)
     # Whatever the server writes is private unless it says otherwise (the data dir,
     # volumes and shared object-storage folders set their modes explicitly).
     os.umask(0o077)
     token = operator_token(settings)
+    _configure_logging(settings, token)  # now the generated token is known too
     url = settings.target_domain
     database = settings.sqlalchemy_url.split("@")[-1]
     typer.echo(f"demanager serving at {url}  (backend: {settings.backend}, database: {database})")
@@ -95,7 +95,10 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=settings.log_level == "debug",
+        # The app logs each request itself, by route template: a raw path may carry a
+        # signed link's token, and uvicorn's own configuration would bypass ours.
+        access_log=False,
+        log_config=None,
         timeout_graceful_shutdown=5,
     )
 
@@ -120,12 +123,22 @@ def _preflight(settings: Settings) -> None:
         raise typer.Exit(2) from None
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # One line per health probe would drown everything else.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def _configure_logging(settings: Settings, token: str | None = None) -> None:
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from demanager.api.logs import configure_logging
+
+    try:
+        database_password = make_url(settings.sqlalchemy_url).password
+    except ArgumentError:
+        database_password = None  # the server's start says what is wrong with the URL
+    s3_secret = settings.s3.secret_access_key
+    configure_logging(settings.log_level, settings.log_format, secrets=(
+        token, settings.bootstrap_token, settings.secret_key, settings.metrics_token,
+        str(database_password) if database_password else None,
+        s3_secret.get_secret_value() if s3_secret is not None else None,
+    ))
 
 
 async def _with_identity(data_dir: Path | None, work):  # type: ignore[no-untyped-def]
