@@ -13,7 +13,7 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from demanager import errors
 from demanager.api.dependencies import RuntimeDep
@@ -53,10 +53,11 @@ async def metrics(request: Request, runtime: RuntimeDep) -> Response:
     except Exception as exc:
         # The counters are still worth having; the store's gauges stay as last read.
         log.warning("metrics: reading the store failed: %s", type(exc).__name__)
+    # The text format Prometheus has always read, or OpenMetrics when the scraper asks.
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
     return Response(
-        generate_latest(runtime.metrics.registry),
-        media_type=CONTENT_TYPE_LATEST,
-        headers={"Cache-Control": "no-store"},
+        encode(runtime.metrics.registry),
+        headers={"Content-Type": content_type, "Cache-Control": "no-store"},
     )
 
 
