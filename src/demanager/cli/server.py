@@ -7,6 +7,7 @@ command goes through the HTTP API.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -83,13 +84,23 @@ def serve(
     _configure_logging(settings, token)  # now the generated token is known too
     url = settings.target_domain
     database = settings.sqlalchemy_url.split("@")[-1]
-    typer.echo(f"demanager serving at {url}  (backend: {settings.backend}, database: {database})")
-    typer.echo(f"operator token: {token}")
-    typer.echo(
-        f"try: curl -H 'X-Auth-Token: {token}' "
-        f"'{url}/v1/myproject/demanager/instances?de_type=Notebook'"
-    )
-    sys.stdout.flush()
+    if settings.log_format == "json":
+        # Lines for a log collector, which must never receive the token: it is in the
+        # settings or in the data dir, where the operator can read it.
+        logging.getLogger("demanager").info(
+            "demanager serving at %s (backend: %s, database: %s)", url, settings.backend,
+            database, extra={"url": url, "backend": settings.backend},
+        )
+    else:
+        typer.echo(
+            f"demanager serving at {url}  (backend: {settings.backend}, database: {database})"
+        )
+        typer.echo(f"operator token: {token}")
+        typer.echo(
+            f"try: curl -H 'X-Auth-Token: {token}' "
+            f"'{url}/v1/myproject/demanager/instances?de_type=Notebook'"
+        )
+        sys.stdout.flush()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
