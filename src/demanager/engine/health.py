@@ -3,9 +3,9 @@
 Three checks, each bounded by a short timeout so that a probe answers in
 milliseconds when all is well and in about a second when something hangs:
 
-* the database answers a query, and the query is the one that says
-  * its schema is at the revision this release's migrations end at (a database
-    behind, or migrated ahead by a newer release, is not one this code may use);
+* the database answers ``SELECT 1``;
+* its schema is at the revision this release's migrations end at (a database behind,
+  or migrated ahead by a newer release, is not one this code may use);
 * the backend answers a read: it observes a workload that does not exist (``observe``
   only reads), which reaches the Docker daemon or the Kubernetes API and costs the
   process backend a file lookup.
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from demanager.backends.base import Backend
@@ -72,8 +73,12 @@ class Readiness:
     async def _database(self) -> tuple[str, str]:
         try:
             async with asyncio.timeout(DATABASE_TIMEOUT), self._engine.connect() as conn:
-                rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
-                current = frozenset(str(row[0]) for row in rows)
+                await conn.execute(text("SELECT 1"))
+                try:
+                    rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+                    current = frozenset(str(row[0]) for row in rows)
+                except SQLAlchemyError:
+                    current = frozenset()  # no schema at all
         except TimeoutError:
             return f"no answer within {DATABASE_TIMEOUT:g} s", "unknown"
         except Exception as exc:
