@@ -79,6 +79,35 @@ def test_readyz_fails_while_the_database_is_behind(json_server: ServerProcess) -
     assert httpx.get(f"{json_server.url}/readyz", timeout=10).status_code == 200
 
 
+@pytest.mark.skipif(
+    not __import__("os").environ.get("DEMANAGER_TEST_POSTGRES_URL"),
+    reason="needs a PostgreSQL server whose database can be closed to the server",
+)
+def test_readyz_fails_while_the_database_is_gone(json_server: ServerProcess) -> None:
+    database = json_server.database
+    database._execute(f'ALTER DATABASE "{database.name}" ALLOW_CONNECTIONS false')
+    database._execute(
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database.name}'"
+    )
+    try:
+        answer = httpx.get(f"{json_server.url}/readyz", timeout=10)
+        assert answer.status_code == 503, answer.text
+        checks = answer.json()["checks"]
+        assert checks["database"].startswith("unreachable (")
+        assert "@" not in checks["database"] and "postgres" not in checks["database"]
+        assert httpx.get(f"{json_server.url}/healthz", timeout=10).status_code == 200
+        # The counters are still served; the store's gauges stay as last read.
+        metrics = httpx.get(f"{json_server.url}/metrics", timeout=10,
+                            headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert metrics.status_code == 200 and "demanager_reconcile_queue_depth" in metrics.text
+    finally:
+        database._execute(f'ALTER DATABASE "{database.name}" ALLOW_CONNECTIONS true')
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{json_server.url}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "readyz never recovered"
+        time.sleep(0.1)
+
+
 def test_json_logs_carry_request_ids_and_no_secret(json_server: ServerProcess) -> None:
     project = uuid.uuid4().hex
     with client_for(json_server, project=project) as api:
