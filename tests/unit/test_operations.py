@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from demanager.api.logs import REDACTED, REQUEST_ID, JsonFormatter, Redactor, RequestIdFilter
+from demanager.api.logs import (
+    REDACTED,
+    REQUEST_ID,
+    JsonFormatter,
+    Redactor,
+    RequestIdFilter,
+    TextFormatter,
+)
 from demanager.catalog import load_catalog
 from demanager.engine import health
 from demanager.engine.health import Readiness
@@ -120,6 +127,26 @@ def test_lines_outside_requests_have_no_request_id(
     logger.warning("sweep failed")
     (entry,) = lines(stream)
     assert "request_id" not in entry and entry["level"] == "warning"
+
+
+def test_text_lines_carry_the_request_id_and_no_secret() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(TextFormatter(Redactor(["known-secret-value-2"])))
+    logger = logging.getLogger("demanager.test.text")
+    logger.addHandler(handler)
+    logger.propagate = False
+    token = REQUEST_ID.set("req-8")
+    try:
+        logger.warning("refused known-secret-value-2 from X-Auth-Token: dmo_abcdefgh12345")
+    finally:
+        REQUEST_ID.reset(token)
+        logger.removeHandler(handler)
+    line = stream.getvalue()
+    assert line.rstrip().endswith("[request req-8]")
+    assert "known-secret-value-2" not in line and "abcdefgh12345" not in line
+    assert "WARNING demanager.test.text: refused [redacted]" in line
 
 
 class _Backend:
