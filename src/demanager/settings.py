@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -111,6 +111,15 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(default=43200, ge=60, le=604800)
     """Lifetime of the proxy's session cookie and of the token route's value."""
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log line (time, level, logger, message, request id,
+    fields), plus a line per API request; secrets are redacted in both forms."""
+    metrics_token: str | None = None
+    """If set, ``/metrics`` answers only requests with ``Authorization: Bearer <it>``;
+    unset, it is open like ``/healthz`` and ``/readyz`` (scrape it on a private network)."""
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    """On SIGTERM, how long transitions in progress (a launch, a stop) may take to finish
+    before the server exits; notebooks themselves keep running either way."""
     keystone_token_ttl_seconds: int = Field(default=86_400, ge=60)
     """Lifetime of the tokens ``POST /v3/auth/tokens`` issues."""
     keystone_domain_name: str = "Default"

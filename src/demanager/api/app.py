@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from demanager import __version__
 from demanager.api import errors
 from demanager.api.hardening import harden
-from demanager.api.routes import catalog, instances, keystone
+from demanager.api.logs import REQUEST_ID
+from demanager.api.routes import catalog, instances, keystone, ops
+from demanager.api.telemetry import RouteTimer
 from demanager.engine.runtime import Runtime, upgrade_database
 from demanager.proxy.gateway import Gateway, NotebookProxy
 from demanager.schemas import instances as w
@@ -26,10 +29,15 @@ from demanager.web import console
 
 log = logging.getLogger("demanager")
 
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}")
+"""An ``X-Request-Id`` a caller (or a proxy in front) may choose: kept, so that one id
+follows the request through every log; anything else is replaced by our own."""
+
 
 class ContractPaths:
     """Accept a trailing slash as the same route, answered directly (contract §1.1),
-    and stamp every response with an ``X-Request-Id``."""
+    and stamp every response with an ``X-Request-Id``: the caller's, if sane, else a new
+    one; every log line written while the request is served carries it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -42,7 +50,9 @@ class ContractPaths:
         path: str = scope["path"]
         if len(path) > 1 and path.endswith("/") and path.startswith("/v1/"):
             scope = {**scope, "path": path.rstrip("/") or "/"}
-        request_id = f"{uuid.uuid4()}-{int(asyncio.get_running_loop().time() * 1000)}-{self.host}"
+        request_id = _given_request_id(scope) or (
+            f"{uuid.uuid4()}-{int(asyncio.get_running_loop().time() * 1000)}-{self.host}"
+        )
 
         async def stamped(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -51,7 +61,19 @@ class ContractPaths:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, stamped)
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, stamped)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+def _given_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            given = value.decode("latin-1").strip()
+            return given if SANE_REQUEST_ID.fullmatch(given) else None
+    return None
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -85,11 +107,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.add_middleware(NotebookProxy)  # inside ContractPaths: proxied answers get an id too
     harden(app, settings)
+    app.add_middleware(
+        RouteTimer, access_log=settings.log_format == "json" or settings.log_level == "debug"
+    )
     app.add_middleware(ContractPaths)
     errors.install(app)
     app.include_router(instances.router)
     app.include_router(catalog.router)
     app.include_router(keystone.router)
+    app.include_router(ops.router)
     console.mount(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

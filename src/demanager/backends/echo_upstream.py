@@ -50,7 +50,10 @@ class EchoUpstream:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
-            config = uvicorn.Config(self, lifespan="off", log_level="warning", access_log=False)
+            # No logging configuration of its own: uvicorn's would replace the server's
+            # handlers and levels for every ``uvicorn.*`` logger, the host's included.
+            config = uvicorn.Config(self, lifespan="off", log_config=None, log_level=None,
+                                    access_log=False)
             self._server = _InLoopServer(config)
             self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         return self.port

@@ -76,21 +76,32 @@ def serve(
             typer.echo(f"error: {'DEMANAGER_' + where if where else 'settings'}: "
                        f"{error['msg']}", err=True)
         raise typer.Exit(2) from None
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     _preflight(settings)
     # Whatever the server writes is private unless it says otherwise (the data dir,
     # volumes and shared object-storage folders set their modes explicitly).
     os.umask(0o077)
     token = operator_token(settings)
+    _configure_logging(settings, token)  # now the generated token is known too
     url = settings.target_domain
     database = settings.sqlalchemy_url.split("@")[-1]
-    typer.echo(f"demanager serving at {url}  (backend: {settings.backend}, database: {database})")
-    typer.echo(f"operator token: {token}")
-    typer.echo(
-        f"try: curl -H 'X-Auth-Token: {token}' "
-        f"'{url}/v1/myproject/demanager/instances?de_type=Notebook'"
-    )
-    sys.stdout.flush()
+    if settings.log_format == "json":
+        # Lines for a log collector, which must never receive the token: it is in the
+        # settings or in the data dir, where the operator can read it.
+        logging.getLogger("demanager").info(
+            "demanager serving at %s (backend: %s, database: %s)", url, settings.backend,
+            database, extra={"url": url, "backend": settings.backend},
+        )
+    else:
+        typer.echo(
+            f"demanager serving at {url}  (backend: {settings.backend}, database: {database})"
+        )
+        typer.echo(f"operator token: {token}")
+        typer.echo(
+            f"try: curl -H 'X-Auth-Token: {token}' "
+            f"'{url}/v1/myproject/demanager/instances?de_type=Notebook'"
+        )
+        sys.stdout.flush()
     # Held while serving, so that `demanager restore` never replaces a live database.
     lock = hold_data_dir(settings.data_dir)
     try:
@@ -99,7 +110,10 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
-            access_log=settings.log_level == "debug",
+            # The app logs each request itself, by route template: a raw path may carry a
+            # signed link's token, and uvicorn's own configuration would bypass ours.
+            access_log=False,
+            log_config=None,
             timeout_graceful_shutdown=5,
         )
     finally:
@@ -126,12 +140,22 @@ def _preflight(settings: Settings) -> None:
         raise typer.Exit(2) from None
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # One line per health probe would drown everything else.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def _configure_logging(settings: Settings, token: str | None = None) -> None:
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from demanager.api.logs import configure_logging
+
+    try:
+        database_password = make_url(settings.sqlalchemy_url).password
+    except ArgumentError:
+        database_password = None  # the server's start says what is wrong with the URL
+    s3_secret = settings.s3.secret_access_key
+    configure_logging(settings.log_level, settings.log_format, secrets=(
+        token, settings.bootstrap_token, settings.secret_key, settings.metrics_token,
+        str(database_password) if database_password else None,
+        s3_secret.get_secret_value() if s3_secret is not None else None,
+    ))
 
 
 async def _with_identity(data_dir: Path | None, work):  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
 from collections import defaultdict
 
@@ -35,6 +36,7 @@ from demanager.domain.planning import (
 )
 from demanager.engine.backoff import Backoff
 from demanager.engine.clock import Clock
+from demanager.engine.metrics import Metrics
 from demanager.engine.retention import RetentionSweep
 from demanager.engine.steps import NODE_KEY, Outcome, Pass, StepRunner
 from demanager.engine.workqueue import KeyedWorkQueue
@@ -68,8 +70,10 @@ class Reconciler:
         health_failures: int = DEFAULT_HEALTH_FAILURES,
         inventory: Inventory | None = None,
         reservation_seconds: float = DEFAULT_RESERVATION_MS / 1000,
+        metrics: Metrics | None = None,
     ) -> None:
         self._repo = repository
+        self._metrics = metrics or Metrics(backend.name)
         self._leases = leases
         self._owner = owner
         self._host_node = host_node
@@ -81,7 +85,8 @@ class Reconciler:
         self._reservation_ms = int(reservation_seconds * 1000)
         self._sweep_interval = sweep_interval
         self._ttl_ms = int(lease_seconds * 1000)
-        self._queue = KeyedWorkQueue(self.drive, concurrency, clock.sleep)
+        self._queue = KeyedWorkQueue(self._timed_drive, concurrency, clock.sleep)
+        self._metrics.watch_queue(self._queue.pending)
         self._steps = StepRunner(
             repository=repository,
             backend=backend,
@@ -91,6 +96,7 @@ class Reconciler:
             start_timeout_ms=int(start_timeout * 1000),
             health_failures=health_failures,
             inventory=inventory,
+            metrics=self._metrics,
         )
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -121,9 +127,12 @@ class Reconciler:
         self._task = asyncio.create_task(self._loop(), name="reconciler sweep")
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Let every drive finish the step it is in (so no database call is cut in
-        half), then cancel what is still waiting, and give up our leases."""
+        """Let every drive finish the step it is in (so no database call or launch is cut
+        in half), for ``grace`` seconds at most, then cancel what is still running, and
+        give up our leases. Workloads are left as they are: a notebook keeps running, and
+        the next server (or another replica) picks up any transition not yet finished."""
         self._stopping = True
+        self._queue.close()
         for waker in list(self._wakers):
             waker.cancel()
         if self._task is not None:
@@ -223,15 +232,25 @@ class Reconciler:
         with contextlib.suppress(Exception):
             await self._reclaim_from_dead_neighbours()
         while True:
+            began = time.perf_counter()
             try:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("sweep failed; retrying")
+            self._metrics.sweep_duration.observe(time.perf_counter() - began)
             await asyncio.sleep(self._sweep_interval)
 
     # --- one instance -----------------------------------------------------------------
+
+    async def _timed_drive(self, instance_id: str) -> None:
+        # Wall time, not the injected clock: this measures the server, not the schedule.
+        began = time.perf_counter()
+        try:
+            await self.drive(instance_id)
+        finally:
+            self._metrics.reconcile_duration.observe(time.perf_counter() - began)
 
     async def drive(self, instance_id: str) -> None:
         """Passes of observe, plan, claim, act, until the instance is at rest, waits, or

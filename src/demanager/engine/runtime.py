@@ -30,6 +30,8 @@ from demanager.domain.hostfit import Inventory
 from demanager.domain.pools import PoolDirectory
 from demanager.engine.buckets import BucketCheck
 from demanager.engine.clock import Clock, SystemClock
+from demanager.engine.health import Readiness
+from demanager.engine.metrics import Metrics, StoreGauges
 from demanager.engine.pools import PoolRefresher
 from demanager.engine.reconciler import Reconciler
 from demanager.engine.service import InstanceService
@@ -236,6 +238,12 @@ class Runtime:
     (Keystone's ``/v3/auth/tokens`` and the notebook sign-in page)."""
     pools: PoolRefresher
     """Keeps ``catalog.pools`` current with the pools managed at run time."""
+    metrics: Metrics
+    """The instruments the engine, the proxy and the API count into."""
+    gauges: StoreGauges
+    """Instances and capacity as the store has them, read at scrape time."""
+    readiness: Readiness
+    """``/readyz``'s checks: the database, its migrations, the backend."""
     host_mounts: HostMounts | None = None
     """Syncs the buckets of this host's notebooks (S3 configured), in the background."""
 
@@ -260,6 +268,9 @@ class Runtime:
         instances = InstanceRepository(sessions, catalog, inventory)
         await instances.recount_host()
         identity = await build_identity(settings, sessions, clock.now_ms)
+        metrics = Metrics(backend.name)
+        gauges = StoreGauges(db, catalog, backend.name)
+        metrics.registry.register(gauges)
         reconciler = Reconciler(
             repository=instances,
             leases=LeaseRepository(sessions),
@@ -276,6 +287,7 @@ class Runtime:
             tombstone_retention=settings.tombstone_retention_seconds,
             inventory=inventory,
             reservation_seconds=settings.reservation_seconds,
+            metrics=metrics,
         )
         instances.on_slot_freed(reconciler.slot_freed)
         service = InstanceService(
@@ -323,11 +335,14 @@ class Runtime:
                 interval=settings.pools_refresh_seconds,
             ),
             host_mounts=context.host_mounts,
+            metrics=metrics,
+            gauges=gauges,
+            readiness=Readiness(db, backend),
         )
 
     async def close(self) -> None:
         await self.pools.stop()
-        await self.reconciler.stop()
+        await self.reconciler.stop(grace=self.settings.shutdown_grace_seconds)
         if self.host_mounts is not None:
             await self.host_mounts.stop()
         await self.backend.close()

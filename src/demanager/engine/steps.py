@@ -26,6 +26,7 @@ from demanager.domain.instance import Desired, FailedReason, Instance
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.domain.planning import UNANSWERED_KEY, Observation, Step, Workload, unanswered
 from demanager.engine.clock import Clock
+from demanager.engine.metrics import Metrics
 from demanager.engine.run_terms import stop_deadline, volume_overuse
 from demanager.store.instances import InstanceRepository
 
@@ -81,9 +82,11 @@ class StepRunner:
         start_timeout_ms: int,
         health_failures: int,
         inventory: Inventory | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._repo = repository
         self._inventory = inventory
+        self._metrics = metrics or Metrics(backend.name)
         self._backend = backend
         self._catalog = catalog
         self._owner = owner
@@ -252,7 +255,17 @@ class StepRunner:
             running_since=instance.running_since if keep else p.now_ms,
             stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, p.now_ms),
         )
+        if not keep:
+            self._observe_start(instance, p)
         return Outcome.DONE
+
+    def _observe_start(self, instance: Instance, p: Pass) -> None:
+        """The start's duration, from its workload's launch to now; a workload adopted
+        without a launch time (or a recovery from UNAVAILABLE) is not a start."""
+        stored = self.typed(instance.handle)
+        launched = p.observed.launched_at or (stored.launched_at if stored else None)
+        if launched is not None:
+            self._metrics.observe_start(instance.flavor, (p.now_ms - int(launched)) / 1000)
 
     async def _warn(self, p: Pass) -> Outcome:
         log.info("%s: %s", p.instance.id, p.observed.warning)

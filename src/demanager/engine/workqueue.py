@@ -36,8 +36,11 @@ class KeyedWorkQueue:
         """Keys asked for again while they ran, and whether any of those asks was urgent."""
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def submit(self, key: str, *, urgent: bool = False) -> None:
+        if self._closed:
+            return  # shutting down: the intent is in the store, the next start acts on it
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()  # it is run now; its timer would only run it once more
@@ -49,7 +52,7 @@ class KeyedWorkQueue:
 
     def submit_after(self, key: str, delay: float) -> None:
         """Run ``key`` again (routine) after ``delay`` seconds, unless asked for sooner."""
-        if key in self._timers:
+        if key in self._timers or self._closed:
             return
         self._timers[key] = self._track(
             asyncio.create_task(self._later(key, delay), name=f"timer {key}")
@@ -92,6 +95,15 @@ class KeyedWorkQueue:
                 urgent = self._dirty[key]
         finally:
             self._active.discard(key)
+
+    def close(self) -> None:
+        """Take no more work and drop the timers (they hold no work in progress), so that
+        ``drain`` waits only for the steps running now."""
+        self._closed = True
+        self._dirty.clear()
+        for timer in list(self._timers.values()):
+            timer.cancel()
+        self._timers.clear()
 
     async def drain(self) -> None:
         """Wait until no work runs and no timer is due (tests and benchmarks)."""

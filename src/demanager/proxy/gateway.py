@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from demanager import errors
@@ -121,6 +121,7 @@ class Gateway:
         has_body = any(
             k.lower() in (b"content-length", b"transfer-encoding") for k, _ in target.headers
         )
+        receive, send = self._counted(receive, send)
         try:
             await http_proxy.forward(
                 self.upstream, method=target.method, url=target.upstream("http", endpoint),
@@ -143,8 +144,45 @@ class Gateway:
         except errors.NotAnswering as exc:
             await self._refuse(target, exc, receive, send)
             return
-        await ws_proxy.relay(WebSocket(target.scope, receive, send), upstream,
-                             secrets_of(endpoint.headers))
+        receive, send = self._counted(receive, send)
+        opened = self.runtime.metrics.proxy_websockets
+        opened.inc()
+        try:
+            await ws_proxy.relay(WebSocket(target.scope, receive, send), upstream,
+                                 secrets_of(endpoint.headers))
+        finally:
+            opened.dec()
+
+    def _counted(self, receive: Receive, send: Send) -> tuple[Receive, Send]:
+        """``receive`` and ``send`` that count the bytes of bodies and messages relayed."""
+        inbound = self.runtime.metrics.proxy_bytes.labels("in")
+        outbound = self.runtime.metrics.proxy_bytes.labels("out")
+
+        async def counted_receive() -> Message:
+            message = await receive()
+            if size := _payload_size(message):
+                inbound.inc(size)
+            return message
+
+        async def counted_send(message: Message) -> None:
+            await send(message)
+            if size := _payload_size(message):
+                outbound.inc(size)
+
+        return counted_receive, counted_send
+
+
+def _payload_size(message: Message) -> int:
+    """Bytes of an HTTP body chunk or a WebSocket message (headers aside)."""
+    kind = message["type"]
+    if kind in ("http.request", "http.response.body"):
+        return len(message.get("body", b""))
+    if kind in ("websocket.receive", "websocket.send"):
+        if message.get("bytes") is not None:
+            return len(message["bytes"])
+        if message.get("text") is not None:
+            return len(message["text"].encode("utf-8"))
+    return 0
 
 
 class _Target:
