@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from demanager import __version__
 from demanager.api import errors
 from demanager.api.hardening import harden
-from demanager.api.routes import catalog, instances, keystone
+from demanager.api.routes import catalog, events, instances, keystone
 from demanager.engine.runtime import Runtime, upgrade_database
 from demanager.proxy.gateway import Gateway, NotebookProxy
 from demanager.schemas import instances as w
@@ -90,6 +90,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(instances.router)
     app.include_router(catalog.router)
     app.include_router(keystone.router)
+    app.include_router(events.router)
     console.mount(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

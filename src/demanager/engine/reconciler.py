@@ -18,6 +18,7 @@ import contextlib
 import logging
 import zlib
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 from demanager import errors
 from demanager.backends.base import Backend, Handle
@@ -68,8 +69,10 @@ class Reconciler:
         health_failures: int = DEFAULT_HEALTH_FAILURES,
         inventory: Inventory | None = None,
         reservation_seconds: float = DEFAULT_RESERVATION_MS / 1000,
+        purge_events: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._repo = repository
+        self._purge_events = purge_events
         self._leases = leases
         self._owner = owner
         self._host_node = host_node
@@ -154,6 +157,8 @@ class Reconciler:
                 self._queue.submit(instance.id)
         await self._purge()
         await self._retention.run()
+        if self._purge_events is not None:
+            await self._purge_events()
 
     async def settle(self) -> None:
         """Run one sweep and wait for all work it started (tests and benchmarks)."""

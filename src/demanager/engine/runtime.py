@@ -30,6 +30,7 @@ from demanager.domain.hostfit import Inventory
 from demanager.domain.pools import PoolDirectory
 from demanager.engine.buckets import BucketCheck
 from demanager.engine.clock import Clock, SystemClock
+from demanager.engine.events import EventService
 from demanager.engine.pools import PoolRefresher
 from demanager.engine.reconciler import Reconciler
 from demanager.engine.service import InstanceService
@@ -41,6 +42,7 @@ from demanager.identity.throttle import LoginThrottle
 from demanager.objectstore.access import ObjectAccess
 from demanager.settings import Settings, backend_section
 from demanager.store.database import make_engine, make_sessionmaker, upgrade
+from demanager.store.events import EventRepository
 from demanager.store.identity import IdentityRepository
 from demanager.store.instances import InstanceRepository
 from demanager.store.leases import LeaseRepository
@@ -234,6 +236,8 @@ class Runtime:
     login_throttle: LoginThrottle
     """Failed password sign-ins, per user and per address: one count for every way in
     (Keystone's ``/v3/auth/tokens`` and the notebook sign-in page)."""
+    events: EventService
+    """The event log: pages and live streams of it, and its purge."""
     pools: PoolRefresher
     """Keeps ``catalog.pools`` current with the pools managed at run time."""
     host_mounts: HostMounts | None = None
@@ -260,6 +264,12 @@ class Runtime:
         instances = InstanceRepository(sessions, catalog, inventory)
         await instances.recount_host()
         identity = await build_identity(settings, sessions, clock.now_ms)
+        events = EventService(
+            repository=EventRepository(sessions),
+            instances=instances,
+            clock=clock,
+            retention_seconds=settings.event_retention_seconds,
+        )
         reconciler = Reconciler(
             repository=instances,
             leases=LeaseRepository(sessions),
@@ -276,6 +286,7 @@ class Runtime:
             tombstone_retention=settings.tombstone_retention_seconds,
             inventory=inventory,
             reservation_seconds=settings.reservation_seconds,
+            purge_events=events.purge,
         )
         instances.on_slot_freed(reconciler.slot_freed)
         service = InstanceService(
@@ -322,6 +333,7 @@ class Runtime:
                 flavors=frozenset(catalog.flavors),
                 interval=settings.pools_refresh_seconds,
             ),
+            events=events,
             host_mounts=context.host_mounts,
         )
 
