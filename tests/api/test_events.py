@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -260,3 +261,22 @@ def test_events_survive_a_restart_and_go_after_their_retention(
     proc.start()
     with _events_client(proc, project) as log:
         wait_until(lambda: ok(log.get("/events"))["total"] == 0, "the events purged")
+
+
+def test_a_restarted_server_adopts_what_still_runs(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    # Workloads in a shared state directory outlive the server, as real ones do.
+    proc = server_factory(backend="fake", env={"DEMANAGER_FAKE__STATE_DIR": str(tmp_path)})
+    with proc.client() as api:
+        instance_id = create(api)["id"]
+        wait_for_status(api, instance_id, "RUNNING")
+    proc.stop()
+    proc.start()
+    with _events_client(proc, proc.project) as log:
+        wait_until(
+            lambda: "adopted" in _kinds(ok(log.get(f"/instances/{instance_id}/events"))["events"]),
+            "the running instance adopted",
+        )
+        kinds = _kinds(ok(log.get(f"/instances/{instance_id}/events"))["events"])
+    assert kinds == ["created", "launched", "ready", "adopted"]

@@ -34,6 +34,7 @@ class EventKind(StrEnum):
     STOPPED = "stopped"
     FAILED = "failed"
     ADOPTED = "adopted"
+    """A server that (re)started found the workload running and took it over."""
     DELETED = "deleted"
 
 
@@ -112,6 +113,14 @@ def launched(attempt: int) -> EventDraft:
         f"Launched the notebook server again (try {attempt})"
     )
     return EventDraft(EventKind.LAUNCHED, ENGINE, f"{what}.", detail={"attempt": attempt})
+
+
+def adopted() -> EventDraft:
+    return EventDraft(
+        EventKind.ADOPTED,
+        ENGINE,
+        "Found the notebook server still running after a server start; took it over.",
+    )
 
 
 def stopped(requested_by: str, reason: str) -> EventDraft:

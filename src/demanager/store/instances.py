@@ -479,6 +479,13 @@ class InstanceRepository:
         self._events_appended()
         return instance
 
+    async def record(self, instance: Instance, draft: EventDraft, *, now_ms: int) -> None:
+        """Append an event that goes with no write of the instance."""
+        async with self._sessions() as session:
+            await event_log.append(session, instance, draft, now_ms)
+            await session.commit()
+        self._events_appended()
+
     async def transition(
         self, instance: Instance, target: InstanceStatus, *, now_ms: int, **changes: Any
     ) -> Instance:
