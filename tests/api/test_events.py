@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.api.helpers import assert_error, create, ok
+from tests.api.helpers import FULL_FREE_FLAVOR, assert_error, create, ok
 from tests.server import ServerProcess, wait_for_status, wait_until
 
 OPERATOR = "user:admin"
@@ -280,3 +280,21 @@ def test_a_restarted_server_adopts_what_still_runs(
         )
         kinds = _kinds(ok(log.get(f"/instances/{instance_id}/events"))["events"])
     assert kinds == ["created", "launched", "ready", "adopted"]
+
+
+def test_a_queue_says_each_ones_rank_and_a_dequeue_who_stopped_it(
+    server: ServerProcess, api: httpx.Client, project: str
+) -> None:
+    first, second = (create(api, name=f"q{n}", flavor=FULL_FREE_FLAVOR)["id"] for n in (1, 2))
+    _act(api, second, "dequeue")
+    with _events_client(server, project) as log:
+        one = ok(log.get(f"/instances/{first}/events"))["events"]
+        two = ok(log.get(f"/instances/{second}/events"))["events"]
+    assert [(e["kind"], e["detail"]) for e in one] == [
+        ("created", {"flavor": FULL_FREE_FLAVOR}), ("queued", {"rank": 1})
+    ]
+    assert [(e["kind"], e["actor"]) for e in two] == [
+        ("created", OPERATOR), ("queued", OPERATOR), ("stopped", OPERATOR)
+    ]
+    assert two[1]["detail"] == {"rank": 2}
+    assert two[2]["detail"] == {"reason": "dequeue"}
