@@ -209,3 +209,43 @@ async def test_pages_scopes_and_purge(database: tuple[str, AsyncEngine]) -> None
     assert [e.instance_id for e in (await log.page(EventFilter("p"), limit=10))[1]] == [
         "DE-3", "DE-4"
     ]
+
+
+async def test_health_lost_and_regained_and_an_auto_stop(
+    database: tuple[str, AsyncEngine],
+) -> None:
+    sessions = make_sessionmaker(database[1])
+    repo = InstanceRepository(sessions, CATALOG)
+    log = EventRepository(sessions)
+    created = await repo.add(_instance(1), project_quota=10, flavor_quota=None)
+    running = await repo.transition(created, S.RUNNING, now_ms=2000)
+    fault = FailedReason("ModelArts.6361", "stopped answering", {"cause": "unresponsive"})
+    lost = await repo.transition(running, S.UNAVAILABLE, now_ms=3000, failed=fault)
+    back = await repo.transition(lost, S.RUNNING, now_ms=4000, failed=None)
+    stopping = await repo.transition(back, S.STOPPING, now_ms=5000, actor=events.AUTO_STOP)
+    await repo.transition(stopping, S.STOPPED, now_ms=6000)
+    _, found = await log.page(EventFilter("p"), limit=10)
+    assert [(e.kind, e.actor) for e in found[2:]] == [
+        (EventKind.HEALTH_LOST, "engine"),
+        (EventKind.HEALTH_REGAINED, "engine"),
+        (EventKind.STOP_REQUESTED, events.AUTO_STOP),
+        (EventKind.STOPPED, events.AUTO_STOP),
+    ]
+    assert found[2].code == "ModelArts.6361"
+    assert lost.failed is not None
+    assert lost.failed.detail["event_id"] == str(found[2].id)
+    assert found[-1].detail == {"reason": "auto-stop: the run reached its time"}
+
+
+async def test_an_adoption_is_recorded_without_a_write(
+    database: tuple[str, AsyncEngine],
+) -> None:
+    sessions = make_sessionmaker(database[1])
+    repo = InstanceRepository(sessions, CATALOG)
+    log = EventRepository(sessions)
+    created = await repo.add(_instance(1), project_quota=10, flavor_quota=None)
+    await repo.record(created, events.adopted(), now_ms=5000)
+    _, found = await log.page(EventFilter("p"), limit=10)
+    assert [e.kind for e in found] == [EventKind.CREATED, EventKind.ADOPTED]
+    stored = await repo.load("DE-1")
+    assert stored is not None and stored.version == created.version
