@@ -3,6 +3,7 @@ appends, pages and purge on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -249,3 +250,38 @@ async def test_an_adoption_is_recorded_without_a_write(
     assert [e.kind for e in found] == [EventKind.CREATED, EventKind.ADOPTED]
     stored = await repo.load("DE-1")
     assert stored is not None and stored.version == created.version
+
+
+async def test_a_reader_after_the_last_id_misses_nothing_of_concurrent_writes(
+    database: tuple[str, AsyncEngine],
+) -> None:
+    """What a stream does: read after the last id seen, again and again, while others
+    write; every event must be seen, though ids are handed out before commit."""
+    sessions = make_sessionmaker(database[1])
+    repo = InstanceRepository(sessions, CATALOG)
+    log = EventRepository(sessions)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def read() -> None:
+        after = 0
+        while True:
+            finished = done.is_set()
+            _, found = await log.page(EventFilter("p"), limit=1000, after=after)
+            seen.extend(e.id for e in found)
+            after = found[-1].id if found else after
+            if finished:
+                return
+            await asyncio.sleep(0)
+
+    async def write(n: int) -> None:
+        created = await repo.add(_instance(n), project_quota=100, flavor_quota=None)
+        await repo.transition(created, S.RUNNING, now_ms=2000)
+
+    reader = asyncio.create_task(read())
+    await asyncio.gather(*(write(n) for n in range(30)))
+    done.set()
+    await reader
+    _, everything = await log.page(EventFilter("p"), limit=1000)
+    assert len(everything) == 60
+    assert seen == [e.id for e in everything]

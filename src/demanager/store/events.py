@@ -11,12 +11,16 @@ import builtins
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from demanager.domain.events import Event, EventDraft, EventKind
 from demanager.domain.instance import Instance
 from demanager.store.tables import EventRow
+
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_LOCK_KEY = 0x64656D65_76656E74 & 0x7FFF_FFFF_FFFF_FFFF
+"""The event log's advisory lock key ("demevent"); no other part takes advisory locks."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,15 @@ class EventFilter:
 async def append(
     session: AsyncSession, instance: Instance, draft: EventDraft, at_ms: int
 ) -> int:
-    """Add ``draft`` to the session's transaction; returns the new event's id."""
+    """Add ``draft`` to the session's transaction; returns the new event's id.
+
+    Call it last before the commit. On PostgreSQL it takes a transaction-scoped lock
+    that makes events commit in the order of their ids: a stream that sent id 11 must
+    never see 10 commit afterwards (sequences hand ids out at insert, not at commit).
+    SQLite runs one writer at a time anyway.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_LOCK, {"key": _LOCK_KEY})
     row = EventRow(
         instance_id=instance.id,
         project_id=instance.project_id,

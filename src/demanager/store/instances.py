@@ -535,15 +535,6 @@ class InstanceRepository:
             draft = event
             if draft is None and new.status is not instance.status:
                 draft = await _transition_event(session, instance, new, actor, now_ms)
-            if draft is not None:
-                event_id = await event_log.append(session, new, draft, now_ms)
-                if draft.kind in events.EXPLAINS_FAILURE and new.failed is not None:
-                    failed = replace(
-                        new.failed,
-                        detail={**new.failed.detail, events.FAILURE_DETAIL_KEY: str(event_id)},
-                    )
-                    new = new.evolve(failed=failed)
-                    values["failed"] = _failed_to_json(failed)
             statement = update(InstanceRow).where(
                 InstanceRow.id == instance.id, InstanceRow.version == instance.version
             )
@@ -578,6 +569,9 @@ class InstanceRepository:
                 scope = capacity_scope(instance.pool_id, instance.flavor)
                 await session.execute(_RELEASE, {"quota_scope": scope})
                 await self._give_back_host(session, instance)
+            if draft is not None:
+                # Last: the event log's lock is held only from here to the commit.
+                new = await self._append(session, new, draft, now_ms)
             await session.commit()
         if draft is not None:
             self._events_appended()
@@ -586,6 +580,23 @@ class InstanceRepository:
                 for listener in self._released:
                     listener(pool_id, flavor)
         return new
+
+    async def _append(
+        self, session: AsyncSession, new: Instance, draft: EventDraft, now_ms: int
+    ) -> Instance:
+        """Append the write's event; a failure it explains names it (``detail.event_id``)."""
+        event_id = await event_log.append(session, new, draft, now_ms)
+        if draft.kind not in events.EXPLAINS_FAILURE or new.failed is None:
+            return new
+        failed = replace(
+            new.failed, detail={**new.failed.detail, events.FAILURE_DETAIL_KEY: str(event_id)}
+        )
+        await session.execute(
+            update(InstanceRow)
+            .where(InstanceRow.id == new.id)
+            .values(failed=_failed_to_json(failed))
+        )
+        return new.evolve(failed=failed)
 
     def _freed_scopes(self, instance: Instance) -> builtins.list[tuple[str | None, str]]:
         """The scopes whose queue may move now that ``instance`` stopped holding: its own,
