@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from demanager.settings import Settings
 
 DataDir = Annotated[
@@ -90,14 +92,25 @@ def serve(
         f"'{url}/v1/myproject/demanager/instances?de_type=Notebook'"
     )
     sys.stdout.flush()
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Uvicorn waits for open responses before the app hears of the shutdown;
+            # endless ones (event streams) must be told now, or they hold it up.
+            runtime = getattr(app.state, "runtime", None)
+            if runtime is not None:
+                runtime.events.closing = True
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=5,
-    )
+    )).run()
 
 
 def _preflight(settings: Settings) -> None:

@@ -104,6 +104,9 @@ class EventService:
         self._retention_ms = int(retention_seconds * 1000)
         self._poll = poll_seconds
         self._heartbeat = heartbeat_seconds
+        self.closing = False
+        """Set when the server shuts down: every stream ends within ``poll_seconds``
+        (a plain flag, as a signal handler sets it)."""
         self.hub = EventHub()
         instances.on_event(self.hub.publish)
         self._next_purge_ms = 0
@@ -157,7 +160,7 @@ class EventService:
             # Tells EventSource how soon to reconnect, and the client the stream is open.
             yield "retry: 1000\n: open\n\n"
             beat = time.monotonic()
-            while True:
+            while not self.closing:
                 wake.clear()  # before reading: a commit during the read wakes the next wait
                 _, found = await self._repo.page(scope, limit=STREAM_BATCH, after=after)
                 for event in found:
