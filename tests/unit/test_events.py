@@ -4,12 +4,14 @@ appends, pages and purge on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from demanager import errors
 from demanager.domain import events
 from demanager.domain.catalog import Catalog, Flavor, Profile
 from demanager.domain.events import EventKind
@@ -24,6 +26,9 @@ from demanager.domain.instance import (
     UserId,
 )
 from demanager.domain.lifecycle import InstanceStatus as S
+from demanager.engine.clock import FakeClock
+from demanager.engine.events import EventService
+from demanager.identity.principal import Principal, Role
 from demanager.store.database import make_sessionmaker
 from demanager.store.events import EventFilter, EventRepository
 from demanager.store.instances import InstanceRepository
@@ -285,3 +290,62 @@ async def test_a_reader_after_the_last_id_misses_nothing_of_concurrent_writes(
     _, everything = await log.page(EventFilter("p"), limit=1000)
     assert len(everything) == 60
     assert seen == [e.id for e in everything]
+
+
+# --- streams ---------------------------------------------------------------------------
+
+
+async def test_a_stream_wakes_on_a_write_beats_when_idle_and_ends_on_shutdown(
+    database: tuple[str, AsyncEngine],
+) -> None:
+    sessions = make_sessionmaker(database[1])
+    repo = InstanceRepository(sessions, CATALOG)
+    service = EventService(
+        repository=EventRepository(sessions), instances=repo, clock=FakeClock(),
+        retention_seconds=60, poll_seconds=30, heartbeat_seconds=0.2,
+    )
+    created = await repo.add(_instance(1), project_quota=10, flavor_quota=None)
+    admin = Principal("u" * 32, "u", "p", Role.ADMIN)
+    stream = await service.open_stream(principal=admin, params={}, last_event_id=None)
+    assert (await anext(stream)).startswith("retry: 1000\n")
+    # Only what comes next: the create before the stream opened is not sent again.
+    pending = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.05)
+    assert not pending.done()
+    # The poll is 30 s away: only the writer's wake-up can deliver this in time.
+    await repo.transition(created, S.RUNNING, now_ms=2000)
+    frame = await asyncio.wait_for(pending, 1)
+    event_id, data = frame.splitlines()[:2]
+    assert json.loads(data.removeprefix("data: "))["kind"] == "ready"
+    assert event_id == f"id: {json.loads(data.removeprefix('data: '))['id']}"
+    assert await asyncio.wait_for(anext(stream), 1) == ": keep-alive\n\n"
+    service.closing = True
+    service.hub.publish()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(stream), 1)
+
+
+async def test_a_stream_resumes_and_a_member_sees_only_their_own(
+    database: tuple[str, AsyncEngine],
+) -> None:
+    sessions = make_sessionmaker(database[1])
+    repo = InstanceRepository(sessions, CATALOG)
+    service = EventService(
+        repository=EventRepository(sessions), instances=repo, clock=FakeClock(),
+        retention_seconds=60,
+    )
+    await repo.add(_instance(1), project_quota=10, flavor_quota=None)
+    other = _instance(2)
+    await repo.add(other.evolve(user_id=UserId("v" * 32)), project_quota=10, flavor_quota=None)
+    member = Principal("u" * 32, "u", "p", Role.MEMBER)
+    stream = await service.open_stream(principal=member, params={}, last_event_id="0")
+    await anext(stream)
+    frame = await asyncio.wait_for(anext(stream), 1)
+    assert json.loads(frame.splitlines()[1].removeprefix("data: "))["instance_id"] == "DE-1"
+    page = await service.page(principal=member, params={})
+    assert [e["instance_id"] for e in page["events"]] == ["DE-1"]
+    with pytest.raises(errors.InstanceNotFound):
+        await service.page(principal=member, params={}, instance_id="DE-2")
+    for bad in ({"limit": "0"}, {"offset": "-1"}, {"after": "x"}):
+        with pytest.raises(errors.InvalidValue):
+            await service.page(principal=member, params=bad)

@@ -171,8 +171,9 @@ class EventService:
                 if time.monotonic() - beat >= self._heartbeat:
                     yield ": keep-alive\n\n"
                     beat = time.monotonic()
+                until_beat = beat + self._heartbeat - time.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self._poll)
+                    await asyncio.wait_for(wake.wait(), max(0.0, min(self._poll, until_beat)))
 
     async def purge(self) -> int:
         """Remove the events past the retention (at most once per ``PURGE_INTERVAL_MS``)."""
