@@ -299,3 +299,17 @@ def test_a_queue_says_each_ones_rank_and_a_dequeue_who_stopped_it(
     ]
     assert two[1]["detail"] == {"rank": 2}
     assert two[2]["detail"] == {"reason": "dequeue"}
+
+
+def test_an_auto_stop_is_the_policys_doing(
+    server: ServerProcess, api: httpx.Client, project: str
+) -> None:
+    instance_id = create(api, **{"spec.auto_stop": {"enable": True, "duration": 1}})["id"]
+    wait_for_status(api, instance_id, "RUNNING")
+    wait_for_status(api, instance_id, "STOPPED", timeout=30)
+    with _events_client(server, project) as log:
+        events = ok(log.get(f"/instances/{instance_id}/events"))["events"]
+    assert [(e["kind"], e["actor"]) for e in events[-2:]] == [
+        ("stop_requested", "policy:auto_stop"), ("stopped", "policy:auto_stop")
+    ]
+    assert "auto-stop" in events[-1]["message"]
