@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     API's requests, so a sweep never delays a user's stop)."""
     tombstone_retention_seconds: int = Field(default=7 * 86_400, ge=0)
     """How long a deleted instance's row (status DELETED) is kept before the sweep purges it."""
+    event_retention_seconds: int = Field(default=7 * 86_400, ge=1)
+    """How long the event log keeps an event; the sweep purges older ones (at most once a
+    minute)."""
     node_id: str | None = Field(default=None, max_length=60, pattern=r"^[A-Za-z0-9._-]+$")
     """Name of the node this server's local workloads run on; default: the host name plus a
     digest of the boot id and PID namespace. Replicas that can see each other's processes

@@ -45,6 +45,7 @@ def test_no_extra_methods_on_contract_paths(document: dict[str, Any]) -> None:
         BASE + "/{instance_id}/action": {"post"},
         BASE + "/{instance_id}/token": {"get"},
         BASE + "/{instance_id}/signed-url": {"post"},  # extension: docs/reference/api.md
+        BASE + "/{instance_id}/events": {"get"},  # extension: docs/events.md
     }
 
 

@@ -19,7 +19,7 @@ from demanager import __version__
 from demanager.api import errors
 from demanager.api.hardening import harden
 from demanager.api.logs import REQUEST_ID
-from demanager.api.routes import catalog, instances, keystone, ops
+from demanager.api.routes import catalog, events, instances, keystone, ops
 from demanager.api.telemetry import RouteTimer
 from demanager.engine.runtime import Runtime, upgrade_database
 from demanager.proxy.gateway import Gateway, NotebookProxy
@@ -116,6 +116,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(keystone.router)
     app.include_router(ops.router)
+    app.include_router(events.router)
     console.mount(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

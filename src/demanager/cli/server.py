@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from demanager.settings import Settings
 
 DataDir = Annotated[
@@ -102,11 +104,22 @@ def serve(
             f"'{url}/v1/myproject/demanager/instances?de_type=Notebook'"
         )
         sys.stdout.flush()
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Uvicorn waits for open responses before the app hears of the shutdown;
+            # endless ones (event streams) must be told now, or they hold it up.
+            runtime = getattr(app.state, "runtime", None)
+            if runtime is not None:
+                runtime.events.closing = True
+            super().handle_exit(sig, frame)
+
     # Held while serving, so that `demanager restore` never replaces a live database.
     lock = hold_data_dir(settings.data_dir)
     try:
-        uvicorn.run(
-            create_app(settings),
+        Server(uvicorn.Config(
+            app,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
@@ -115,7 +128,7 @@ def serve(
             access_log=False,
             log_config=None,
             timeout_graceful_shutdown=5,
-        )
+        )).run()
     finally:
         os.close(lock)
 

@@ -19,19 +19,22 @@ import logging
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 from demanager import errors
 from demanager.backends.base import Backend, Handle
 from demanager.backends.node import is_dead_neighbour
+from demanager.domain import events
 from demanager.domain.catalog import Catalog
 from demanager.domain.hostfit import Inventory
 from demanager.domain.instance import FailedReason, Instance
-from demanager.domain.lifecycle import QUEUED
+from demanager.domain.lifecycle import QUEUED, InstanceStatus
 from demanager.domain.planning import (
     DEFAULT_HEALTH_FAILURES,
     DEFAULT_RESERVATION_MS,
     Observation,
     Step,
+    Workload,
     plan,
 )
 from demanager.engine.backoff import Backoff
@@ -71,9 +74,11 @@ class Reconciler:
         inventory: Inventory | None = None,
         reservation_seconds: float = DEFAULT_RESERVATION_MS / 1000,
         metrics: Metrics | None = None,
+        purge_events: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._repo = repository
         self._metrics = metrics or Metrics(backend.name)
+        self._purge_events = purge_events
         self._leases = leases
         self._owner = owner
         self._host_node = host_node
@@ -106,6 +111,9 @@ class Reconciler:
             repository=repository, catalog=catalog, clock=clock, notify=self.notify
         )
         self._next_purge_ms = 0
+        self._started_ms = clock.now_ms()
+        self._adopted: set[str] = set()
+        """Instances found RUNNING from before this start whose adoption was recorded."""
         # Per-instance memory, dropped when the instance is let go. Losing it (a
         # restart) costs at most one extra launch try or a shorter backoff.
         self._snapshots: dict[str, Instance] = {}
@@ -163,6 +171,8 @@ class Reconciler:
                 self._queue.submit(instance.id)
         await self._purge()
         await self._retention.run()
+        if self._purge_events is not None:
+            await self._purge_events()
 
     async def settle(self) -> None:
         """Run one sweep and wait for all work it started (tests and benchmarks)."""
@@ -274,6 +284,7 @@ class Reconciler:
                 return
             observed, step = planned
             if step is Step.NOTHING and not self._steps.stale_endpoint(instance, observed):
+                await self._note_adopted(instance, observed)
                 await self._let_go(instance_id)
                 return
             if not await self._hold(instance_id):
@@ -296,6 +307,19 @@ class Reconciler:
             if outcome is Outcome.LAUNCHED:
                 self._launches[instance_id] += 1
             instance = await self._repo.load(instance_id)
+
+    async def _note_adopted(self, instance: Instance, observed: Observation[Handle]) -> None:
+        """Record once that this server found a workload running from before its start
+        and goes on driving it (the event log's ``adopted``)."""
+        if (
+            instance.status is not InstanceStatus.RUNNING
+            or observed.workload is not Workload.READY
+            or instance.updated_at >= self._started_ms
+            or instance.id in self._adopted
+        ):
+            return
+        self._adopted.add(instance.id)
+        await self._repo.record(instance, events.adopted(), now_ms=self._clock.now_ms())
 
     async def _observe_and_plan(
         self, instance: Instance

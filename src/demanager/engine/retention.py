@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from demanager import errors
-from demanager.domain import retention
+from demanager.domain import events, retention
 from demanager.domain.catalog import Catalog
 from demanager.engine.clock import Clock
 from demanager.engine.service import record_delete
@@ -59,7 +59,9 @@ class RetentionSweep:
             if flavor is None or not retention.expired(instance, flavor, now):
                 continue
             try:
-                await record_delete(self._repo, self._catalog, instance, now)
+                await record_delete(
+                    self._repo, self._catalog, instance, now, actor=events.RETENTION
+                )
             except (errors.ConcurrentUpdate, errors.StateError):
                 continue  # acted on since it was read: no longer what expired
             log.info(

@@ -30,6 +30,7 @@ from demanager.domain.hostfit import Inventory
 from demanager.domain.pools import PoolDirectory
 from demanager.engine.buckets import BucketCheck
 from demanager.engine.clock import Clock, SystemClock
+from demanager.engine.events import EventService
 from demanager.engine.health import Readiness
 from demanager.engine.metrics import Metrics, StoreGauges
 from demanager.engine.pools import PoolRefresher
@@ -43,6 +44,7 @@ from demanager.identity.throttle import LoginThrottle
 from demanager.objectstore.access import ObjectAccess
 from demanager.settings import Settings, backend_section
 from demanager.store.database import make_engine, make_sessionmaker, upgrade
+from demanager.store.events import EventRepository
 from demanager.store.identity import IdentityRepository
 from demanager.store.instances import InstanceRepository
 from demanager.store.leases import LeaseRepository
@@ -236,6 +238,8 @@ class Runtime:
     login_throttle: LoginThrottle
     """Failed password sign-ins, per user and per address: one count for every way in
     (Keystone's ``/v3/auth/tokens`` and the notebook sign-in page)."""
+    events: EventService
+    """The event log: pages and live streams of it, and its purge."""
     pools: PoolRefresher
     """Keeps ``catalog.pools`` current with the pools managed at run time."""
     metrics: Metrics
@@ -271,6 +275,12 @@ class Runtime:
         metrics = Metrics(backend.name)
         gauges = StoreGauges(db, catalog, backend.name)
         metrics.registry.register(gauges)
+        events = EventService(
+            repository=EventRepository(sessions),
+            instances=instances,
+            clock=clock,
+            retention_seconds=settings.event_retention_seconds,
+        )
         reconciler = Reconciler(
             repository=instances,
             leases=LeaseRepository(sessions),
@@ -288,6 +298,7 @@ class Runtime:
             inventory=inventory,
             reservation_seconds=settings.reservation_seconds,
             metrics=metrics,
+            purge_events=events.purge,
         )
         instances.on_slot_freed(reconciler.slot_freed)
         service = InstanceService(
@@ -334,6 +345,7 @@ class Runtime:
                 flavors=frozenset(catalog.flavors),
                 interval=settings.pools_refresh_seconds,
             ),
+            events=events,
             host_mounts=context.host_mounts,
             metrics=metrics,
             gauges=gauges,

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from demanager import errors
-from demanager.domain import tenancy
+from demanager.domain import events, tenancy
 from demanager.domain.catalog import Catalog
 from demanager.domain.instance import (
     Desired,
@@ -137,11 +137,12 @@ class InstanceService:
         if flavor.free and await self._repo.queued(flavor.name, request.pool_id, startable=True):
             instance = instance.evolve(status=S.CREATE_QUEUING)
         flavor_quota = flavor.per_project_quota
+        actor = events.user(owner.user_name)
         try:
             # The store takes the slot with the insert, atomically (FlavorSoldOut if full),
             # and the host's share of it, GPUs included (in the returned instance).
             instance = await self._repo.add(
-                instance, project_quota=quota, flavor_quota=flavor_quota
+                instance, project_quota=quota, flavor_quota=flavor_quota, actor=actor
             )
         except errors.FlavorSoldOut:
             # A full free flavor queues, unless the host could never fit it.
@@ -149,7 +150,9 @@ class InstanceService:
                 raise
             # A full free flavor queues the create instead; the engine admits it.
             instance = instance.evolve(status=S.CREATE_QUEUING)
-            await self._repo.add(instance, project_quota=quota, flavor_quota=flavor_quota)
+            await self._repo.add(
+                instance, project_quota=quota, flavor_quota=flavor_quota, actor=actor
+            )
         self._notify(instance.id)
         return instance
 
@@ -216,7 +219,10 @@ class InstanceService:
         for _ in range(_RETRIES):
             instance = await self.get(principal=principal, instance_id=instance_id)
             try:
-                await record_delete(self._repo, self._catalog, instance, self._clock.now_ms())
+                await record_delete(
+                    self._repo, self._catalog, instance, self._clock.now_ms(),
+                    actor=events.user(principal.user_name),
+                )
             except errors.ConcurrentUpdate:
                 continue
             self._notify(instance.id)
@@ -251,7 +257,9 @@ class InstanceService:
             try:
                 # Entering STARTING from a status that holds nothing takes a slot, in the
                 # same transaction (NotEnoughResources when none is free).
-                target = await self._write_action(instance, target, free, changes)
+                target = await self._write_action(
+                    instance, target, free, changes, events.user(principal.user_name)
+                )
             except errors.ConcurrentUpdate:
                 continue
             self._notify(instance.id)
@@ -259,14 +267,14 @@ class InstanceService:
         raise errors.Busy()
 
     async def _write_action(
-        self, instance: Instance, target: S, free: bool, changes: dict[str, Any]
+        self, instance: Instance, target: S, free: bool, changes: dict[str, Any], actor: str
     ) -> S:
         """Write the action's status; a full free flavor's start queues instead (§4.3 ⁴),
         a full other flavor's answers 6360 and changes nothing."""
         now = self._clock.now_ms()
         try:
             await self._repo.transition(
-                instance, target, now_ms=now, requested_at=now, **changes
+                instance, target, now_ms=now, requested_at=now, actor=actor, **changes
             )
         except errors.NotEnoughResources:
             if (
@@ -277,7 +285,9 @@ class InstanceService:
                 raise
             target = S.START_QUEUING
             queued = {k: v for k, v in changes.items() if k != "failed"}  # as `queue` keeps it
-            await self._repo.transition(instance, target, now_ms=now, requested_at=now, **queued)
+            await self._repo.transition(
+                instance, target, now_ms=now, requested_at=now, actor=actor, **queued
+            )
         return target
 
     async def sold_out(self, flavor_name: str, pool_id: str | None = None) -> bool:
@@ -286,7 +296,12 @@ class InstanceService:
 
 
 async def record_delete(
-    repository: InstanceRepository, catalog: Catalog, instance: Instance, now_ms: int
+    repository: InstanceRepository,
+    catalog: Catalog,
+    instance: Instance,
+    now_ms: int,
+    *,
+    actor: str,
 ) -> None:
     """Delete ``instance`` as a caller would (§4.3; the refusing StateError otherwise):
     the row becomes a tombstone whose workload and volume the engine then removes, and
@@ -300,4 +315,5 @@ async def record_delete(
         desired=Desired.DELETED,
         cleanup_pending=True,
         stop_at=None,
+        actor=actor,
     )

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from demanager import errors
 from demanager.backends.base import Backend, Handle, LaunchSpec
+from demanager.domain import events
 from demanager.domain.catalog import Catalog
 from demanager.domain.hostfit import Inventory
 from demanager.domain.instance import Desired, FailedReason, Instance
@@ -209,7 +210,7 @@ class StepRunner:
             # A backend bug must not retry forever: fail the start, visibly.
             log.exception("%s: the backend failed to start it", instance.id)
             raise errors.PermanentBackendError(f"The backend failed: {exc}") from exc
-        await self._keep_launched(instance, launched, p.now_ms)
+        await self._keep_launched(instance, launched, p.now_ms, p.launches + 1)
         return Outcome.LAUNCHED
 
     async def _fail_launch(self, p: Pass) -> Outcome:
@@ -217,15 +218,18 @@ class StepRunner:
             await self.fail(p.instance, p.observed.failure)
         return Outcome.DONE
 
-    async def _keep_launched(self, instance: Instance, handle: Handle, now: int) -> None:
+    async def _keep_launched(
+        self, instance: Instance, handle: Handle, now: int, attempt: int
+    ) -> None:
         """Store the handle of what was just launched, or stop it if it is no longer wanted.
 
         The row may have changed while the workload booted. If the caller stopped or
         deleted the instance meanwhile, nothing may keep running behind that: stop the
         new workload (its handle is not in the row, so no later pass would find it).
         """
+        event = events.launched(attempt)
         try:
-            await self._save(instance, now, handle=self.stamped(handle))
+            await self._save(instance, now, handle=self.stamped(handle), event=event)
             return
         except errors.ConcurrentUpdate:
             current = await self._repo.load(instance.id)
@@ -235,7 +239,7 @@ class StepRunner:
             and current.desired == instance.desired
         ):
             # Only something else changed (a PUT of the description): keep the workload.
-            await self._save(current, now, handle=self.stamped(handle))
+            await self._save(current, now, handle=self.stamped(handle), event=event)
             return
         await self._backend.stop(instance.id, handle)
         raise errors.ConcurrentUpdate(f"instance {instance.id} changed while it launched")
@@ -292,7 +296,9 @@ class StepRunner:
         started or queued again), and the slot's release wakes the next in line."""
         log.warning("%s: its reservation lapsed (%s); the slot goes to the next in line",
                     p.instance.id, "frozen" if p.instance.frozen else "not used in time")
-        await self._transition(p.instance, S.STOPPED, p.now_ms, desired=Desired.STOPPED)
+        await self._transition(
+            p.instance, S.STOPPED, p.now_ms, desired=Desired.STOPPED, actor=events.RESERVATION
+        )
         return Outcome.DONE
 
     async def _count_unanswered(self, p: Pass) -> Outcome:
@@ -318,7 +324,8 @@ class StepRunner:
 
     async def _auto_stop(self, p: Pass) -> Outcome:
         await self._transition(
-            p.instance, S.STOPPING, p.now_ms, desired=Desired.STOPPED, stop_at=None
+            p.instance, S.STOPPING, p.now_ms, desired=Desired.STOPPED, stop_at=None,
+            actor=events.AUTO_STOP,
         )
         return Outcome.AGAIN
 

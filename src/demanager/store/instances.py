@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from sqlalchemy import Row, Select, bindparam, delete, func, or_, select, update
@@ -29,7 +29,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from demanager import errors
+from demanager.domain import events
 from demanager.domain.catalog import Catalog
+from demanager.domain.events import EventDraft
 from demanager.domain.hostfit import GPUS, Inventory, amounts, fits
 from demanager.domain.instance import (
     AutoStop,
@@ -45,6 +47,7 @@ from demanager.domain.instance import (
 from demanager.domain.lifecycle import HOLDS_RESOURCES, QUEUED, InstanceStatus, ensure_transition
 from demanager.domain.queueing import Holder, Waiter
 from demanager.domain.validation import ListQuery
+from demanager.store import events as event_log
 from demanager.store import hostfit
 from demanager.store.tables import InstanceRow, ProjectRow, QuotaUsageRow
 
@@ -135,11 +138,21 @@ class InstanceRepository:
         self._catalog = catalog
         self._inventory = inventory
         self._released: list[Callable[[str | None, str], None]] = []
+        self._appended: list[Callable[[], None]] = []
 
     def on_slot_freed(self, listener: Callable[[str | None, str], None]) -> None:
         """Call ``listener(pool_id, flavor)`` after each committed write that gave a slot
         back, so that the head of that scope's queue can be admitted at once."""
         self._released.append(listener)
+
+    def on_event(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each committed write that appended an event to the
+        log, so that streams of events send it at once."""
+        self._appended.append(listener)
+
+    def _events_appended(self) -> None:
+        for listener in self._appended:
+            listener()
 
     def capacity_of(self, pool_id: str | None, flavor: str) -> int | None:
         return self._catalog.capacity_of(pool_id, flavor) if self._catalog else None
@@ -416,7 +429,12 @@ class InstanceRepository:
     # --- writes -------------------------------------------------------------------
 
     async def add(
-        self, instance: Instance, *, project_quota: int, flavor_quota: int | None
+        self,
+        instance: Instance,
+        *,
+        project_quota: int,
+        flavor_quota: int | None,
+        actor: str = events.ENGINE,
     ) -> Instance:
         """Insert ``instance`` if its project is under both quotas, its name is free and,
         when it is inserted holding resources (``CREATING``), a slot of its flavor is.
@@ -446,10 +464,27 @@ class InstanceRepository:
                 instance = instance.evolve(gpus=taken or None)
             session.add(_to_row(instance))
             try:
+                await session.flush()
+            except IntegrityError as exc:
+                raise errors.NameTaken(instance.name) from exc
+            at = instance.created_at
+            await event_log.append(session, instance, events.created(instance, actor), at)
+            if instance.status in QUEUED:
+                rank = await _rank(session, instance)
+                await event_log.append(session, instance, events.queued(actor, rank), at)
+            try:
                 await session.commit()
             except IntegrityError as exc:
                 raise errors.NameTaken(instance.name) from exc
+        self._events_appended()
         return instance
+
+    async def record(self, instance: Instance, draft: EventDraft, *, now_ms: int) -> None:
+        """Append an event that goes with no write of the instance."""
+        async with self._sessions() as session:
+            await event_log.append(session, instance, draft, now_ms)
+            await session.commit()
+        self._events_appended()
 
     async def transition(
         self, instance: Instance, target: InstanceStatus, *, now_ms: int, **changes: Any
@@ -459,7 +494,14 @@ class InstanceRepository:
         return await self.save(instance, now_ms=now_ms, status=target, **changes)
 
     async def save(
-        self, instance: Instance, *, now_ms: int, fence: str | None = None, **changes: Any
+        self,
+        instance: Instance,
+        *,
+        now_ms: int,
+        fence: str | None = None,
+        actor: str = events.ENGINE,
+        event: EventDraft | None = None,
+        **changes: Any,
     ) -> Instance:
         """Write ``changes`` if nobody wrote the row since ``instance`` was read.
 
@@ -470,6 +512,10 @@ class InstanceRepository:
         A write that makes the instance hold resources takes a slot of its scope in the
         same transaction (``NotEnoughResources``, and nothing written, when none is
         free); one that makes it stop holding them gives the slot back.
+
+        A status write appends its event (``domain/events.py``, by ``actor``) in the
+        same transaction, as does a write given an ``event``: the event exists exactly
+        when the change does. A failure's ``failed_reasons.detail`` names its event.
         """
         new = instance.evolve(version=instance.version + 1, updated_at=now_ms, **changes)
         if new.status is not InstanceStatus.RUNNING and new.endpoint is not None:
@@ -486,6 +532,9 @@ class InstanceRepository:
             new = new.evolve(gpus=None)
             values["gpus"] = None
         async with self._sessions() as session:
+            draft = event
+            if draft is None and new.status is not instance.status:
+                draft = await _transition_event(session, instance, new, actor, now_ms)
             statement = update(InstanceRow).where(
                 InstanceRow.id == instance.id, InstanceRow.version == instance.version
             )
@@ -520,12 +569,34 @@ class InstanceRepository:
                 scope = capacity_scope(instance.pool_id, instance.flavor)
                 await session.execute(_RELEASE, {"quota_scope": scope})
                 await self._give_back_host(session, instance)
+            if draft is not None:
+                # Last: the event log's lock is held only from here to the commit.
+                new = await self._append(session, new, draft, now_ms)
             await session.commit()
+        if draft is not None:
+            self._events_appended()
         if was_holding and not holds:
             for pool_id, flavor in self._freed_scopes(instance):
                 for listener in self._released:
                     listener(pool_id, flavor)
         return new
+
+    async def _append(
+        self, session: AsyncSession, new: Instance, draft: EventDraft, now_ms: int
+    ) -> Instance:
+        """Append the write's event; a failure it explains names it (``detail.event_id``)."""
+        event_id = await event_log.append(session, new, draft, now_ms)
+        if draft.kind not in events.EXPLAINS_FAILURE or new.failed is None:
+            return new
+        failed = replace(
+            new.failed, detail={**new.failed.detail, events.FAILURE_DETAIL_KEY: str(event_id)}
+        )
+        await session.execute(
+            update(InstanceRow)
+            .where(InstanceRow.id == new.id)
+            .values(failed=_failed_to_json(failed))
+        )
+        return new.evolve(failed=failed)
 
     def _freed_scopes(self, instance: Instance) -> builtins.list[tuple[str | None, str]]:
         """The scopes whose queue may move now that ``instance`` stopped holding: its own,
@@ -568,6 +639,45 @@ class InstanceRepository:
         await hostfit.give_back(session, self._inventory, self._host_need(instance.flavor))
         if self._inventory.assigns_gpus:
             await hostfit.release_gpus(session, instance.id)
+
+
+async def _transition_event(
+    session: AsyncSession, before: Instance, after: Instance, actor: str, now_ms: int
+) -> EventDraft | None:
+    if before.status is InstanceStatus.STOPPING and after.status is InstanceStatus.STOPPED:
+        # Stopped on whose word: the stop request's, which the engine only carries out.
+        asked = await event_log.last_of_kind(session, before.id, events.EventKind.STOP_REQUESTED)
+        if asked is None:
+            return events.stopped(actor, "stop")
+        return events.stopped(asked.actor, str(asked.detail.get("reason", "stop")))
+    rank = await _rank(session, after) if after.status in QUEUED else None
+    return events.for_transition(before, after, actor=actor, now_ms=now_ms, rank=rank)
+
+
+async def _rank(session: AsyncSession, instance: Instance) -> int:
+    """The instance's place in its (pool, flavor) queue, 1 first, as ``queued`` orders."""
+    since = instance.requested_at or instance.created_at
+    pool = (
+        InstanceRow.pool_id.is_(None)
+        if instance.pool_id is None
+        else InstanceRow.pool_id == instance.pool_id
+    )
+    ahead = await session.scalar(
+        select(func.count()).where(
+            InstanceRow.flavor == instance.flavor,
+            pool,
+            InstanceRow.status.in_([s.value for s in QUEUED]),
+            InstanceRow.id != instance.id,
+            func.coalesce(InstanceRow.requested_at, InstanceRow.created_at) <= since,
+        )
+    )
+    return int(ahead or 0) + 1
+
+
+def _failed_to_json(failed: FailedReason | None) -> dict[str, Any] | None:
+    if failed is None:
+        return None
+    return {"code": failed.code, "message": failed.message, "detail": dict(failed.detail)}
 
 
 def _run_records(before: Instance, after: Instance, now_ms: int) -> Instance:
@@ -725,10 +835,7 @@ def _row_values(instance: Instance) -> dict[str, Any]:
         "running_since": instance.running_since,
         "stop_at": instance.stop_at,
         "requested_at": instance.requested_at,
-        "failed": None
-        if instance.failed is None
-        else {"code": instance.failed.code, "message": instance.failed.message,
-              "detail": dict(instance.failed.detail)},
+        "failed": _failed_to_json(instance.failed),
         "handle": None if instance.handle is None else dict(instance.handle),
         "endpoint": _endpoint_to_json(instance.endpoint),
         "cleanup_pending": instance.cleanup_pending,

@@ -209,3 +209,29 @@ class BucketGrantRow(Base):
     bucket: Mapped[str] = mapped_column(String(63), primary_key=True)
     project_id: Mapped[str] = mapped_column(String(64))
     granted_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class EventRow(Base):
+    """One lifecycle event of an instance (``domain/events.py``). The id grows with every
+    append, so it orders events and lets a stream resume after the last one it sent."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_instance", "instance_id", "id"),
+        Index("ix_events_project", "project_id", "id"),
+        Index("ix_events_at", "at_ms"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    instance_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    """The instance's owner: a member sees the events of their own instances only."""
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(96))
+    message: Mapped[str] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON, nullable=True)
