@@ -13,9 +13,14 @@ from demanager.objectstore.options import S3Options
 from tests.s3server import MotoServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _keys(moto: MotoServer) -> None:
+    """The test user's keys, for ``options`` and ``KEYS``, whichever test runs first."""
+    KEYS.update(access_key=moto.access_key, secret_key=moto.secret_key)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(moto: MotoServer) -> str:
-    KEYS.update(access_key=moto.access_key, secret_key=moto.secret_key)
     return moto.endpoint
 
 
