@@ -3,6 +3,7 @@ problem, and an exit code a script can test."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,19 @@ def test_doctor_reports_an_old_schema(env: Path) -> None:
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 1
     assert "schema at 0001" in result.output and "demanager db upgrade" in result.output
+
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """``serve`` run in this process sets up the server's logging (a handler on the
+    root logger writing to the stderr of the moment, CliRunner's, which it closes):
+    put back what was there, so that no later test logs into a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_serve_refuses_an_unknown_setting_of_a_backend_in_one_line(
