@@ -26,6 +26,7 @@ is the single table that maps each class to an HTTP status and a
     │   ├── VolumeSizeOutOfRange                                       (6331)
     │   ├── DurationRequired                                           (6348)
     │   ├── DurationOutOfRange                                         (6349)
+    │   ├── ExtensionRefused: past the operator's extension limit       (6349)
     │   ├── ImmutableField                                             (6347)
     │   └── InvalidSortField                                           (6303)
     ├── ConflictError                the request is valid but the state forbids it
@@ -35,7 +36,7 @@ is the single table that maps each class to an HTTP status and a
     │   └── StateError: StopBeforeDelete (6304) AlreadyRunning (6305)
     │       InstanceStarting (6306) AlreadyStopped (6307) InstanceStopping (6308)
     │       NotRunning (6327) NotAnswering (6327) BeingRestored (6333) OperationNotAllowed (6357)
-    │       InstanceFrozen (6326)
+    │       InstanceFrozen (6326) NothingToExtend (6357)
     ├── InstanceNotFound                                               (6309)
     ├── AuthError: TokenMissing (0201) TokenExpired (0202) TokenInvalid (6620)
     │   TokenWithoutProject (0212) UserUnavailable (6608)
@@ -185,6 +186,14 @@ class DurationOutOfRange(RequestError):
         super().__init__(f"The 'duration' parameter must be between {low} and {high}.")
 
 
+class ExtensionRefused(RequestError):
+    """An extension of a run past what the operator allows (``message`` says how much is
+    left)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
 class ImmutableField(RequestError):
     def __init__(self, status: str, field: str) -> None:
         super().__init__(f"In status {status} the parameter '{field}' cannot be changed.")
@@ -277,6 +286,13 @@ class OperationNotAllowed(StateError):
     template = (
         "Operation {operation} is not allowed in status {status}: another operation "
         "is running or the instance is already in the target state."
+    )
+
+
+class NothingToExtend(OperationNotAllowed):
+    template = (
+        "Nothing is going to stop the instance: it has no auto-stop, idle timeout or "
+        "lifetime limit to postpone."
     )
 
 

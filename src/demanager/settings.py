@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from demanager.backends.inventory import parse_gpu_list
@@ -21,6 +21,34 @@ from demanager.backends.options import DockerOptions, FakeOptions, KubernetesOpt
 from demanager.objectstore.options import S3Options
 
 BUILT_IN_SECTIONS = ("process", "docker", "kubernetes", "fake")
+
+
+class PolicyOptions(BaseModel):
+    """The lifecycle policy beyond the contract's auto-stop (``DEMANAGER_POLICY__…``);
+    docs/lifecycle-policy.md explains each part. A zero turns a part off."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    idle_timeout_seconds: int = Field(default=0, ge=0)
+    """Stop a notebook nobody used for this long, judged from Jupyter's own activity
+    (a busy kernel is never idle); 0: never judged idle."""
+    idle_connected_is_active: bool = True
+    """Whether a kernel with an open connection (a browser tab) counts as in use."""
+    max_lifetime_seconds: int = Field(default=0, ge=0)
+    """Stop every run after this long, whatever it does; 0: no limit."""
+    warn_before_seconds: int = Field(default=300, ge=0)
+    """How long before any stop (auto-stop, idle, lifetime) its warning event comes;
+    0: no warnings."""
+    max_extension_seconds: int = Field(default=0, ge=0)
+    """How much a user may extend one run in all (``…/instances/{id}/extend``); 0: no
+    extensions."""
+    activity_probe_seconds: float = Field(default=30.0, gt=0)
+    """How often a running notebook's activity is read, at most (with an idle timeout)."""
+    webhook_url: str | None = None
+    """If set, every stop warning is also POSTed here as JSON."""
+    webhook_secret: SecretStr | None = None
+    """If set, each webhook request is signed: ``X-Demanager-Signature: sha256=<HMAC of
+    the body>``."""
 
 
 class Settings(BaseSettings):
@@ -62,6 +90,9 @@ class Settings(BaseSettings):
     """Live instances per project (contract: 6302)."""
     min_auto_stop_seconds: int = 3600
     """Lower bound of auto-stop durations; lower it only for tests and demos."""
+    policy: PolicyOptions = Field(default_factory=PolicyOptions)
+    """The lifecycle policy's section (``DEMANAGER_POLICY__…``): idle timeout, maximum
+    lifetime, warnings, extensions and the warning webhook."""
     object_storage_root: Path | None = None
     """A directory that stands in for OBS: enables obs/obsfs storage (a bucket is a sub-folder)."""
     s3: S3Options = Field(default_factory=S3Options)

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from demanager.domain.instance import Instance
 from demanager.domain.lifecycle import QUEUED, InstanceStatus
+from demanager.domain.policy import PlannedStop, StopReason
 
 S = InstanceStatus
 
@@ -29,7 +30,9 @@ class EventKind(StrEnum):
     HEALTH_LOST = "health_lost"
     HEALTH_REGAINED = "health_regained"
     AUTO_STOP_WARNING = "auto_stop_warning"
-    """Reserved: the engine does not warn before an auto-stop yet."""
+    """A stop is coming (any policy's: auto-stop, idle, lifetime), and why."""
+    EXTENDED = "extended"
+    """The user postponed the run's stops."""
     STOP_REQUESTED = "stop_requested"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -43,6 +46,11 @@ ENGINE = "engine"
 AUTO_STOP = "policy:auto_stop"
 RESERVATION = "policy:reservation"
 RETENTION = "policy:retention"
+
+
+def policy(reason: StopReason) -> str:
+    """The actor of a stop the lifecycle policy makes for ``reason``."""
+    return f"policy:{reason.value}"
 
 
 def user(name: str) -> str:
@@ -130,6 +138,55 @@ def stopped(requested_by: str, reason: str) -> EventDraft:
         f"Stopped; {_who(requested_by)} asked for it ({reason}).",
         detail={"reason": reason},
     )
+
+
+def stop_warning(stop: PlannedStop, now_ms: int) -> EventDraft:
+    left = max(0, stop.at_ms - now_ms) // 1000
+    when = f"in {_minutes(left)}" if left else "now"
+    return EventDraft(
+        EventKind.AUTO_STOP_WARNING,
+        policy(stop.reason),
+        f"Will stop {when}: {stop.why}. Extend the run to keep it.",
+        detail={"reason": stop.reason.value, "stop_at": stop.at_ms, "why": stop.why},
+    )
+
+
+def policy_stop(stop: PlannedStop) -> EventDraft:
+    """The stop request of a policy stop other than the countdown's."""
+    reason = f"{stop.reason.value.replace('_', ' ')}: {stop.why}"
+    return EventDraft(
+        EventKind.STOP_REQUESTED,
+        policy(stop.reason),
+        f"Stop requested by {_who(policy(stop.reason))} ({reason}).",
+        detail={"reason": reason},
+    )
+
+
+def extended(actor: str, seconds: int, total_s: int, next_stop: PlannedStop | None) -> EventDraft:
+    after = (
+        f"; the next stop is the {stop_name(next_stop.reason)}" if next_stop is not None else ""
+    )
+    return EventDraft(
+        EventKind.EXTENDED,
+        actor,
+        f"Extended by {_minutes(seconds)} by {_who(actor)} ({_minutes(total_s)} in this run)"
+        f"{after}.",
+        detail={"seconds": seconds, "total_s": total_s},
+    )
+
+
+def stop_name(reason: StopReason) -> str:
+    return {
+        StopReason.AUTO_STOP: "auto-stop",
+        StopReason.IDLE: "idle stop",
+        StopReason.MAX_LIFETIME: "lifetime limit",
+    }[reason]
+
+
+def _minutes(seconds: int) -> str:
+    if seconds >= 120:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 def for_transition(

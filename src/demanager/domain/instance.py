@@ -150,6 +150,11 @@ class Instance:
     """The whole GPUs assigned to it while it holds resources."""
     last_run_ms: int | None = None
     """How long its last run lasted (RUNNING until it stopped), for queue estimates."""
+    extended_ms: int = 0
+    """How much the current run was extended (``domain/policy.py``); 0 at each start."""
+    warned_for: int | None = None
+    """The stop (its time, ms) the current run was last warned of, so that each planned
+    stop is announced once."""
 
     def evolve(self, **changes: Any) -> Instance:
         return replace(self, **changes)

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from demanager.domain.instance import Desired, Endpoint, FailedReason, Instance
 from demanager.domain.lifecycle import QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
+from demanager.domain.policy import Judgement, StopReason, Verdict
 
 
 class Workload(Enum):
@@ -45,6 +46,11 @@ class Step(Enum):
     """It answered again before it was marked UNAVAILABLE: start the count afresh."""
     AUTO_STOP = "auto_stop"
     """The countdown ran out: RUNNING -> STOPPING."""
+    POLICY_STOP = "policy_stop"
+    """The lifecycle policy stops the run (idle, or past its maximum lifetime):
+    RUNNING -> STOPPING, saying why."""
+    WARN_STOP = "warn_stop"
+    """Announce the run's next stop, with its reason, before it comes."""
     HALT = "halt"
     """Stop the workload, keep the volume."""
     MARK_STOPPED = "mark_stopped"
@@ -114,12 +120,14 @@ def plan(
     admissible: bool = False,
     health_failures: int = DEFAULT_HEALTH_FAILURES,
     reservation_ms: int = DEFAULT_RESERVATION_MS,
+    judgement: Judgement | None = None,
 ) -> Step:
     """The next step for ``instance``; ``admissible`` says a queued instance may take a
     slot of its flavor now (it is first in line and the flavor has room);
     ``health_failures`` is how many probes in a row a RUNNING workload may miss before
     it is UNAVAILABLE; ``reservation_ms`` is how long a reserved slot waits for its
-    start."""
+    start; ``judgement`` is the lifecycle policy's verdict on a RUNNING instance
+    (``domain/policy.py``; without one, only the auto-stop countdown counts)."""
     status = instance.status
     work = observed.workload
 
@@ -150,8 +158,13 @@ def plan(
         return Step.RELAUNCH if stale else _bring_up(work)
 
     if status is S.RUNNING:
-        if instance.stop_at is not None and now_ms >= instance.stop_at:
-            return Step.AUTO_STOP
+        if judgement is None:
+            if instance.stop_at is not None and now_ms >= instance.stop_at:
+                return Step.AUTO_STOP
+        elif judgement.verdict is Verdict.STOP and judgement.stop is not None:
+            if judgement.stop.reason is StopReason.AUTO_STOP:
+                return Step.AUTO_STOP
+            return Step.POLICY_STOP
         if work is Workload.ABSENT:
             return Step.MARK_UNAVAILABLE
         if work is Workload.BOOTING:  # alive but not answering: hung, or overloaded
@@ -162,6 +175,8 @@ def plan(
             return Step.RESET_UNANSWERED
         if observed.warning is not None and observed.warning != instance.failed:
             return Step.WARN
+        if judgement is not None and judgement.verdict is Verdict.WARN:
+            return Step.WARN_STOP
         return Step.NOTHING
 
     if status is S.UNAVAILABLE:

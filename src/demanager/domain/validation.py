@@ -409,6 +409,27 @@ def validate_action(raw: Any) -> Operation:
     return Operation(action)
 
 
+MAX_EXTENSION_REQUEST_S = 7 * 86_400
+
+
+def validate_extension(raw: Any) -> int:
+    """The seconds of an extension request (``{"seconds": N}``)."""
+    body = require_object(raw)
+    if not _present(body, "seconds"):
+        raise errors.MissingField("seconds")
+    seconds = body["seconds"]
+    if not _is(seconds, int):
+        raise errors.WrongType("seconds", "integer")
+    if not 1 <= seconds <= MAX_EXTENSION_REQUEST_S:
+        raise errors.InvalidValue(
+            "seconds", f"Give a number of seconds from 1 to {MAX_EXTENSION_REQUEST_S}."
+        )
+    unknown = sorted(set(body) - {"seconds"})
+    if unknown:
+        raise errors.InvalidValue(unknown[0][:64], "Only 'seconds' may be given.")
+    return int(seconds)
+
+
 # --- list -----------------------------------------------------------------------------
 
 SORT_FIELDS = ("name", "creation_timestamp")

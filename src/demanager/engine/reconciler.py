@@ -37,11 +37,14 @@ from demanager.domain.planning import (
     Workload,
     plan,
 )
+from demanager.domain.policy import Judgement, PlannedStop, Policy, judge
+from demanager.engine.activity import ActivityProbe
 from demanager.engine.backoff import Backoff
 from demanager.engine.clock import Clock
 from demanager.engine.metrics import Metrics
 from demanager.engine.retention import RetentionSweep
 from demanager.engine.steps import NODE_KEY, Outcome, Pass, StepRunner
+from demanager.engine.webhooks import Webhook
 from demanager.engine.workqueue import KeyedWorkQueue
 from demanager.store.instances import InstanceRepository
 from demanager.store.leases import LeaseRepository
@@ -75,8 +78,13 @@ class Reconciler:
         reservation_seconds: float = DEFAULT_RESERVATION_MS / 1000,
         metrics: Metrics | None = None,
         purge_events: Callable[[], Awaitable[int]] | None = None,
+        policy: Policy | None = None,
+        activity: ActivityProbe | None = None,
+        webhook: Webhook | None = None,
     ) -> None:
         self._repo = repository
+        self._policy = policy or Policy()
+        self._activity = activity
         self._metrics = metrics or Metrics(backend.name)
         self._purge_events = purge_events
         self._leases = leases
@@ -102,6 +110,7 @@ class Reconciler:
             health_failures=health_failures,
             inventory=inventory,
             metrics=self._metrics,
+            webhook=webhook,
         )
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -151,6 +160,17 @@ class Reconciler:
             await asyncio.wait_for(asyncio.shield(self._queue.drain()), grace)
         await self._queue.cancel()
         await self._leases.leave(self._owner)
+
+    async def close_policy(self) -> None:
+        """Deliver the warnings under way and close the policy's connections."""
+        if self._activity is not None:
+            await self._activity.close()
+        if self._steps.webhook is not None:
+            await self._steps.webhook.close()
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
 
     def notify(self, instance_id: str) -> None:
         """The API recorded new intent for ``instance_id``: act on it now."""
@@ -282,7 +302,7 @@ class Reconciler:
             planned = await self._observe_and_plan(instance)
             if planned is None:
                 return
-            observed, step = planned
+            observed, step, stop = planned
             if step is Step.NOTHING and not self._steps.stale_endpoint(instance, observed):
                 await self._note_adopted(instance, observed)
                 await self._let_go(instance_id)
@@ -294,7 +314,7 @@ class Reconciler:
                 leased = True
                 instance = await self._repo.load(instance_id)
                 continue
-            outcome = await self._act(instance, observed, step)
+            outcome = await self._act(instance, observed, step, stop)
             if outcome is None:
                 return
             if outcome is Outcome.DONE:
@@ -323,7 +343,7 @@ class Reconciler:
 
     async def _observe_and_plan(
         self, instance: Instance
-    ) -> tuple[Observation[Handle], Step] | None:
+    ) -> tuple[Observation[Handle], Step, PlannedStop | None] | None:
         """Observe the workload once and plan; None when the backend cannot tell now (it
         is asked again later) or cannot ever (the start fails)."""
         try:
@@ -338,23 +358,50 @@ class Reconciler:
                 await self._let_go(instance.id)
             return None
         admissible = instance.status in QUEUED and await self._admissible(instance)
+        now = self._clock.now_ms()
+        judgement = await self._judge(instance, observed, now)
         step = plan(
             instance,
             observed,
-            self._clock.now_ms(),
+            now,
             admissible=admissible,
             health_failures=self._health_failures,
             reservation_ms=self._reservation_ms,
+            judgement=judgement,
         )
         log.debug("%s %s/%s -> %s", instance.id, instance.status, observed.workload, step)
-        return observed, step
+        return observed, step, judgement.stop if judgement is not None else None
+
+    async def _judge(
+        self, instance: Instance, observed: Observation[Handle], now_ms: int
+    ) -> Judgement | None:
+        """The lifecycle policy's verdict on a RUNNING instance, reading its notebook's
+        activity first when idleness is judged and the last reading is old."""
+        if instance.status is not InstanceStatus.RUNNING:
+            if self._activity is not None:
+                self._activity.forget(instance.id)
+            return None
+        activity = None
+        endpoint = observed.endpoint or instance.endpoint
+        if (
+            self._policy.judges_idle
+            and self._activity is not None
+            and observed.workload is Workload.READY
+            and endpoint is not None
+        ):
+            activity = await self._activity.read(instance.id, endpoint, now_ms)
+        return judge(instance, self._policy, activity, now_ms)
 
     async def _act(
-        self, instance: Instance, observed: Observation[Handle], step: Step
+        self,
+        instance: Instance,
+        observed: Observation[Handle],
+        step: Step,
+        stop: PlannedStop | None = None,
     ) -> Outcome | None:
         """Run one step under the lease (renewed while it runs); None: stop driving."""
         now = self._clock.now_ms()
-        current = Pass(instance, observed, now, self._launches[instance.id])
+        current = Pass(instance, observed, now, self._launches[instance.id], stop)
         try:
             async with self._leases.kept(
                 instance.id, self._owner, now_ms=self._clock.now_ms, ttl_ms=self._ttl_ms

@@ -27,7 +27,9 @@ from demanager.backends.objectmounts import OBJECTS_DIR, HostMounts
 from demanager.catalog import load_catalog
 from demanager.domain.catalog import Catalog, CatalogError
 from demanager.domain.hostfit import Inventory
+from demanager.domain.policy import Policy
 from demanager.domain.pools import PoolDirectory
+from demanager.engine.activity import ActivityProbe
 from demanager.engine.buckets import BucketCheck
 from demanager.engine.clock import Clock, SystemClock
 from demanager.engine.events import EventService
@@ -37,6 +39,7 @@ from demanager.engine.pools import PoolRefresher
 from demanager.engine.reconciler import Reconciler
 from demanager.engine.service import InstanceService
 from demanager.engine.views import InstanceViews
+from demanager.engine.webhooks import Webhook
 from demanager.errors import PermanentBackendError
 from demanager.identity.secrets import load_server_key
 from demanager.identity.service import OPERATOR_NAME, IdentityService
@@ -61,6 +64,26 @@ def upgrade_database(settings: Settings) -> None:
 
 class UnknownBackend(ValueError):
     pass
+
+
+def policy_of(settings: Settings) -> Policy:
+    """The lifecycle policy the settings' ``policy`` section describes."""
+    options = settings.policy
+    return Policy(
+        idle_timeout_ms=options.idle_timeout_seconds * 1000,
+        max_lifetime_ms=options.max_lifetime_seconds * 1000,
+        warn_before_ms=options.warn_before_seconds * 1000,
+        max_extension_ms=options.max_extension_seconds * 1000,
+        connected_is_active=options.idle_connected_is_active,
+    )
+
+
+def webhook_of(settings: Settings) -> Webhook | None:
+    options = settings.policy
+    if not options.webhook_url:
+        return None
+    secret = options.webhook_secret.get_secret_value() if options.webhook_secret else None
+    return Webhook(options.webhook_url, secret)
 
 
 def backend_class(name: str) -> type[Backend]:
@@ -281,6 +304,12 @@ class Runtime:
             clock=clock,
             retention_seconds=settings.event_retention_seconds,
         )
+        policy = policy_of(settings)
+        activity = (
+            ActivityProbe(int(settings.policy.activity_probe_seconds * 1000))
+            if policy.judges_idle else None
+        )
+        webhook = webhook_of(settings)
         reconciler = Reconciler(
             repository=instances,
             leases=LeaseRepository(sessions),
@@ -299,6 +328,9 @@ class Runtime:
             reservation_seconds=settings.reservation_seconds,
             metrics=metrics,
             purge_events=events.purge,
+            policy=policy,
+            activity=activity,
+            webhook=webhook,
         )
         instances.on_slot_freed(reconciler.slot_freed)
         service = InstanceService(
@@ -309,6 +341,7 @@ class Runtime:
             notify=reconciler.notify,
             instance_quota=settings.instance_quota,
             min_auto_stop=settings.min_auto_stop_seconds,
+            policy=policy,
             object_storage=settings.object_storage,
             check_buckets=BucketCheck(access) if access is not None else None,
         )
@@ -355,6 +388,7 @@ class Runtime:
     async def close(self) -> None:
         await self.pools.stop()
         await self.reconciler.stop(grace=self.settings.shutdown_grace_seconds)
+        await self.reconciler.close_policy()
         if self.host_mounts is not None:
             await self.host_mounts.stop()
         await self.backend.close()

@@ -22,11 +22,13 @@ from demanager.domain.instance import (
 )
 from demanager.domain.lifecycle import HOLDS_RESOURCES, TRANSITIONS, Operation, decide
 from demanager.domain.lifecycle import InstanceStatus as S
+from demanager.domain.policy import Policy, extension, planned_stops
 from demanager.domain.validation import (
     CreateContext,
     ListQuery,
     validate_action,
     validate_create,
+    validate_extension,
     validate_list,
     validate_update,
 )
@@ -60,7 +62,9 @@ class InstanceService:
         min_auto_stop: int,
         object_storage: bool,
         check_buckets: BucketCheck | None = None,
+        policy: Policy | None = None,
     ) -> None:
+        self._policy = policy or Policy()
         self._repo = repository
         self._projects = projects
         self._catalog = catalog
@@ -264,6 +268,35 @@ class InstanceService:
                 continue
             self._notify(instance.id)
             return target, instance.status
+        raise errors.Busy()
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    async def extend(self, *, principal: Principal, instance_id: str, body: Any) -> Instance:
+        """Postpone every stop of the instance's current run, within the operator's limit."""
+        await self.get(principal=principal, instance_id=instance_id)
+        seconds = validate_extension(body)
+        actor = events.user(principal.user_name)
+        for _ in range(_RETRIES):
+            instance = await self.get(principal=principal, instance_id=instance_id)
+            if instance.status is not S.RUNNING:
+                raise errors.NotRunning(instance.status.value, "extend")
+            changes = extension(instance, self._policy, seconds)
+            after = instance.evolve(**changes)
+            stops = planned_stops(after, self._policy, None)
+            draft = events.extended(
+                actor, seconds, after.extended_ms // 1000, stops[0] if stops else None
+            )
+            try:
+                saved = await self._repo.save(
+                    instance, now_ms=self._clock.now_ms(), event=draft, **changes
+                )
+            except errors.ConcurrentUpdate:
+                continue
+            self._notify(instance.id)
+            return saved
         raise errors.Busy()
 
     async def _write_action(

@@ -26,9 +26,11 @@ from demanager.domain.hostfit import Inventory
 from demanager.domain.instance import Desired, FailedReason, Instance
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.domain.planning import UNANSWERED_KEY, Observation, Step, Workload, unanswered
+from demanager.domain.policy import PlannedStop
 from demanager.engine.clock import Clock
 from demanager.engine.metrics import Metrics
 from demanager.engine.run_terms import stop_deadline, volume_overuse
+from demanager.engine.webhooks import Webhook
 from demanager.store.instances import InstanceRepository
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ class Pass:
     now_ms: int
     launches: int
     """Workloads launched for the instance since it was last at rest."""
+    stop: PlannedStop | None = None
+    """The run's next stop, as the lifecycle policy judged it for this pass."""
 
 
 Handler = Callable[[Pass], Awaitable[Outcome]]
@@ -84,8 +88,10 @@ class StepRunner:
         health_failures: int,
         inventory: Inventory | None = None,
         metrics: Metrics | None = None,
+        webhook: Webhook | None = None,
     ) -> None:
         self._repo = repository
+        self.webhook = webhook
         self._inventory = inventory
         self._metrics = metrics or Metrics(backend.name)
         self._backend = backend
@@ -109,6 +115,8 @@ class StepRunner:
             Step.RESET_UNANSWERED: self._reset_unanswered,
             Step.MARK_UNAVAILABLE: self._mark_unavailable,
             Step.AUTO_STOP: self._auto_stop,
+            Step.POLICY_STOP: self._policy_stop,
+            Step.WARN_STOP: self._warn_stop,
             Step.HALT: self._halt,
             Step.MARK_STOPPED: self._mark_stopped,
             Step.DESTROY: self._destroy,
@@ -258,6 +266,9 @@ class StepRunner:
             endpoint=p.observed.endpoint,
             running_since=instance.running_since if keep else p.now_ms,
             stop_at=instance.stop_at if keep else stop_deadline(instance, self._catalog, p.now_ms),
+            # A new run starts without extensions or warnings; a recovered one keeps its.
+            extended_ms=instance.extended_ms if keep else 0,
+            warned_for=instance.warned_for if keep else None,
         )
         if not keep:
             self._observe_start(instance, p)
@@ -327,6 +338,35 @@ class StepRunner:
             p.instance, S.STOPPING, p.now_ms, desired=Desired.STOPPED, stop_at=None,
             actor=events.AUTO_STOP,
         )
+        return Outcome.AGAIN
+
+    async def _policy_stop(self, p: Pass) -> Outcome:
+        assert p.stop is not None
+        log.info("%s: stopping: %s", p.instance.id, p.stop.why)
+        await self._transition(
+            p.instance, S.STOPPING, p.now_ms, desired=Desired.STOPPED, stop_at=None,
+            event=events.policy_stop(p.stop),
+        )
+        return Outcome.AGAIN
+
+    async def _warn_stop(self, p: Pass) -> Outcome:
+        """Announce the next stop once: the event, and the webhook when there is one."""
+        assert p.stop is not None
+        draft = events.stop_warning(p.stop, p.now_ms)
+        await self._save(p.instance, p.now_ms, warned_for=p.stop.at_ms, event=draft)
+        if self.webhook is not None:
+            self.webhook.post({
+                "kind": draft.kind.value,
+                "instance_id": p.instance.id,
+                "instance_name": p.instance.name,
+                "project_id": p.instance.project_id,
+                "user_id": p.instance.user_id,
+                "user_name": p.instance.user_name,
+                "at": p.now_ms,
+                "stop_at": p.stop.at_ms,
+                "reason": p.stop.reason.value,
+                "message": draft.message,
+            })
         return Outcome.AGAIN
 
     async def _halt(self, p: Pass) -> Outcome:

@@ -17,6 +17,7 @@ from demanager.domain.catalog import Catalog
 from demanager.domain.instance import Instance
 from demanager.domain.lifecycle import QUEUED, InstanceStatus
 from demanager.domain.payload import parse_json
+from demanager.domain.policy import Policy, planned_stops
 from demanager.domain.queueing import QueueEstimates, estimate_flavor_queue
 from demanager.engine.clock import Clock
 from demanager.engine.presenters import FlavorView, Presenter, Scope, flavor_details, profile
@@ -82,6 +83,18 @@ class InstanceViews:
             principal=principal, instance_id=instance_id, body=parse_json(raw)
         )
         return {"current_status": current.value, "previous_state": previous.value}
+
+    async def stops(self, *, principal: Principal, instance_id: str) -> Body:
+        """When the current run will stop, and why (the lifecycle policy, extension)."""
+        instance = await self._service.get(principal=principal, instance_id=instance_id)
+        return run_stops(instance, self._service.policy)
+
+    async def extend(self, *, principal: Principal, instance_id: str, raw: bytes) -> Body:
+        await self._service.get(principal=principal, instance_id=instance_id)
+        instance = await self._service.extend(
+            principal=principal, instance_id=instance_id, body=parse_json(raw)
+        )
+        return run_stops(instance, self._service.policy)
 
     async def token(self, *, principal: Principal, instance_id: str) -> Body:
         """The historical token route (§2.7): a signed grant the proxy accepts as
@@ -174,3 +187,23 @@ class InstanceViews:
                 mode="json", exclude_unset=True)
             for i in instances
         ]
+
+
+def run_stops(instance: Instance, policy: Policy) -> Body:
+    """The wire form of a run's planned stops. The idle stop depends on activity only the
+    engine reads, so it is given as the allowance rather than a time."""
+    running = instance.status is InstanceStatus.RUNNING
+    idle = policy.idle_timeout_ms + instance.extended_ms if policy.judges_idle else None
+    return {
+        "id": instance.id,
+        "status": instance.status.value,
+        "stops": [
+            {"reason": stop.reason.value, "at": stop.at_ms, "why": stop.why}
+            for stop in planned_stops(instance, policy, None)
+        ],
+        "idle_timeout_seconds": idle // 1000 if idle is not None and running else None,
+        "warn_before_seconds": policy.warn_before_ms // 1000,
+        "extended_seconds": instance.extended_ms // 1000 if running else 0,
+        "extension_left_seconds": max(0, policy.max_extension_ms - instance.extended_ms) // 1000
+        if running else 0,
+    }

@@ -30,6 +30,7 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     e.VolumeSizeOutOfRange: (400, "ModelArts.6331"),
     e.DurationRequired: (400, "ModelArts.6348"),
     e.DurationOutOfRange: (400, "ModelArts.6349"),
+    e.ExtensionRefused: (400, "ModelArts.6349"),
     e.ImmutableField: (400, "ModelArts.6347"),
     e.InvalidSortField: (400, "ModelArts.6303"),
     e.RequestError: (400, "ModelArts.6600"),

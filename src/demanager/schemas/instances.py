@@ -201,6 +201,30 @@ class ActionResponse(Wire):
     previous_state: str
 
 
+class ExtendRequest(Wire):
+    seconds: int = Field(description="How much later every stop of the current run comes, "
+                                     "within the operator's limit per run")
+
+
+class PlannedStop(Wire):
+    reason: str = Field(description="auto_stop, max_lifetime or idle")
+    at: int = Field(description="When, in ms since the epoch")
+    why: str
+
+
+class RunStops(Wire):
+    id: str
+    status: str
+    stops: list[PlannedStop] = Field(
+        description="The run's deadlines, earliest first; empty unless RUNNING")
+    idle_timeout_seconds: int | None = Field(
+        description="Idle time after which the run stops, extensions included; null "
+                    "without an idle timeout")
+    warn_before_seconds: int
+    extended_seconds: int
+    extension_left_seconds: int
+
+
 class TokenResponse(Wire):
     token: str
 

@@ -843,6 +843,8 @@ def _row_values(instance: Instance) -> dict[str, Any]:
         "reserved_at": instance.reserved_at,
         "gpus": None if instance.gpus is None else list(instance.gpus),
         "last_run_ms": instance.last_run_ms,
+        "extended_ms": instance.extended_ms,
+        "warned_for": instance.warned_for,
     }
 
 
@@ -885,4 +887,6 @@ def _to_domain(row: InstanceRow | Row[Any]) -> Instance:
         reserved_at=row.reserved_at,
         gpus=None if row.gpus is None else tuple(row.gpus),
         last_run_ms=row.last_run_ms,
+        extended_ms=row.extended_ms or 0,
+        warned_for=row.warned_for,
     )

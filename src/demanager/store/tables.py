@@ -131,6 +131,10 @@ class InstanceRow(Base):
     """The GPUs assigned to the instance while it holds resources (``gpu_assignments``)."""
     last_run_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     """How long its last run lasted, RUNNING to stopped: the queue estimates' history."""
+    extended_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """How much the current run was extended (the lifecycle policy's extend route)."""
+    warned_for: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The planned stop the current run was last warned of (ms)."""
 
 
 class ProjectRow(Base):

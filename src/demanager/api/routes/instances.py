@@ -106,6 +106,22 @@ async def act_on_instance(
     return WireJSON(await runtime.views.act(principal=caller, instance_id=instance_id, raw=raw))
 
 
+@router.get("/{instance_id}/stops", response_model=w.RunStops, responses=_ERRORS,
+            summary="When the current run will stop, and why (extension)")
+async def run_stops(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
+    return WireJSON(await runtime.views.stops(principal=caller, instance_id=instance_id))
+
+
+@router.post("/{instance_id}/extend", response_model=w.RunStops, responses=_ERRORS,
+             openapi_extra=_body(w.ExtendRequest),
+             summary="Postpone the current run's stops, within the operator's limit (extension)")
+async def extend_run(
+    instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
+) -> WireJSON:
+    raw = await read_body(request)
+    return WireJSON(await runtime.views.extend(principal=caller, instance_id=instance_id, raw=raw))
+
+
 @router.get("/{instance_id}/token", response_model=w.TokenResponse, responses=_ERRORS,
              summary="A credential that opens the running notebook through the proxy "
                      "(historical route)")
