@@ -4,6 +4,7 @@ request."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 
 from tests.api.helpers import assert_error, create, ok
-from tests.server import ServerProcess, wait_for_status, wait_until
+from tests.server import DEMANAGER, ServerProcess, wait_for_status, wait_until
 
 LIFETIME_S = 4
 WARN_S = 2
@@ -24,6 +25,14 @@ def _policy_server(server_factory: Callable[..., ServerProcess]) -> ServerProces
         "DEMANAGER_POLICY__WARN_BEFORE_SECONDS": str(WARN_S),
         "DEMANAGER_POLICY__MAX_EXTENSION_SECONDS": str(EXTENSION_S),
     })
+
+
+def _cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DEMANAGER, "instances", *args, "--url", server.url, "--project", server.project,
+         "--token", server.token],
+        capture_output=True, text=True, timeout=60, env={**server.env, "COLUMNS": "200"},
+    )
 
 
 def _events(api: httpx.Client, instance_id: str) -> list[dict[str, Any]]:
@@ -84,6 +93,14 @@ def test_an_extension_postpones_the_stop_within_the_limit_and_past_it_changes_no
         [event] = [e for e in _events(api, instance_id) if e["kind"] == "extended"]
         assert event["actor"] == "user:admin"
         assert event["detail"] == {"seconds": 6, "total_s": 6}
+
+        # The CLI says the same, and refuses as the API does.
+        shown = _cli(server, "stops", instance_id)
+        assert shown.returncode == 0, shown.stderr
+        assert "max_lifetime" in shown.stdout and f"{EXTENSION_S - 6}s more allowed" in shown.stderr
+        past = _cli(server, "extend", instance_id, str(EXTENSION_S))
+        assert past.returncode != 0
+        assert f"at most {EXTENSION_S - 6} more seconds" in past.stderr
 
         # It runs past the first deadline, and stops at the extended one.
         while time.time() * 1000 < before["at"] + 1500:

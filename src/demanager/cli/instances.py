@@ -467,6 +467,48 @@ def open_instance(
         deps(ctx).open_browser(address)
 
 
+@app.command()
+def stops(
+    ctx: typer.Context,
+    instance: InstanceArgument,
+    url: UrlOption = None,
+    project: ProjectOption = None,
+    token: TokenOption = None,
+    fmt: OutputOption = OutputFormat.table,
+) -> None:
+    """Show when the instance's current run will stop, and why."""
+    with session(ctx, url, project, token) as client:
+        target = resolve(client, instance)
+        answer = client.stops(target.id)
+    if fmt is OutputFormat.json:
+        output.emit_json(answer)
+    else:
+        output.show_stops(target.name, answer)
+
+
+@app.command()
+def extend(
+    ctx: typer.Context,
+    instance: InstanceArgument,
+    seconds: Annotated[
+        int, typer.Argument(min=1, help="How much later every stop of the current run comes.")
+    ],
+    url: UrlOption = None,
+    project: ProjectOption = None,
+    token: TokenOption = None,
+    fmt: OutputOption = OutputFormat.table,
+) -> None:
+    """Postpone the current run's stops (auto-stop, idle, lifetime), within the
+    operator's limit per run."""
+    with session(ctx, url, project, token) as client:
+        target = resolve(client, instance)
+        answer = client.extend(target.id, seconds)
+    if fmt is OutputFormat.json:
+        output.emit_json(answer)
+    else:
+        output.show_stops(target.name, answer)
+
+
 @app.command("wait")
 def wait_for(
     ctx: typer.Context,

@@ -9,6 +9,7 @@ Diagnostics and progress go to stderr so that stdout stays parseable.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         Instance,
         InstanceList,
         Profile,
+        RunStops,
     )
 
 #: Rows of a table are at most this wide when stdout is a file or a pipe,
@@ -206,6 +208,36 @@ def show_instance(instance: Instance) -> None:
     for label, value in rows:
         grid.add_row(label, value)
     show(grid)
+
+
+def show_stops(name: str, stops: RunStops) -> None:
+    """When and why the instance's current run stops, earliest first."""
+    now = time.time()
+    if not stops.stops:
+        idle = stops.idle_timeout_seconds
+        if stops.status != "RUNNING":
+            note(f"{name} is {stops.status}; only a running instance has stops")
+        elif idle is not None:
+            note(f"{name} stops after {format_duration(idle)} unused, and nothing else stops it")
+        else:
+            note(f"nothing will stop {name}")
+    else:
+        table = _table("WHEN", "IN", "REASON", "WHY")
+        for stop in stops.stops:
+            table.add_row(
+                format_timestamp(stop.at),
+                format_duration(int(stop.at / 1000 - now)),
+                stop.reason,
+                stop.why,
+            )
+        show(table)
+        if stops.idle_timeout_seconds is not None:
+            note(f"or after {format_duration(stops.idle_timeout_seconds)} unused")
+    if stops.status == "RUNNING":
+        note(
+            f"extended by {format_duration(stops.extended_seconds)} in this run; "
+            f"{format_duration(stops.extension_left_seconds)} more allowed"
+        )
 
 
 def show_action(name: str, answer: ActionResponse) -> None:

@@ -46,6 +46,7 @@ from demanager.schemas.instances import (
     InstanceList,
     Location,
     Profile,
+    RunStops,
     SignedUrlResponse,
     Storage,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "Profile",
     "QuotaExceeded",
     "RouteNotFound",
+    "RunStops",
     "ServerBusy",
     "ServerError",
     "SignedUrlResponse",

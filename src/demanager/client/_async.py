@@ -35,6 +35,7 @@ from demanager.schemas.instances import (
     Instance,
     InstanceList,
     Profile,
+    RunStops,
     SignedUrlResponse,
     Storage,
 )
@@ -254,6 +255,15 @@ class AsyncClient:
         """A short-lived link that opens the notebook in a browser without signing in
         (extension route)."""
         return await self._send(self._calls.signed_url(instance_id))
+
+    async def stops(self, instance_id: str) -> RunStops:
+        """When the current run will stop, and why (extension route)."""
+        return await self._send(self._calls.stops(instance_id))
+
+    async def extend(self, instance_id: str, seconds: int) -> RunStops:
+        """Postpone every stop of the current run by ``seconds``, within the operator's
+        limit per run (extension route)."""
+        return await self._send(self._calls.extend(instance_id, seconds))
 
     # -- catalog (extension routes) ----------------------------------------
 

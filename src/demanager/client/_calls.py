@@ -30,6 +30,7 @@ from demanager.schemas.instances import (
     InstanceList,
     Profile,
     ProfileList,
+    RunStops,
     SignedUrlResponse,
     Storage,
     TokenResponse,
@@ -244,6 +245,13 @@ class Calls:
     def signed_url(self, instance_id: str) -> Call[SignedUrlResponse]:
         return Call("POST", f"{self._instance(instance_id)}/signed-url",
                     _model(SignedUrlResponse))
+
+    def stops(self, instance_id: str) -> Call[RunStops]:
+        return Call("GET", f"{self._instance(instance_id)}/stops", _model(RunStops))
+
+    def extend(self, instance_id: str, seconds: int) -> Call[RunStops]:
+        return Call("POST", f"{self._instance(instance_id)}/extend", _model(RunStops),
+                    body={"seconds": seconds})
 
     def profiles(self) -> Call[builtins.list[Profile]]:
         return Call("GET", f"{self._root}/profiles", _read_profiles)

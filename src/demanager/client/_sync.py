@@ -36,6 +36,7 @@ from demanager.schemas.instances import (
     Instance,
     InstanceList,
     Profile,
+    RunStops,
     SignedUrlResponse,
     Storage,
 )
@@ -255,6 +256,15 @@ class Client:
         """A short-lived link that opens the notebook in a browser without signing in
         (extension route)."""
         return self._send(self._calls.signed_url(instance_id))
+
+    def stops(self, instance_id: str) -> RunStops:
+        """When the current run will stop, and why (extension route)."""
+        return self._send(self._calls.stops(instance_id))
+
+    def extend(self, instance_id: str, seconds: int) -> RunStops:
+        """Postpone every stop of the current run by ``seconds``, within the operator's
+        limit per run (extension route)."""
+        return self._send(self._calls.extend(instance_id, seconds))
 
     # -- catalog (extension routes) ----------------------------------------
 
