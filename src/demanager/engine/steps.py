@@ -353,7 +353,9 @@ class StepRunner:
         """Announce the next stop once: the event, and the webhook when there is one."""
         assert p.stop is not None
         draft = events.stop_warning(p.stop, p.now_ms)
-        await self._save(p.instance, p.now_ms, warned_for=p.stop.at_ms, event=draft)
+        await self._save(
+            p.instance, p.now_ms, warned_for=p.stop.at_ms, event=draft, touch=False
+        )
         if self.webhook is not None:
             self.webhook.post({
                 "kind": draft.kind.value,

@@ -501,9 +501,13 @@ class InstanceRepository:
         fence: str | None = None,
         actor: str = events.ENGINE,
         event: EventDraft | None = None,
+        touch: bool = True,
         **changes: Any,
     ) -> Instance:
         """Write ``changes`` if nobody wrote the row since ``instance`` was read.
+
+        ``touch=False`` keeps ``updated_at`` (the wire's ``latest_update_timestamp``): for
+        the engine's own bookkeeping, which changes nothing a caller set or sees.
 
         With ``fence`` (the engine's lease owner name), also only while that engine
         holds the instance's lease: a replica that lost it cannot write, and learns so
@@ -517,7 +521,11 @@ class InstanceRepository:
         same transaction, as does a write given an ``event``: the event exists exactly
         when the change does. A failure's ``failed_reasons.detail`` names its event.
         """
-        new = instance.evolve(version=instance.version + 1, updated_at=now_ms, **changes)
+        new = instance.evolve(
+            version=instance.version + 1,
+            updated_at=now_ms if touch else instance.updated_at,
+            **changes,
+        )
         if new.status is not InstanceStatus.RUNNING and new.endpoint is not None:
             new = new.evolve(endpoint=None)  # only a running workload may be reached
         new = _run_records(instance, new, now_ms)
