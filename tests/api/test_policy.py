@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.helpers import assert_error, create, ok
 from tests.server import DEMANAGER, ServerProcess, wait_for_status, wait_until
@@ -67,6 +68,15 @@ def test_a_run_past_its_lifetime_is_warned_then_stopped_saying_why(
         assert request["at"] >= stop["at"]
         assert stopped["detail"]["reason"] == f"max lifetime: a run may last at most {LIFETIME_S} s"
         assert ok(api.get(f"/{instance_id}/stops"))["stops"] == []
+
+        families = {f.name: f for f in text_string_to_metric_families(
+            httpx.get(f"{server.url}/metrics").text)}
+        done = {
+            (s.labels["action"], s.labels["reason"]): s.value
+            for s in families["demanager_policy_actions"].samples
+            if s.name == "demanager_policy_actions_total"
+        }
+        assert done == {("warn", "max_lifetime"): 1.0, ("stop", "max_lifetime"): 1.0}
 
 
 def test_an_extension_postpones_the_stop_within_the_limit_and_past_it_changes_nothing(

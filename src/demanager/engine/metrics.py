@@ -92,6 +92,13 @@ class Metrics:
             "WebSocket connections the notebook proxy relays now.",
             registry=r,
         )
+        self.policy_actions = Counter(
+            "demanager_policy_actions",
+            "What the lifecycle policy did: a stop warned of, or a run stopped, by reason "
+            "(auto_stop, idle, max_lifetime).",
+            ["action", "reason"],
+            registry=r,
+        )
         for direction in ("in", "out"):
             self.proxy_bytes.labels(direction)  # present at zero from the start
 

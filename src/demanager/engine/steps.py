@@ -338,6 +338,7 @@ class StepRunner:
             p.instance, S.STOPPING, p.now_ms, desired=Desired.STOPPED, stop_at=None,
             actor=events.AUTO_STOP,
         )
+        self._metrics.policy_actions.labels("stop", "auto_stop").inc()
         return Outcome.AGAIN
 
     async def _policy_stop(self, p: Pass) -> Outcome:
@@ -347,6 +348,7 @@ class StepRunner:
             p.instance, S.STOPPING, p.now_ms, desired=Desired.STOPPED, stop_at=None,
             event=events.policy_stop(p.stop),
         )
+        self._metrics.policy_actions.labels("stop", p.stop.reason.value).inc()
         return Outcome.AGAIN
 
     async def _warn_stop(self, p: Pass) -> Outcome:
@@ -356,6 +358,7 @@ class StepRunner:
         await self._save(
             p.instance, p.now_ms, warned_for=p.stop.at_ms, event=draft, touch=False
         )
+        self._metrics.policy_actions.labels("warn", p.stop.reason.value).inc()
         if self.webhook is not None:
             self.webhook.post({
                 "kind": draft.kind.value,
