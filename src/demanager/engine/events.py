@@ -1,11 +1,14 @@
 """Reading the event log: pages for the API, live streams (server-sent events), and the
 sweep's purge after the retention.
 
-A stream reads the store, never a message: the store's writer wakes every stream of
-this process after each commit that appended an event (``EventHub``), and each stream
-also looks again every ``poll_seconds`` for what another replica appended. Ids only
-grow, so "after the last id sent" is exactly what a stream still owes, and a client
-that reconnects with ``Last-Event-ID`` gets what it missed.
+Streams read the store, never a message from another process. One reader per process
+(``EventTail``) follows the log: the store's writer wakes it after each commit that
+appended an event (``EventHub``), and it also looks every ``poll_seconds`` for what
+another replica appended. Each new event is read once and handed to every stream whose
+scope admits it, so a hundred streams cost one query per commit, not a hundred. A
+stream first reads what it missed (after ``Last-Event-ID``) from the store itself,
+then takes the tail's events; ids only grow, so "after the last id sent" is exactly
+what it still owes, across the switch and across reconnections.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ PURGE_INTERVAL_MS = 60_000
 STREAM_BATCH = 500
 
 
+TAIL_QUEUE = 10_000
+"""Events a stream may have waiting; a client that falls this far behind is cut off and
+catches up from the store when it reconnects with ``Last-Event-ID``."""
+
+
 class EventHub:
     """Wakes the streams of this process when an event was committed."""
 
@@ -52,6 +60,81 @@ class EventHub:
             yield waiter
         finally:
             self._waiters.discard(waiter)
+
+
+class _Subscriber:
+    def __init__(self, scope: EventFilter) -> None:
+        self.scope = scope
+        self.queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(TAIL_QUEUE)
+
+
+class EventTail:
+    """Follows the event log for the streams of this process: one read per wake-up (a
+    local commit, or every ``poll_seconds`` for other replicas' commits), each new event
+    framed once and queued to every stream that may see it. It runs while streams do."""
+
+    def __init__(self, repository: EventRepository, hub: EventHub, poll_seconds: float) -> None:
+        self._repo = repository
+        self._hub = hub
+        self._poll = poll_seconds
+        self._subscribers: set[_Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._position = 0
+        self._started = asyncio.Lock()
+
+    async def subscribe(self, scope: EventFilter) -> tuple[_Subscriber, int]:
+        """A new stream's queue, and the id up to which the tail read before it joined:
+        the stream reads up to there from the store, and gets everything after from the
+        queue."""
+        async with self._started:
+            subscriber = _Subscriber(scope)
+            if self._task is None or self._task.done():
+                self._position = await self._repo.latest_id()
+                self._subscribers.add(subscriber)
+                self._task = asyncio.create_task(self._follow(), name="event tail")
+            else:
+                self._subscribers.add(subscriber)
+            return subscriber, self._position
+
+    def unsubscribe(self, subscriber: _Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        with self._hub.subscribe() as wake:
+            while self._subscribers:
+                wake.clear()  # before reading: a commit during the read wakes the next wait
+                try:
+                    found = await self._repo.tail(after=self._position, limit=STREAM_BATCH)
+                except Exception:  # the store is away: streams wait, the tail tries again
+                    log.warning("the event tail could not read the store", exc_info=True)
+                    found = []
+                for event in found:
+                    self._deliver(event)
+                    self._position = event.id
+                if len(found) == STREAM_BATCH:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self._poll)
+
+    def _deliver(self, event: Event) -> None:
+        frame: str | None = None
+        for subscriber in list(self._subscribers):
+            if not subscriber.scope.admits(event):
+                continue
+            frame = frame or sse_frame(event)
+            try:
+                subscriber.queue.put_nowait((event.id, frame))
+            except asyncio.QueueFull:
+                # Far behind: cut it off (the stream ends) rather than hold events for it.
+                self._subscribers.discard(subscriber)
+                subscriber.queue.get_nowait()
+                subscriber.queue.put_nowait(None)
 
 
 def _whole(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -109,6 +192,7 @@ class EventService:
         (a plain flag, as a signal handler sets it)."""
         self.hub = EventHub()
         instances.on_event(self.hub.publish)
+        self.tail = EventTail(repository, self.hub, poll_seconds)
         self._next_purge_ms = 0
 
     async def _scope(self, principal: Principal, instance_id: str | None) -> EventFilter:
@@ -156,24 +240,38 @@ class EventService:
         return self._stream(scope, after)
 
     async def _stream(self, scope: EventFilter, after: int) -> AsyncIterator[str]:
-        with self.hub.subscribe() as wake:
+        subscriber, joined_at = await self.tail.subscribe(scope)
+        try:
             # Tells EventSource how soon to reconnect, and the client the stream is open.
             yield "retry: 1000\n: open\n\n"
-            beat = time.monotonic()
-            while not self.closing:
-                wake.clear()  # before reading: a commit during the read wakes the next wait
-                _, found = await self._repo.page(scope, limit=STREAM_BATCH, after=after)
+            while after < joined_at and not self.closing:  # what it missed, from the store
+                found = await self._repo.tail(after=after, limit=STREAM_BATCH, scope=scope)
+                found = [event for event in found if event.id <= joined_at]
                 for event in found:
                     yield sse_frame(event)
                     after = event.id
-                if len(found) == STREAM_BATCH:
-                    continue
-                if time.monotonic() - beat >= self._heartbeat:
-                    yield ": keep-alive\n\n"
-                    beat = time.monotonic()
+                if len(found) < STREAM_BATCH:
+                    break
+            beat = time.monotonic()
+            while not self.closing:
                 until_beat = beat + self._heartbeat - time.monotonic()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), max(0.0, min(self._poll, until_beat)))
+                try:
+                    item = await asyncio.wait_for(
+                        subscriber.queue.get(), max(0.0, min(self._poll, until_beat))
+                    )
+                except TimeoutError:
+                    if time.monotonic() - beat >= self._heartbeat:
+                        yield ": keep-alive\n\n"
+                        beat = time.monotonic()
+                    continue
+                if item is None:  # cut off for falling behind
+                    return
+                event_id, frame = item
+                if event_id > after:
+                    yield frame
+                    after = event_id
+        finally:
+            self.tail.unsubscribe(subscriber)
 
     async def purge(self) -> int:
         """Remove the events past the retention (at most once per ``PURGE_INTERVAL_MS``)."""

@@ -389,6 +389,7 @@ class Runtime:
         await self.pools.stop()
         await self.reconciler.stop(grace=self.settings.shutdown_grace_seconds)
         await self.reconciler.close_policy()
+        await self.events.tail.close()
         if self.host_mounts is not None:
             await self.host_mounts.stop()
         await self.backend.close()

@@ -32,6 +32,13 @@ class EventFilter:
     instance_id: str | None = None
     user_id: str | None = None
 
+    def admits(self, event: Event) -> bool:
+        return (
+            event.project_id == self.project_id
+            and (self.instance_id is None or event.instance_id == self.instance_id)
+            and (self.user_id is None or event.user_id == self.user_id)
+        )
+
 
 async def append(
     session: AsyncSession, instance: Instance, draft: EventDraft, at_ms: int
@@ -94,9 +101,22 @@ class EventRepository:
             )
             return total, [_to_domain(r) for r in rows]
 
-    async def latest_id(self, scope: EventFilter) -> int:
+    async def tail(
+        self, *, after: int, limit: int, scope: EventFilter | None = None
+    ) -> builtins.list[Event]:
+        """Events with an id above ``after``, oldest first: every project's, or ``scope``'s."""
+        conditions = _conditions(scope, after) if scope is not None else [EventRow.id > after]
         async with self._engine.connect() as conn:
-            found = await conn.scalar(select(func.max(EventRow.id)).where(*_conditions(scope, 0)))
+            rows = await conn.execute(
+                select(EventRow.__table__).where(*conditions).order_by(EventRow.id).limit(limit)
+            )
+            return [_to_domain(r) for r in rows]
+
+    async def latest_id(self, scope: EventFilter | None = None) -> int:
+        """The newest event's id (``scope``'s, or every project's); 0 when none."""
+        conditions = _conditions(scope, 0) if scope is not None else []
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(select(func.max(EventRow.id)).where(*conditions))
         return int(found or 0)
 
     async def purge(self, *, before_ms: int) -> int:
