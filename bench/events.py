@@ -123,8 +123,8 @@ async def _subscribe(url: str, token: str, count: int, conn: Connection) -> dict
     try:
         opening = asyncio.ensure_future(asyncio.gather(*(s.opened.wait() for s in subscribers)))
         # A stream that fails (refused, an error status) ends the wait at once.
-        await asyncio.wait([opening, *tasks], timeout=OPEN_TIMEOUT,
-                           return_when=asyncio.FIRST_COMPLETED)
+        waited: list[asyncio.Future[Any]] = [opening, *tasks]
+        await asyncio.wait(waited, timeout=OPEN_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
         if not opening.done():
             opening.cancel()
             failed = [t.exception() for t in tasks if t.done() and not t.cancelled()]
@@ -217,20 +217,25 @@ async def each(concurrency: int, calls: list[Any]) -> list[httpx.Response]:
 
 
 async def create(api: httpx.AsyncClient, instances: int, concurrency: int) -> list[str]:
-    created = await each(concurrency, [
-        lambda i=i: api.post("/instances", json={"name": f"bench-{i:05d}", **BODY})
-        for i in range(instances)
-    ])
+    created = await each(
+        concurrency,
+        [
+            lambda i=i: api.post("/instances", json={"name": f"bench-{i:05d}", **BODY})
+            for i in range(instances)
+        ],
+    )
     await wait_count(api, "RUNNING", instances)
     return [r.json()["id"] for r in created]
 
 
-async def act(api: httpx.AsyncClient, ids: list[str], action: str, status: str,
-              concurrency: int) -> None:
+async def act(
+    api: httpx.AsyncClient, ids: list[str], action: str, status: str, concurrency: int
+) -> None:
     """``action`` on every instance, then wait until all are ``status``."""
-    await each(concurrency, [
-        lambda i=i: api.post(f"/instances/{i}/action", json={"action": action}) for i in ids
-    ])
+    await each(
+        concurrency,
+        [lambda i=i: api.post(f"/instances/{i}/action", json={"action": action}) for i in ids],
+    )
     await wait_count(api, status, len(ids))
 
 
@@ -262,7 +267,8 @@ async def event_log(api: httpx.AsyncClient, after: int) -> tuple[list[int], list
 
 async def answer(conn: Connection, child: BaseProcess, timeout: float) -> Any:
     """What the subscribers' process sends next; None if it exits or stays silent."""
-    ready = await asyncio.to_thread(wait, [conn, child.sentinel], timeout)
+    waited: list[Any] = [conn, child.sentinel]
+    ready: list[Any] = await asyncio.to_thread(wait, waited, timeout)
     return conn.recv() if conn in ready else None
 
 
@@ -293,8 +299,13 @@ class Phase:
         return (float(self.figures["last_arrival_ms"]) - self.first_at) / 1000
 
 
-async def phase(server: ServerProcess, api: httpx.AsyncClient, ids: list[str],
-                subscribers: int, concurrency: int) -> Phase:
+async def phase(
+    server: ServerProcess,
+    api: httpx.AsyncClient,
+    ids: list[str],
+    subscribers: int,
+    concurrency: int,
+) -> Phase:
     """Open ``subscribers`` streams, stop every instance of ``ids``, collect the figures."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
@@ -354,11 +365,15 @@ def report(
         "requests at a time; stop_requested and stopped: 2 events each), one `demanager "
         "serve` with the fake backend, subscribers on the project-wide stream"
     )
-    print(f"{os.cpu_count()} cores ({cpu_model()}), load average {load:.2f} before the run; "
-          f"{versions(server)}")
-    print(f"{'subscribers':>11} {'events':>7} {'got min':>7} {'lost':>5} "
-          f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'workload':>9} {'events/s':>8} {'deliv/s':>9} {'srv CPU':>8} {'sub CPU':>8}")
+    print(
+        f"{os.cpu_count()} cores ({cpu_model()}), load average {load:.2f} before the run; "
+        f"{versions(server)}"
+    )
+    print(
+        f"{'subscribers':>11} {'events':>7} {'got min':>7} {'lost':>5} "
+        f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'workload':>9} {'events/s':>8} {'deliv/s':>9} {'srv CPU':>8} {'sub CPU':>8}"
+    )
     for p in phases:
         f = p.figures
         print(
@@ -390,24 +405,31 @@ def report(
         )
         extra = f["deliveries"] - b["deliveries"]
         if extra > 0:
-            print(f"server CPU per added delivery: "
-                  f"{(p.server_cpu - base.server_cpu) / extra * 1e6:.0f} µs")
+            print(
+                f"server CPU per added delivery: "
+                f"{(p.server_cpu - base.server_cpu) / extra * 1e6:.0f} µs"
+            )
 
 
 async def run(args: argparse.Namespace, root: Path) -> None:
     load = os.getloadavg()[0]
-    server = ServerProcess(root / "server", backend="fake", env={
-        "DEMANAGER_INSTANCE_QUOTA": str(args.instances + 10),
-        "DEMANAGER_RECONCILE_INTERVAL_SECONDS": "2",  # the default; the engine is told anyway
-        "DEMANAGER_LOG_LEVEL": "warning",
-        # One token drives the whole load; the per-token limit would measure itself.
-        "DEMANAGER_RATE_LIMIT_PER_SECOND": "0",
-    })
+    server = ServerProcess(
+        root / "server",
+        backend="fake",
+        env={
+            "DEMANAGER_INSTANCE_QUOTA": str(args.instances + 10),
+            "DEMANAGER_RECONCILE_INTERVAL_SECONDS": "2",  # the default; the engine is told anyway
+            "DEMANAGER_LOG_LEVEL": "warning",
+            # One token drives the whole load; the per-token limit would measure itself.
+            "DEMANAGER_RATE_LIMIT_PER_SECOND": "0",
+        },
+    )
     server.start()
     try:
         async with httpx.AsyncClient(
             base_url=f"{server.url}/v1/{server.project}/demanager",
-            headers={"X-Auth-Token": server.token}, timeout=60.0,
+            headers={"X-Auth-Token": server.token},
+            timeout=60.0,
             limits=httpx.Limits(max_connections=args.concurrency + 1),
         ) as api:
             ids = await create(api, args.instances, args.concurrency)
@@ -424,8 +446,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--instances", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=8,
-                        help="API requests the driver has in flight at once")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="API requests the driver has in flight at once"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dm-bench-events-") as tmp:
         asyncio.run(run(args, Path(tmp)))
