@@ -19,7 +19,7 @@ else
 DATA_DIR ?= ./demanager-data
 endif
 
-.PHONY: image notebook-env run test test-suite test-fast lint typecheck bench bench-replicas bench-storage install install-test browser clean
+.PHONY: image notebook-env run test test-suite test-fast lint typecheck bench bench-replicas bench-storage bench-events install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,11 @@ bench-replicas: install-test  ## print the replicas' reconcile throughput and th
 # Minutes too: 1,000 small files and a 1 GiB file through a local S3 server, each way.
 bench-storage: install-test  ## print FolderSync's times against boto3's transfer manager
 	$(BIN)/python bench/storage.py
+
+# A few minutes: 200 subscribers on the project-wide event stream while 1,000 instances
+# are created, stopped and deleted; one subscriber is the baseline.
+bench-events: install-test  ## print the event streams' fan-out and delivery latency
+	$(BIN)/python bench/events.py
 
 clean:  ## remove the venv and the ./demanager-data of a non-root run (never /var/lib/demanager)
 	rm -rf $(VENV) ./demanager-data
