@@ -264,12 +264,21 @@ class EventService:
                         yield ": keep-alive\n\n"
                         beat = time.monotonic()
                     continue
+                # Whatever else is waiting goes out in the same write: one send per
+                # burst, not per event, when many streams are busy at once.
+                frames = []
+                while item is not None:
+                    event_id, frame = item
+                    if event_id > after:
+                        frames.append(frame)
+                        after = event_id
+                    if subscriber.queue.empty() or len(frames) >= STREAM_BATCH:
+                        break
+                    item = subscriber.queue.get_nowait()
+                if frames:
+                    yield "".join(frames)
                 if item is None:  # cut off for falling behind
                     return
-                event_id, frame = item
-                if event_id > after:
-                    yield frame
-                    after = event_id
         finally:
             self.tail.unsubscribe(subscriber)
 
