@@ -37,6 +37,7 @@ from demanager.client.exceptions import (
     UnexpectedResponse,
     WaitTimeout,
 )
+from demanager.schemas.events import Event, EventPage
 from demanager.schemas.instances import (
     ActionResponse,
     AutoStopRequest,
@@ -65,6 +66,8 @@ __all__ = [
     "DeleteResponse",
     "DemanagerAPIError",
     "DemanagerClientError",
+    "Event",
+    "EventPage",
     "FlavorDetails",
     "Instance",
     "InstanceFailed",

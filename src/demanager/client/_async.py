@@ -25,8 +25,17 @@ from demanager.client._calls import (
     next_offset,
 )
 from demanager.client._config import ClientConfig
+from demanager.client._following import STREAM_READ_TIMEOUT, Follower
+from demanager.client._sse import SSEDecoder
 from demanager.client._waiting import ProgressCallback, Waiter, targets_of
-from demanager.client.exceptions import InstanceNotFound, ServerBusy, TransportError
+from demanager.client.exceptions import (
+    InstanceNotFound,
+    ServerBusy,
+    ServerError,
+    TransportError,
+    error_from_response,
+)
+from demanager.schemas.events import Event, EventPage
 from demanager.schemas.instances import (
     ActionResponse,
     AutoStopRequest,
@@ -262,6 +271,59 @@ class AsyncClient:
 
     async def flavors(self) -> builtins.list[FlavorDetails]:
         return await self._send(self._calls.flavors())
+
+    # -- events (extension routes, docs/events.md) ---------------------------
+
+    async def events(
+        self,
+        instance_id: str | None = None,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> EventPage:
+        """One page of an instance's events (the project's without ``instance_id``),
+        oldest first; ``after`` keeps only events with a greater id."""
+        return await self._send(
+            self._calls.events(instance_id, after=after, limit=limit, offset=offset)
+        )
+
+    async def latest_event_id(self, instance_id: str | None = None) -> int:
+        """The id of the newest event so far (0 if none)."""
+        total = (await self.events(instance_id, limit=1)).total
+        if total == 0:
+            return 0
+        page = await self.events(instance_id, limit=1, offset=total - 1)
+        return page.events[-1].id if page.events else 0
+
+    async def follow_events(
+        self, instance_id: str | None = None, *, after: int | None = None, retries: int = 5
+    ) -> AsyncIterator[Event]:
+        """Events as they happen; see ``Client.follow_events``."""
+        follower = Follower(after=after, retries=retries)
+        path = f"{self._calls.events_path(instance_id)}/stream"
+        timeout = self._http.timeout.as_dict() | {"read": STREAM_READ_TIMEOUT}
+        while True:
+            decoder = SSEDecoder(follower.last_event_id)
+            error: Exception | None = None
+            try:
+                async with self._http.stream(
+                    "GET", path, headers=follower.headers(), timeout=httpx.Timeout(**timeout)
+                ) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        raise error_from_response(response)
+                    follower.connected()
+                    async for line in response.aiter_lines():
+                        message = decoder.feed(line)
+                        event = follower.read(message) if message is not None else None
+                        if event is not None:
+                            yield event
+            except httpx.TransportError as exc:
+                error = TransportError(f"event stream from {self.config.url}: {exc}")
+            except (ServerBusy, ServerError) as exc:
+                error = exc
+            await asyncio.sleep(follower.next_delay(error, decoder.retry_ms))
 
     # -- waiting ------------------------------------------------------------
 
