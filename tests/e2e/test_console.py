@@ -365,3 +365,76 @@ def _with_queuing_info(route: Route) -> None:
             "begin_timestamp": int(instance["latest_update_timestamp"]), "end_timestamp": 0,
         })
     route.fulfill(response=response, json=body)
+
+
+# --- the timeline: an instance's events, live ------------------------------------------------
+
+
+def test_timeline_shows_the_events_of_a_start_as_they_arrive(
+    server_factory: Callable[..., ServerProcess], page: Page, shoot: Shoot
+) -> None:
+    # A notebook that takes a second to answer: "launched" and "ready" arrive apart.
+    server = server_factory(env={"DEMANAGER_FAKE__START_DELAY_SECONDS": "1"})
+    with server.client() as api:
+        created = api.post("", json={
+            "name": "watched", "profile_id": CPU_PROFILE, "flavor": "modelarts.vm.cpu.2u",
+            "spec": {"storage": {"type": "evs"}},
+        }).json()
+        wait_for_status(api, created["id"], "RUNNING")
+        api.post(f"/{created['id']}/action", json={"action": "stop"})
+        wait_for_status(api, created["id"], "STOPPED")
+
+    sign_in(page, server)
+    watched = row(page, "watched")
+    expect(watched).to_have_attribute("data-status", "STOPPED")
+    watched.get_by_role("button", name="Timeline of watched").click()
+    panel = page.get_by_role("dialog", name="Timeline of watched")
+    expect(panel).to_be_visible()
+    events = panel.locator("#timeline-list li")
+    past = ["created", "launched", "ready", "stop_requested", "stopped"]
+    expect(events).to_have_count(len(past))
+    assert [e.get_attribute("data-kind") for e in events.all()] == past
+    expect(events.first.locator(".timeline-kind")).to_have_text("Created")
+    expect(events.first.locator(".timeline-message")).to_have_text(
+        "Created by user admin with flavor modelarts.vm.cpu.2u."
+    )
+    expect(panel.locator("#timeline-state")).to_have_text("Live")
+    # A reload would drop this marker: the new events must come without one.
+    page.evaluate("window.__sameDocument = true")
+
+    # The panel is not modal: start the instance from its row while it stays open.
+    watched.get_by_role("button", name="Start watched").click()
+    page.get_by_role("dialog", name="Start watched?").get_by_role(
+        "button", name="Start", exact=True
+    ).click()
+
+    start_requested = panel.locator("#timeline-list li[data-kind='start_requested']")
+    expect(start_requested.locator(".timeline-message")).to_have_text(
+        "Start requested by user admin."
+    )
+    ready = panel.locator("#timeline-list li[data-kind='ready']").nth(1)
+    expect(ready.locator(".timeline-message")).to_have_text(
+        re.compile(r"^Ready: the notebook server answered \d+\.\d s after the request\.$")
+    )
+    expect(events).to_have_count(len(past) + 3)
+    assert [e.get_attribute("data-kind") for e in events.all()][len(past):] == [
+        "start_requested", "launched", "ready",
+    ]
+    ids = [int(e.get_attribute("data-id") or 0) for e in events.all()]
+    assert ids == sorted(set(ids)), "each event once, in order"
+    expect(watched).to_have_attribute("data-status", "RUNNING")
+    assert page.evaluate("window.__sameDocument") is True
+    shoot(page, "timeline")
+
+    # Closing the panel ends its stream: a later stop adds nothing to the closed list
+    # (a live stream delivers within a second), and opening it again shows the stop.
+    panel.get_by_role("button", name="Close").click()
+    expect(panel).to_be_hidden()
+    with server.client() as api:
+        api.post(f"/{created['id']}/action", json={"action": "stop"})
+        wait_for_status(api, created["id"], "STOPPED")
+    page.wait_for_timeout(1500)
+    assert page.locator("#timeline-list li").count() == len(past) + 3
+    watched.get_by_role("button", name="Timeline of watched").click()
+    expect(events).to_have_count(len(past) + 5)
+    expect(events.last).to_have_attribute("data-kind", "stopped")
