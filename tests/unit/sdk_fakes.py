@@ -133,9 +133,15 @@ class FakeApi:
         """Append an event to the instance's log, as the server's engine would."""
         self._event_serial += 1
         event = {
-            "id": self._event_serial, "instance_id": instance_id, "project_id": PROJECT,
-            "at": 1732694400000 + 100 * self._event_serial, "kind": kind,
-            "actor": "engine", "message": message, "code": None, "detail": detail,
+            "id": self._event_serial,
+            "instance_id": instance_id,
+            "project_id": PROJECT,
+            "at": 1732694400000 + 100 * self._event_serial,
+            "kind": kind,
+            "actor": "engine",
+            "message": message,
+            "code": None,
+            "detail": detail,
         }
         self.events.setdefault(instance_id, []).append(event)
         return event
@@ -254,7 +260,6 @@ class FakeApi:
             del self.instances[instance_id]
             return httpx.Response(200, json={"instance_id": instance_id})
         return error(405, "2803", "method not allowed")
-
 
     def _events(self, instance_id: str, request: httpx.Request) -> httpx.Response:
         params = request.url.params

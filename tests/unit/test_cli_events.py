@@ -25,22 +25,26 @@ Run = Callable[..., Result]
 
 
 def event(kind: str, message: str = "", at: int = 1_000, **detail: Any) -> Event:
-    return Event(id=1, instance_id="DE-1", at=at, kind=kind, actor="engine",
-                 message=message, detail=detail)
+    return Event(
+        id=1, instance_id="DE-1", at=at, kind=kind, actor="engine", message=message, detail=detail
+    )
 
 
-@pytest.mark.parametrize(("kind", "detail", "current", "phase"), [
-    ("created", {}, None, "launching"),
-    ("start_requested", {}, "stopped", "launching"),
-    ("launched", {"attempt": 1}, "launching", "waiting for JupyterLab"),
-    ("ready", {"start_ms": 1834}, "waiting for JupyterLab", "ready in 1.8 s"),
-    ("ready", {}, None, "ready"),
-    ("queued", {"rank": 3}, None, "queued #3"),
-    ("failed", {}, "launching", "failed"),
-    # Kinds this client does not know leave the phase as it was.
-    ("extended", {"by_s": 3600}, "waiting for JupyterLab", "waiting for JupyterLab"),
-    ("auto_stop_warning", {}, None, None),
-])
+@pytest.mark.parametrize(
+    ("kind", "detail", "current", "phase"),
+    [
+        ("created", {}, None, "launching"),
+        ("start_requested", {}, "stopped", "launching"),
+        ("launched", {"attempt": 1}, "launching", "waiting for JupyterLab"),
+        ("ready", {"start_ms": 1834}, "waiting for JupyterLab", "ready in 1.8 s"),
+        ("ready", {}, None, "ready"),
+        ("queued", {"rank": 3}, None, "queued #3"),
+        ("failed", {}, "launching", "failed"),
+        # Kinds this client does not know leave the phase as it was.
+        ("extended", {"by_s": 3600}, "waiting for JupyterLab", "waiting for JupyterLab"),
+        ("auto_stop_warning", {}, None, None),
+    ],
+)
 def test_phases(kind: str, detail: dict[str, Any], current: str | None, phase: str | None) -> None:
     assert phase_of(event(kind, **detail), current) == phase
 
@@ -69,10 +73,15 @@ def api() -> FakeApi:
 @pytest.fixture
 def run(api: FakeApi) -> Run:
     def invoke(*args: str, transport: httpx.BaseTransport | None = None) -> Result:
-        env = {"DEMANAGER_URL": "http://dm.test", "DEMANAGER_PROJECT": PROJECT,
-               "DEMANAGER_TOKEN": TOKEN, "COLUMNS": "160"}
-        deps = CliDeps(transport=transport or api.transport(), poll_interval=0.01,
-                       max_poll_interval=0.02)
+        env = {
+            "DEMANAGER_URL": "http://dm.test",
+            "DEMANAGER_PROJECT": PROJECT,
+            "DEMANAGER_TOKEN": TOKEN,
+            "COLUMNS": "160",
+        }
+        deps = CliDeps(
+            transport=transport or api.transport(), poll_interval=0.01, max_poll_interval=0.02
+        )
         return CliRunner().invoke(app, list(args), env=env, obj=deps)
 
     return invoke
@@ -87,8 +96,12 @@ def engine_on_start(api: FakeApi) -> httpx.MockTransport:
             instance_id = request.url.path.split("/")[-2]
             api.log(instance_id, "start_requested", "Start requested by user alice.")
             api.log(instance_id, "launched", "Launched the notebook server.", attempt=1)
-            api.log(instance_id, "ready", "Ready: the notebook server answered 1.8 s after "
-                    "the request.", start_ms=1834)
+            api.log(
+                instance_id,
+                "ready",
+                "Ready: the notebook server answered 1.8 s after the request.",
+                start_ms=1834,
+            )
         return response
 
     return httpx.MockTransport(answer)
@@ -151,8 +164,9 @@ def test_events_follow_prints_json_lines_until_interrupted(run: Run, api: FakeAp
             api.log(nb["id"], "launched", "Launched.")
         return api(request)
 
-    result = run("instances", "events", "nb", "--follow", "-o", "json",
-                 transport=httpx.MockTransport(answer))
+    result = run(
+        "instances", "events", "nb", "--follow", "-o", "json", transport=httpx.MockTransport(answer)
+    )
     assert result.exit_code == 0, result.output
     kinds = [json.loads(line)["kind"] for line in result.stdout.splitlines()]
     assert kinds == ["created", "launched"]

@@ -32,7 +32,7 @@ def decode(*lines: str) -> list[ServerSentEvent]:
 
 
 def test_messages_end_at_blank_lines_and_join_their_data_lines() -> None:
-    found = decode("id: 7", "data: {\"a\":", "data:  1}", "", "data: next", "")
+    found = decode("id: 7", 'data: {"a":', "data:  1}", "", "data: next", "")
     assert found == [
         ServerSentEvent(data='{"a":\n 1}', id="7"),
         ServerSentEvent(data="next", id="7"),  # the id persists until changed
@@ -85,8 +85,15 @@ def test_follower_backs_off_then_gives_up() -> None:
 
 def test_an_unknown_kind_is_an_event_like_any_other() -> None:
     follower = Follower(after=None, retries=0)
-    body = {"id": 1, "instance_id": "DE-1", "at": 5, "kind": "extended",
-            "message": "Extended by one hour.", "detail": {"by_s": 3600}, "new_field": True}
+    body = {
+        "id": 1,
+        "instance_id": "DE-1",
+        "at": 5,
+        "kind": "extended",
+        "message": "Extended by one hour.",
+        "detail": {"by_s": 3600},
+        "new_field": True,
+    }
     event = follower.read(ServerSentEvent(data=json.dumps(body)))
     assert event is not None and event.kind == "extended" and event.detail == {"by_s": 3600}
 
@@ -152,8 +159,9 @@ async def test_async_follow_and_pages(api: FakeApi) -> None:
     async def answer(request: httpx.Request) -> httpx.Response:
         return api(request)
 
-    async with AsyncClient("http://dm.test", project=PROJECT, token=TOKEN,
-                           transport=httpx.MockTransport(answer)) as client:
+    async with AsyncClient(
+        "http://dm.test", project=PROJECT, token=TOKEN, transport=httpx.MockTransport(answer)
+    ) as client:
         assert (await client.events(nb["id"])).total == 2
         assert await client.latest_event_id(nb["id"]) == 2
         kinds = []
@@ -173,8 +181,12 @@ def test_wait_hands_events_over_and_the_status_decides(api: FakeApi) -> None:
     seen: list[str] = []
     with client_of(api) as client:
         final = client.wait_until(
-            nb["id"], "RUNNING", interval=0.01, max_interval=0.02,
-            on_event=lambda event: seen.append(event.kind), events_after=1,
+            nb["id"],
+            "RUNNING",
+            interval=0.01,
+            max_interval=0.02,
+            on_event=lambda event: seen.append(event.kind),
+            events_after=1,
         )
     assert final.status == "RUNNING"
     assert seen[:2] == ["start_requested", "launched"], "from events_after on, in order"
@@ -188,15 +200,18 @@ def test_wait_polls_alone_when_the_server_has_no_stream() -> None:
 
     def old_server(request: httpx.Request) -> httpx.Response:
         if "/events" in request.url.path:
-            return httpx.Response(404, json={"error_code": "ModelArts.2836",
-                                             "error_message": "path not found"})
+            return httpx.Response(
+                404, json={"error_code": "ModelArts.2836", "error_message": "path not found"}
+            )
         return api(request)
 
     seen: list[Any] = []
-    with Client("http://dm.test", project=PROJECT, token=TOKEN,
-                transport=httpx.MockTransport(old_server)) as client:
-        final = client.wait_until(nb["id"], "RUNNING", interval=0.01, max_interval=0.02,
-                                  on_event=seen.append)
+    with Client(
+        "http://dm.test", project=PROJECT, token=TOKEN, transport=httpx.MockTransport(old_server)
+    ) as client:
+        final = client.wait_until(
+            nb["id"], "RUNNING", interval=0.01, max_interval=0.02, on_event=seen.append
+        )
         with pytest.raises(RouteNotFound):
             client.events(nb["id"])
     assert final.status == "RUNNING" and seen == []

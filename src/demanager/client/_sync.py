@@ -293,9 +293,7 @@ class Client:
     ) -> EventPage:
         """One page of an instance's events (the project's without ``instance_id``),
         oldest first; ``after`` keeps only events with a greater id."""
-        return self._send(
-            self._calls.events(instance_id, after=after, limit=limit, offset=offset)
-        )
+        return self._send(self._calls.events(instance_id, after=after, limit=limit, offset=offset))
 
     def latest_event_id(self, instance_id: str | None = None) -> int:
         """The id of the newest event so far (0 if none): ``follow_events(after=…)``
