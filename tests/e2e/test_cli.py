@@ -201,3 +201,39 @@ def test_connection_options_without_login(cli: Cli, server: ServerProcess, proje
     assert PROFILE in result.stdout
     flavors = cli("flavors", "list", "-o", "json", "--token", server.token, extra_env=env)
     assert FLAVOR in {f["name"] for f in json.loads(flavors.stdout)["flavors"]}
+
+
+def test_events_lists_and_follows_the_log(
+    logged_in: Cli, config_path: Path, tmp_path: Path
+) -> None:
+    cli = logged_in
+    created = cli("instances", "create", "logged", "-p", PROFILE, "-f", FLAVOR, "-w", "-o", "json")
+    assert created.returncode == 0, created.stderr
+    instance_id = json.loads(created.stdout)["id"]
+
+    listed = cli("instances", "events", "logged")
+    assert listed.returncode == 0, listed.stderr
+    kinds = [line.split()[2] for line in listed.stdout.splitlines()]
+    assert kinds == ["created", "launched", "ready"]
+    assert "Ready: the notebook server answered" in listed.stdout
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DEMANAGER_")}
+    env.update({"DEMANAGER_CONFIG": str(config_path), "HOME": str(tmp_path)})
+    follower = subprocess.Popen(
+        [installed_command(), "instances", "events", instance_id, "--follow", "-o", "json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert follower.stdout is not None
+        past = [json.loads(follower.stdout.readline())["kind"] for _ in range(3)]
+        assert past == ["created", "launched", "ready"]
+        # Only now, with the stream open: these arrive live.
+        assert cli("instances", "stop", "logged").returncode == 0
+        live = [json.loads(follower.stdout.readline()) for _ in range(2)]
+        assert [e["kind"] for e in live] == ["stop_requested", "stopped"]
+        assert live[0]["message"].startswith("Stop requested by user ")
+        assert follower.poll() is None, "--follow keeps following"
+    finally:
+        follower.terminate()
+        follower.communicate(timeout=10)  # reaps it and closes its pipes
