@@ -13,6 +13,7 @@ leave a dirty checkout behind each test run.)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -438,3 +439,60 @@ def test_timeline_shows_the_events_of_a_start_as_they_arrive(
     watched.get_by_role("button", name="Timeline of watched").click()
     expect(events).to_have_count(len(past) + 5)
     expect(events.last).to_have_attribute("data-kind", "stopped")
+
+
+def test_timeline_shows_hostile_text_as_text_and_resumes_a_dropped_stream(
+    server_factory: Callable[..., ServerProcess], page: Page
+) -> None:
+    server = server_factory()
+    with server.client() as api:
+        created = api.post("", json={
+            "name": "guarded", "profile_id": CPU_PROFILE, "flavor": "modelarts.vm.cpu.2u",
+            "spec": {"storage": {"type": "evs"}},
+        }).json()
+        wait_for_status(api, created["id"], "RUNNING")
+
+    hostile = '<img src=x onerror="window.__owned = true">Launched'
+    stream_requests: list[dict[str, str]] = []
+
+    def event(number: int, kind: str, message: str) -> str:
+        body = {"id": number, "instance_id": created["id"], "at": 1_700_000_000_000 + number,
+                "kind": kind, "actor": "engine", "message": message, "detail": {}}
+        return f"id: {number}\r\ndata: {json.dumps(body)}\r\n\r\n"
+
+    def stream(route: Route) -> None:
+        # Each answer ends at once, as a stream a proxy cut would: the console reconnects.
+        stream_requests.append(route.request.headers)
+        if len(stream_requests) == 1:
+            body = "retry: 50\n: open\n\n" + event(900, "launched", hostile)
+        elif len(stream_requests) == 2:
+            body = event(901, "extended", "Auto-stop extended by one hour.")
+        else:
+            body = ": keep-alive\n\n"
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+
+    page.route("**/events/stream", stream)
+    sign_in(page, server)
+    row(page, "guarded").get_by_role("button", name="Timeline of guarded").click()
+    panel = page.get_by_role("dialog", name="Timeline of guarded")
+    events = panel.locator("#timeline-list li")
+    expect(events).to_have_count(5)  # created, launched, ready, then the two streamed
+    expect(events.nth(3).locator(".timeline-message")).to_have_text(hostile)
+    assert panel.locator("img").count() == 0
+    assert page.evaluate("window.__owned") is None
+    # A kind this console has no label for reads as its own name.
+    expect(events.nth(4).locator(".timeline-kind")).to_have_text("Extended")
+    assert stream_requests[1]["last-event-id"] == "900"
+    assert stream_requests[0]["x-auth-token"] == server.token
+
+    # The parser itself: a CRLF and a message split across chunks.
+    parsed = page.evaluate("""async () => {
+        const { SSEParser } = await import("/console/static/timeline.js");
+        const found = [];
+        const parser = new SSEParser((message) => found.push(message));
+        for (const chunk of ["id: 1\\r", "\\ndata: a\\r\\nda", "ta: b\\r\\n", "\\r\\n: x\\n\\n"]) {
+            parser.push(chunk);
+        }
+        return found;
+    }""")
+    assert parsed == [{"id": "1", "event": "message", "data": "a\nb"}]

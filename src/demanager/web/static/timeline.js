@@ -170,10 +170,12 @@ export class Timeline {
     let delay = 1000;
     let failures = 0;
     while (!signal.aborted) {
-      const parser = new SSEParser((message) => this.#message(message));
+      const parser = new SSEParser((message) => {
+        failures = 0; // a stream that delivers is healthy: the next drop retries soon
+        this.#message(message);
+      });
       try {
         const response = await this.api().eventStream(id, { lastEventId: this.lastId, signal });
-        failures = 0;
         this.#setState("live", "Live");
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         for (;;) {
