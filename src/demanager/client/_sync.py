@@ -315,10 +315,16 @@ class Client:
         the iteration once ``retries`` reconnects in a row failed. Closing the
         iterator (``break``, ``close()``) closes the connection.
         """
-        follower = Follower(after=after, retries=retries)
+        return self._follow(instance_id, Follower(after=after, retries=retries), None)
+
+    def _follow(
+        self, instance_id: str | None, follower: Follower, stopped: threading.Event | None
+    ) -> Iterator[Event]:
+        """``follow_events``; ``stopped`` ends it from another thread, at the latest
+        with the stream's next line (a keep-alive comes every 15 s)."""
         path = f"{self._calls.events_path(instance_id)}/stream"
         timeout = self._http.timeout.as_dict() | {"read": STREAM_READ_TIMEOUT}
-        while True:
+        while stopped is None or not stopped.is_set():
             decoder = SSEDecoder(follower.last_event_id)
             error: Exception | None = None
             try:
@@ -330,6 +336,8 @@ class Client:
                         raise error_from_response(response)
                     follower.connected()
                     for line in response.iter_lines():
+                        if stopped is not None and stopped.is_set():
+                            return
                         message = decoder.feed(line)
                         event = follower.read(message) if message is not None else None
                         if event is not None:
@@ -338,7 +346,11 @@ class Client:
                 error = TransportError(f"event stream from {self.config.url}: {exc}")
             except (ServerBusy, ServerError) as exc:
                 error = exc
-            time.sleep(follower.next_delay(error, decoder.retry_ms))
+            delay = follower.next_delay(error, decoder.retry_ms)
+            if stopped is None:
+                time.sleep(delay)
+            else:
+                stopped.wait(delay)
 
     # -- waiting ------------------------------------------------------------
 
@@ -425,7 +437,7 @@ class _EventFeed:
     def __init__(self, client: Client, instance_id: str, after: int | None) -> None:
         self._queue: queue.Queue[Event] = queue.Queue()
         self._stop = threading.Event()
-        self._events = client.follow_events(instance_id, after=after, retries=2)
+        self._events = client._follow(instance_id, Follower(after=after, retries=2), self._stop)
         self._thread = threading.Thread(
             target=self._pump, name=f"events-{instance_id}", daemon=True
         )
@@ -435,8 +447,6 @@ class _EventFeed:
         try:
             for event in self._events:
                 self._queue.put(event)
-                if self._stop.is_set():
-                    break
         except Exception:  # the polling goes on without the stream
             return
 
@@ -460,6 +470,6 @@ class _EventFeed:
                 return
 
     def close(self) -> None:
-        # The thread may be blocked reading the stream; it ends at the next message
-        # or keep-alive, or with the process (daemon).
+        # The thread may be blocked reading the stream: it ends at the stream's next
+        # line (a keep-alive at the latest), or with the process (daemon).
         self._stop.set()
