@@ -215,3 +215,24 @@ def test_wait_polls_alone_when_the_server_has_no_stream() -> None:
         with pytest.raises(RouteNotFound):
             client.events(nb["id"])
     assert final.status == "RUNNING" and seen == []
+
+
+async def test_async_wait_hands_events_over(api: FakeApi) -> None:
+    nb = api.add("STOPPED")
+    api.script[nb["id"]] = ["STARTING", "STARTING", "RUNNING"]
+    api.log(nb["id"], "start_requested", "Start requested.")
+    api.log(nb["id"], "launched", "Launched.")
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        return api(request)
+
+    seen: list[str] = []
+    async with AsyncClient(
+        "http://dm.test", project=PROJECT, token=TOKEN, transport=httpx.MockTransport(answer)
+    ) as client:
+        final = await client.wait_until(
+            nb["id"], "RUNNING", interval=0.01, max_interval=0.02,
+            on_event=lambda event: seen.append(event.kind), events_after=0,
+        )  # fmt: skip
+    assert final.status == "RUNNING"
+    assert seen[:2] == ["start_requested", "launched"]
