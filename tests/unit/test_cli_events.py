@@ -173,6 +173,9 @@ def test_events_follow_prints_json_lines_until_interrupted(run: Run, api: FakeAp
     assert api.streams()[0].headers["Last-Event-ID"] == "1"
 
 
-def test_event_text_is_one_line() -> None:
+def test_event_text_is_one_line_without_control_characters() -> None:
     text = event_text(event("ready", "Ready.", at=1_700_000_000_000))
     assert text.endswith("ready             engine           Ready.")
+    hostile = event_text(event("failed", "Failed\x1b]0;owned\x07\nnext", at=1))
+    assert hostile.endswith("Failed\ufffd]0;owned\ufffd\ufffdnext")
+    assert "\ufffd" in event_line(event("failed", "a\x1b[2Jb"), since_ms=0)

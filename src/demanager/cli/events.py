@@ -34,7 +34,8 @@ def register(parent: typer.Typer) -> None:
 def event_text(event: Event) -> str:
     """One line for people; the message is printed as plain text, never as markup."""
     when = output.format_timestamp(event.at)
-    return f"{when}  {event.kind:<17} {event.actor:<16} {event.message}".rstrip()
+    line = f"{when}  {event.kind:<17} {event.actor:<16} {event.message}".rstrip()
+    return output.printable(line)
 
 
 def _emit(event: Event, fmt: OutputFormat) -> None:

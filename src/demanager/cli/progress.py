@@ -20,6 +20,7 @@ from demanager.cli.output import (
     format_duration,
     is_interactive,
     plain,
+    printable,
     stderr_console,
     styled_status,
 )
@@ -66,7 +67,7 @@ def phase_of(event: Event, current: str | None = None) -> str | None:
 def event_line(event: Event, since_ms: int) -> str:
     """``+1.8s  Ready: …`` for the log above the live line (Rich markup, message escaped)."""
     offset = max(0, event.at - since_ms) / 1000
-    return f"[dim]{f'+{offset:.1f}s':>8}[/]  {plain(event.message or event.kind)}"
+    return f"[dim]{f'+{offset:.1f}s':>8}[/]  {plain(printable(event.message or event.kind))}"
 
 
 class WaitView:

@@ -134,6 +134,8 @@ export class Timeline {
     this.empty.hidden = true;
     this.error.hidden = true;
     this.#setState("connecting", "Loading…");
+    // The past is not news: screen readers hear only what arrives once it is shown.
+    this.list.setAttribute("aria-busy", "true");
     if (!this.dialog.open) this.dialog.show();
     this.dialog.querySelector("[data-close]").focus();
 
@@ -151,6 +153,7 @@ export class Timeline {
       this.#fail(error);
       return;
     }
+    this.list.removeAttribute("aria-busy");
     this.empty.hidden = this.list.children.length > 0;
     this.#follow(instance.id, controller);
   }
