@@ -174,6 +174,7 @@ export class Timeline {
     let failures = 0;
     while (!signal.aborted) {
       const parser = new SSEParser((message) => {
+        if (signal.aborted) return; // a chunk read just before the panel moved on
         failures = 0; // a stream that delivers is healthy: the next drop retries soon
         this.#message(message);
       });
