@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -237,3 +240,64 @@ def test_events_lists_and_follows_the_log(
     finally:
         follower.terminate()
         follower.communicate(timeout=10)  # reaps it and closes its pipes
+
+
+def run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
+    """Run the command with stdout and stderr on pseudo-terminals, as a person would;
+    what it wrote to stderr (ANSI sequences removed) and its exit code."""
+    out_master, out_slave = os.openpty()
+    err_master, err_slave = os.openpty()
+    proc = subprocess.Popen(
+        args, env={**env, "TERM": "xterm", "COLUMNS": "160"}, stdin=subprocess.DEVNULL,
+        stdout=out_slave, stderr=err_slave,
+    )  # fmt: skip
+    os.close(out_slave)
+    os.close(err_slave)
+    written = bytearray()
+    open_fds = {out_master, err_master}
+    deadline = time.monotonic() + timeout
+    try:
+        while open_fds and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(open_fds), [], [], 0.5)
+            for fd in ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: the command closed its end
+                    chunk = b""
+                if not chunk:
+                    open_fds.discard(fd)
+                elif fd == err_master:
+                    written += chunk
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(out_master)
+        os.close(err_master)
+    ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+    text = ansi.sub("", written.decode(errors="replace"))
+    return code, text.replace("\r", "\n")
+
+
+def test_a_watched_wait_shows_the_events_of_a_start(
+    logged_in: Cli, config_path: Path, tmp_path: Path
+) -> None:
+    cli = logged_in
+    assert cli("instances", "create", "shown", "-p", PROFILE, "-f", FLAVOR, "-w").returncode == 0
+    assert cli("instances", "stop", "shown", "--wait").returncode == 0
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DEMANAGER_")}
+    env.update({"DEMANAGER_CONFIG": str(config_path), "HOME": str(tmp_path)})
+    code, stderr = run_in_terminal([installed_command(), "instances", "start", "shown", "-w"], env)
+    assert code == 0, stderr
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    events = [line for line in lines if re.match(r"^\+\d+\.\ds  ", line)]
+    assert [line.split("  ", 1)[1] for line in events[:2]] == [
+        "Start requested by user admin.", "Launched the notebook server.",
+    ]
+    assert re.match(r"^\+\d+\.\ds  Ready: the notebook server answered \d+\.\d s", events[2])
+    assert len(events) == 3, "only the start's events, not the stop's before it"
+    # The live line names the phase the events tell.
+    assert any(re.search(r"shown .* ready in \d+\.\d s", line) for line in lines), lines
+    assert "shown is RUNNING" in lines
