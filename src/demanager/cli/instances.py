@@ -26,7 +26,7 @@ from demanager.cli.options import (
     complete_status,
 )
 from demanager.cli.output import OutputFormat
-from demanager.cli.progress import waiting
+from demanager.cli.progress import event_mark, waiting
 from demanager.cli.session import ExitCode, deps, fail, resolve, session
 
 if TYPE_CHECKING:
@@ -81,19 +81,6 @@ def _wait(
             on_event=hooks.on_event,
             events_after=events_after,
         )
-
-
-def _event_mark(client: Client, instance_id: str) -> int | None:
-    """The newest event's id before an action, so that a watched wait shows all the
-    action's events; None when nobody watches or the server keeps no event log."""
-    from demanager.client import DemanagerClientError
-
-    if not output.is_interactive():
-        return None
-    try:
-        return client.latest_event_id(instance_id)
-    except DemanagerClientError:
-        return None
 
 
 def _show(instance: Instance, fmt: OutputFormat) -> None:
@@ -331,7 +318,7 @@ def _act(
 ) -> None:
     with session(ctx, *connection) as client:
         instance = resolve(client, ref)
-        mark = _event_mark(client, instance.id) if wait else None
+        mark = event_mark(client, instance.id) if wait else None
         answer = perform(client, instance.id)
         if fmt is OutputFormat.table:
             output.show_action(instance.name, answer)

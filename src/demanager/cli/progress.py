@@ -28,7 +28,7 @@ from demanager.cli.output import (
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from demanager.client import Event, Instance
+    from demanager.client import Client, Event, Instance
 
 ProgressUpdate = Callable[["Instance"], None]
 EventUpdate = Callable[["Event"], None]
@@ -49,6 +49,19 @@ _PHASES = {
     "failed": "failed",
     "deleted": "deleted",
 }
+
+
+def event_mark(client: Client, instance_id: str) -> int | None:
+    """The newest event's id before an action, so that a watched wait shows all the
+    action's events; None when nobody watches or the server keeps no event log."""
+    from demanager.client import DemanagerClientError
+
+    if not is_interactive():
+        return None
+    try:
+        return client.latest_event_id(instance_id)
+    except DemanagerClientError:
+        return None
 
 
 def phase_of(event: Event, current: str | None = None) -> str | None:
