@@ -431,6 +431,7 @@ def test_timeline_shows_the_events_of_a_start_as_they_arrive(
     # (a live stream delivers within a second), and opening it again shows the stop.
     panel.get_by_role("button", name="Close").click()
     expect(panel).to_be_hidden()
+    expect(watched.get_by_role("button", name="Timeline of watched")).to_be_focused()
     with server.client() as api:
         api.post(f"/{created['id']}/action", json={"action": "stop"})
         wait_for_status(api, created["id"], "STOPPED")
@@ -484,6 +485,9 @@ def test_timeline_shows_hostile_text_as_text_and_resumes_a_dropped_stream(
     expect(events.nth(4).locator(".timeline-kind")).to_have_text("Extended")
     assert stream_requests[1]["last-event-id"] == "900"
     assert stream_requests[0]["x-auth-token"] == server.token
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    expect(row(page, "guarded").get_by_role("button", name="Timeline of guarded")).to_be_focused()
 
     # The parser itself: a CRLF and a message split across chunks.
     parsed = page.evaluate("""async () => {

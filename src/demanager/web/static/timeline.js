@@ -106,7 +106,7 @@ export class Timeline {
     this.empty = dialog.querySelector("#timeline-empty");
     this.error = dialog.querySelector("#timeline-error");
     this.controller = null;
-    this.instanceId = null;
+    this.opener = null; // where the focus goes back when the panel closes
     this.lastId = 0;
     for (const button of dialog.querySelectorAll("[data-close]")) {
       button.addEventListener("click", () => this.close());
@@ -121,13 +121,9 @@ export class Timeline {
     dialog.addEventListener("close", () => this.#stop());
   }
 
-  get instance() {
-    return this.instanceId;
-  }
-
   async open(instance) {
     this.#stop();
-    this.instanceId = instance.id;
+    if (!this.dialog.contains(document.activeElement)) this.opener = document.activeElement;
     this.lastId = 0;
     this.title.textContent = `Timeline of ${instance.name}`;
     this.list.replaceChildren();
@@ -160,7 +156,10 @@ export class Timeline {
 
   close() {
     this.#stop();
-    if (this.dialog.open) this.dialog.close();
+    if (!this.dialog.open) return;
+    this.dialog.close();
+    if (this.opener?.isConnected) this.opener.focus();
+    this.opener = null;
   }
 
   #stop() {
@@ -261,6 +260,7 @@ export class Timeline {
   }
 
   #fail(error) {
+    this.list.removeAttribute("aria-busy");
     this.#setState("lost", "Not live");
     this.error.replaceChildren();
     if (error.code) {
