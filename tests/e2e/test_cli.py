@@ -294,7 +294,8 @@ def test_a_watched_wait_shows_the_events_of_a_start(
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     events = [line for line in lines if re.match(r"^\+\d+\.\ds  ", line)]
     assert [line.split("  ", 1)[1] for line in events[:2]] == [
-        "Start requested by user admin.", "Launched the notebook server.",
+        "Start requested by user admin.",
+        "Launched the notebook server.",
     ]
     assert re.match(r"^\+\d+\.\ds  Ready: the notebook server answered \d+\.\d s", events[2])
     assert len(events) == 3, "only the start's events, not the stop's before it"
