@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -201,3 +204,101 @@ def test_connection_options_without_login(cli: Cli, server: ServerProcess, proje
     assert PROFILE in result.stdout
     flavors = cli("flavors", "list", "-o", "json", "--token", server.token, extra_env=env)
     assert FLAVOR in {f["name"] for f in json.loads(flavors.stdout)["flavors"]}
+
+
+def test_events_lists_and_follows_the_log(
+    logged_in: Cli, config_path: Path, tmp_path: Path
+) -> None:
+    cli = logged_in
+    created = cli("instances", "create", "logged", "-p", PROFILE, "-f", FLAVOR, "-w", "-o", "json")
+    assert created.returncode == 0, created.stderr
+    instance_id = json.loads(created.stdout)["id"]
+
+    listed = cli("instances", "events", "logged")
+    assert listed.returncode == 0, listed.stderr
+    kinds = [line.split()[2] for line in listed.stdout.splitlines()]
+    assert kinds == ["created", "launched", "ready"]
+    assert "Ready: the notebook server answered" in listed.stdout
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DEMANAGER_")}
+    env.update({"DEMANAGER_CONFIG": str(config_path), "HOME": str(tmp_path)})
+    follower = subprocess.Popen(
+        [installed_command(), "instances", "events", instance_id, "--follow", "-o", "json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert follower.stdout is not None
+        past = [json.loads(follower.stdout.readline())["kind"] for _ in range(3)]
+        assert past == ["created", "launched", "ready"]
+        # Only now, with the stream open: these arrive live.
+        assert cli("instances", "stop", "logged").returncode == 0
+        live = [json.loads(follower.stdout.readline()) for _ in range(2)]
+        assert [e["kind"] for e in live] == ["stop_requested", "stopped"]
+        assert live[0]["message"].startswith("Stop requested by user ")
+        assert follower.poll() is None, "--follow keeps following"
+    finally:
+        follower.terminate()
+        follower.communicate(timeout=10)  # reaps it and closes its pipes
+
+
+def run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
+    """Run the command with stdout and stderr on pseudo-terminals, as a person would;
+    what it wrote to stderr (ANSI sequences removed) and its exit code."""
+    out_master, out_slave = os.openpty()
+    err_master, err_slave = os.openpty()
+    proc = subprocess.Popen(
+        args, env={**env, "TERM": "xterm", "COLUMNS": "160"}, stdin=subprocess.DEVNULL,
+        stdout=out_slave, stderr=err_slave,
+    )  # fmt: skip
+    os.close(out_slave)
+    os.close(err_slave)
+    written = bytearray()
+    open_fds = {out_master, err_master}
+    deadline = time.monotonic() + timeout
+    try:
+        while open_fds and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(open_fds), [], [], 0.5)
+            for fd in ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: the command closed its end
+                    chunk = b""
+                if not chunk:
+                    open_fds.discard(fd)
+                elif fd == err_master:
+                    written += chunk
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(out_master)
+        os.close(err_master)
+    ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+    text = ansi.sub("", written.decode(errors="replace"))
+    return code, text.replace("\r", "\n")
+
+
+def test_a_watched_wait_shows_the_events_of_a_start(
+    logged_in: Cli, config_path: Path, tmp_path: Path
+) -> None:
+    cli = logged_in
+    assert cli("instances", "create", "shown", "-p", PROFILE, "-f", FLAVOR, "-w").returncode == 0
+    assert cli("instances", "stop", "shown", "--wait").returncode == 0
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DEMANAGER_")}
+    env.update({"DEMANAGER_CONFIG": str(config_path), "HOME": str(tmp_path)})
+    code, stderr = run_in_terminal([installed_command(), "instances", "start", "shown", "-w"], env)
+    assert code == 0, stderr
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    events = [line for line in lines if re.match(r"^\+\d+\.\ds  ", line)]
+    assert [line.split("  ", 1)[1] for line in events[:2]] == [
+        "Start requested by user admin.",
+        "Launched the notebook server.",
+    ]
+    assert re.match(r"^\+\d+\.\ds  Ready: the notebook server answered \d+\.\d s", events[2])
+    assert len(events) == 3, "only the start's events, not the stop's before it"
+    # The live line names the phase the events tell.
+    assert any(re.search(r"shown .* ready in \d+\.\d s", line) for line in lines), lines
+    assert "shown is RUNNING" in lines

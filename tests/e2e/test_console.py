@@ -13,6 +13,7 @@ leave a dirty checkout behind each test run.)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -365,3 +366,139 @@ def _with_queuing_info(route: Route) -> None:
             "begin_timestamp": int(instance["latest_update_timestamp"]), "end_timestamp": 0,
         })
     route.fulfill(response=response, json=body)
+
+
+# --- the timeline: an instance's events, live ------------------------------------------------
+
+
+def test_timeline_shows_the_events_of_a_start_as_they_arrive(
+    server_factory: Callable[..., ServerProcess], page: Page, shoot: Shoot
+) -> None:
+    # A notebook that takes a second to answer: "launched" and "ready" arrive apart.
+    server = server_factory(env={"DEMANAGER_FAKE__START_DELAY_SECONDS": "1"})
+    with server.client() as api:
+        created = api.post("", json={
+            "name": "watched", "profile_id": CPU_PROFILE, "flavor": "modelarts.vm.cpu.2u",
+            "spec": {"storage": {"type": "evs"}},
+        }).json()
+        wait_for_status(api, created["id"], "RUNNING")
+        api.post(f"/{created['id']}/action", json={"action": "stop"})
+        wait_for_status(api, created["id"], "STOPPED")
+
+    sign_in(page, server)
+    watched = row(page, "watched")
+    expect(watched).to_have_attribute("data-status", "STOPPED")
+    watched.get_by_role("button", name="Timeline of watched").click()
+    panel = page.get_by_role("dialog", name="Timeline of watched")
+    expect(panel).to_be_visible()
+    events = panel.locator("#timeline-list li")
+    past = ["created", "launched", "ready", "stop_requested", "stopped"]
+    expect(events).to_have_count(len(past))
+    assert [e.get_attribute("data-kind") for e in events.all()] == past
+    expect(events.first.locator(".timeline-kind")).to_have_text("Created")
+    expect(events.first.locator(".timeline-message")).to_have_text(
+        "Created by user admin with flavor modelarts.vm.cpu.2u."
+    )
+    expect(panel.locator("#timeline-state")).to_have_text("Live")
+    # A reload would drop this marker: the new events must come without one.
+    page.evaluate("window.__sameDocument = true")
+
+    # The panel is not modal: start the instance from its row while it stays open.
+    watched.get_by_role("button", name="Start watched").click()
+    page.get_by_role("dialog", name="Start watched?").get_by_role(
+        "button", name="Start", exact=True
+    ).click()
+
+    start_requested = panel.locator("#timeline-list li[data-kind='start_requested']")
+    expect(start_requested.locator(".timeline-message")).to_have_text(
+        "Start requested by user admin."
+    )
+    ready = panel.locator("#timeline-list li[data-kind='ready']").nth(1)
+    expect(ready.locator(".timeline-message")).to_have_text(
+        re.compile(r"^Ready: the notebook server answered \d+\.\d s after the request\.$")
+    )
+    expect(events).to_have_count(len(past) + 3)
+    assert [e.get_attribute("data-kind") for e in events.all()][len(past):] == [
+        "start_requested", "launched", "ready",
+    ]
+    ids = [int(e.get_attribute("data-id") or 0) for e in events.all()]
+    assert ids == sorted(set(ids)), "each event once, in order"
+    expect(watched).to_have_attribute("data-status", "RUNNING")
+    assert page.evaluate("window.__sameDocument") is True
+    shoot(page, "timeline")
+
+    # Closing the panel ends its stream (the browser aborts the request), and opening
+    # it again shows what happened meanwhile.
+    with page.expect_event(
+        "requestfailed", predicate=lambda request: request.url.endswith("/events/stream")
+    ) as aborted:
+        panel.get_by_role("button", name="Close").click()
+    assert aborted.value.failure is not None
+    expect(panel).to_be_hidden()
+    expect(watched.get_by_role("button", name="Timeline of watched")).to_be_focused()
+    with server.client() as api:
+        api.post(f"/{created['id']}/action", json={"action": "stop"})
+        wait_for_status(api, created["id"], "STOPPED")
+    watched.get_by_role("button", name="Timeline of watched").click()
+    expect(events).to_have_count(len(past) + 5)
+    expect(events.last).to_have_attribute("data-kind", "stopped")
+
+
+def test_timeline_shows_hostile_text_as_text_and_resumes_a_dropped_stream(
+    server_factory: Callable[..., ServerProcess], page: Page
+) -> None:
+    server = server_factory()
+    with server.client() as api:
+        created = api.post("", json={
+            "name": "guarded", "profile_id": CPU_PROFILE, "flavor": "modelarts.vm.cpu.2u",
+            "spec": {"storage": {"type": "evs"}},
+        }).json()
+        wait_for_status(api, created["id"], "RUNNING")
+
+    hostile = '<img src=x onerror="window.__owned = true">Launched'
+    stream_requests: list[dict[str, str]] = []
+
+    def event(number: int, kind: str, message: str) -> str:
+        body = {"id": number, "instance_id": created["id"], "at": 1_700_000_000_000 + number,
+                "kind": kind, "actor": "engine", "message": message, "detail": {}}
+        return f"id: {number}\r\ndata: {json.dumps(body)}\r\n\r\n"
+
+    def stream(route: Route) -> None:
+        # Each answer ends at once, as a stream a proxy cut would: the console reconnects.
+        stream_requests.append(route.request.headers)
+        if len(stream_requests) == 1:
+            body = "retry: 50\n: open\n\n" + event(900, "launched", hostile)
+        elif len(stream_requests) == 2:
+            body = event(901, "extended", "Auto-stop extended by one hour.")
+        else:
+            body = ": keep-alive\n\n"
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+
+    page.route("**/events/stream", stream)
+    sign_in(page, server)
+    row(page, "guarded").get_by_role("button", name="Timeline of guarded").click()
+    panel = page.get_by_role("dialog", name="Timeline of guarded")
+    events = panel.locator("#timeline-list li")
+    expect(events).to_have_count(5)  # created, launched, ready, then the two streamed
+    expect(events.nth(3).locator(".timeline-message")).to_have_text(hostile)
+    assert panel.locator("img").count() == 0
+    assert page.evaluate("window.__owned") is None
+    # A kind this console has no label for reads as its own name.
+    expect(events.nth(4).locator(".timeline-kind")).to_have_text("Extended")
+    assert stream_requests[1]["last-event-id"] == "900"
+    assert stream_requests[0]["x-auth-token"] == server.token
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    expect(row(page, "guarded").get_by_role("button", name="Timeline of guarded")).to_be_focused()
+
+    # The parser itself: a CRLF and a message split across chunks.
+    parsed = page.evaluate("""async () => {
+        const { SSEParser } = await import("/console/static/timeline.js");
+        const found = [];
+        const parser = new SSEParser((message) => found.push(message));
+        for (const chunk of ["id: 1\\r", "\\ndata: a\\r\\nda", "ta: b\\r\\n", "\\r\\n: x\\n\\n"]) {
+            parser.push(chunk);
+        }
+        return found;
+    }""")
+    assert parsed == [{"id": "1", "event": "message", "data": "a\nb"}]

@@ -112,7 +112,12 @@ class FakeApi:
         self.script: dict[str, list[str]] = {}
         self.after_create: list[str] = ["CREATING", "RUNNING"]
         self.requests: list[httpx.Request] = []
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        """Each instance's event log; its stream sends what follows ``Last-Event-ID``
+        and then ends (the client reconnects), or raises ``stream_error`` if set."""
+        self.stream_error: BaseException | None = None
         self._serial = 0
+        self._event_serial = 0
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self)
@@ -123,6 +128,26 @@ class FakeApi:
         self._set_url(body)
         self.instances[body["id"]] = body
         return body
+
+    def log(self, instance_id: str, kind: str, message: str, **detail: Any) -> dict[str, Any]:
+        """Append an event to the instance's log, as the server's engine would."""
+        self._event_serial += 1
+        event = {
+            "id": self._event_serial,
+            "instance_id": instance_id,
+            "project_id": PROJECT,
+            "at": 1732694400000 + 100 * self._event_serial,
+            "kind": kind,
+            "actor": "engine",
+            "message": message,
+            "code": None,
+            "detail": detail,
+        }
+        self.events.setdefault(instance_id, []).append(event)
+        return event
+
+    def streams(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.url.path.endswith("/events/stream")]
 
     def bodies(self, method: str) -> list[Any]:
         return [json.loads(r.content) for r in self.requests if r.method == method]
@@ -209,6 +234,10 @@ class FakeApi:
             return httpx.Response(
                 200, json={"current_status": instance["status"], "previous_state": previous}
             )
+        if tail == ["events"] and method == "GET":
+            return self._events(instance_id, request)
+        if tail == ["events", "stream"] and method == "GET":
+            return self._stream(instance_id, request)
         if tail == ["token"]:
             return httpx.Response(200, json={"token": "3f9a0c1e"})
         if tail == ["signed-url"] and method == "POST":
@@ -231,6 +260,28 @@ class FakeApi:
             del self.instances[instance_id]
             return httpx.Response(200, json={"instance_id": instance_id})
         return error(405, "2803", "method not allowed")
+
+    def _events(self, instance_id: str, request: httpx.Request) -> httpx.Response:
+        params = request.url.params
+        after = int(params.get("after", "0"))
+        found = [e for e in self.events.get(instance_id, []) if e["id"] > after]
+        offset, limit = int(params.get("offset", "0")), int(params.get("limit", "100"))
+        return httpx.Response(
+            200, json={"total": len(found), "events": found[offset : offset + limit]}
+        )
+
+    def _stream(self, instance_id: str, request: httpx.Request) -> httpx.Response:
+        if self.stream_error is not None:
+            raise self.stream_error
+        after = int(request.headers.get("Last-Event-ID", request.url.params.get("after", "0")))
+        frames = ["retry: 1\n: open\n\n"] + [
+            f"id: {e['id']}\ndata: {json.dumps(e)}\n\n"
+            for e in self.events.get(instance_id, [])
+            if e["id"] > after
+        ]
+        return httpx.Response(
+            200, headers={"Content-Type": "text/event-stream"}, text="".join(frames)
+        )
 
 
 def mock_client(answer: Callable[[httpx.Request], httpx.Response]) -> Client:

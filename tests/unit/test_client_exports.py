@@ -22,6 +22,8 @@ EXPECTED = {
     "DeleteResponse",
     "DemanagerAPIError",
     "DemanagerClientError",
+    "Event",
+    "EventPage",
     "FlavorDetails",
     "Instance",
     "InstanceFailed",

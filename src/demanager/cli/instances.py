@@ -26,7 +26,7 @@ from demanager.cli.options import (
     complete_status,
 )
 from demanager.cli.output import OutputFormat
-from demanager.cli.progress import waiting
+from demanager.cli.progress import event_mark, waiting
 from demanager.cli.session import ExitCode, deps, fail, resolve, session
 
 if TYPE_CHECKING:
@@ -63,17 +63,23 @@ def _wait(
     instance: Instance,
     goal: Iterable[str],
     timeout: float,
+    *,
+    events_after: int | None = None,
 ) -> Instance:
+    """Wait for ``goal``; a person watching also sees the instance's events from
+    ``events_after`` on (default: from now)."""
     targets = sorted(goal)
     pace = deps(ctx)
-    with waiting(instance.name, " or ".join(targets)) as progress:
+    with waiting(instance.name, " or ".join(targets)) as hooks:
         return client.wait_until(
             instance.id,
             targets,
             timeout=timeout,
-            on_progress=progress,
+            on_progress=hooks.on_progress,
             interval=pace.poll_interval,
             max_interval=max(pace.max_poll_interval, pace.poll_interval),
+            on_event=hooks.on_event,
+            events_after=events_after,
         )
 
 
@@ -196,7 +202,8 @@ def create(
         if fmt is OutputFormat.table:
             output.note(f"created {instance.name} ({instance.id}), {instance.status}")
         if wait:
-            instance = _wait(ctx, client, instance, {"RUNNING"}, timeout)
+            # A new instance's log starts with its creation: show all of it.
+            instance = _wait(ctx, client, instance, {"RUNNING"}, timeout, events_after=0)
     _show(instance, fmt)
 
 
@@ -311,11 +318,12 @@ def _act(
 ) -> None:
     with session(ctx, *connection) as client:
         instance = resolve(client, ref)
+        mark = event_mark(client, instance.id) if wait else None
         answer = perform(client, instance.id)
         if fmt is OutputFormat.table:
             output.show_action(instance.name, answer)
         if wait:
-            final = _wait(ctx, client, instance, {goal}, timeout)
+            final = _wait(ctx, client, instance, {goal}, timeout, events_after=mark)
             if fmt is OutputFormat.table:
                 output.note(f"{final.name} is {final.status}")
     if fmt is OutputFormat.json:

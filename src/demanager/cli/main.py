@@ -12,6 +12,7 @@ from demanager.cli import (
     backup,
     catalog,
     doctor,
+    events,
     instances,
     login,
     pools,
@@ -30,6 +31,7 @@ server.register(app)
 projects.register(app)
 login.register(app)
 instances.register(app)
+events.register(instances.app)
 catalog.register(app)
 pools.register(app)
 storage.register(app)

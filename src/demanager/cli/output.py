@@ -95,6 +95,12 @@ def plain(text: str) -> str:
     return escape(text)
 
 
+def printable(text: str) -> str:
+    """Server text shown on a terminal, with control characters (escape sequences
+    that could move the cursor or retitle the window) replaced by U+FFFD."""
+    return "".join(char if char.isprintable() else "\ufffd" for char in text)
+
+
 def styled_status(status: str) -> str:
     style = _STATUS_STYLES.get(status, "yellow")
     return f"[{style}]{status}[/]"

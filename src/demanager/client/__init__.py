@@ -37,6 +37,7 @@ from demanager.client.exceptions import (
     UnexpectedResponse,
     WaitTimeout,
 )
+from demanager.schemas.events import Event, EventPage
 from demanager.schemas.instances import (
     ActionResponse,
     AutoStopRequest,
@@ -66,6 +67,8 @@ __all__ = [
     "DeleteResponse",
     "DemanagerAPIError",
     "DemanagerClientError",
+    "Event",
+    "EventPage",
     "FlavorDetails",
     "Instance",
     "InstanceFailed",

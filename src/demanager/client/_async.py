@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
@@ -25,8 +26,23 @@ from demanager.client._calls import (
     next_offset,
 )
 from demanager.client._config import ClientConfig
-from demanager.client._waiting import ProgressCallback, Waiter, targets_of
-from demanager.client.exceptions import InstanceNotFound, ServerBusy, TransportError
+from demanager.client._following import STREAM_READ_TIMEOUT, Follower
+from demanager.client._sse import SSEDecoder
+from demanager.client._waiting import (
+    EVENT_GRACE,
+    EventCallback,
+    ProgressCallback,
+    Waiter,
+    targets_of,
+)
+from demanager.client.exceptions import (
+    InstanceNotFound,
+    ServerBusy,
+    ServerError,
+    TransportError,
+    error_from_response,
+)
+from demanager.schemas.events import Event, EventPage
 from demanager.schemas.instances import (
     ActionResponse,
     AutoStopRequest,
@@ -273,6 +289,59 @@ class AsyncClient:
     async def flavors(self) -> builtins.list[FlavorDetails]:
         return await self._send(self._calls.flavors())
 
+    # -- events (extension routes, docs/events.md) ---------------------------
+
+    async def events(
+        self,
+        instance_id: str | None = None,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> EventPage:
+        """One page of an instance's events (the project's without ``instance_id``),
+        oldest first; ``after`` keeps only events with a greater id."""
+        return await self._send(
+            self._calls.events(instance_id, after=after, limit=limit, offset=offset)
+        )
+
+    async def latest_event_id(self, instance_id: str | None = None) -> int:
+        """The id of the newest event so far (0 if none)."""
+        total = (await self.events(instance_id, limit=1)).total
+        if total == 0:
+            return 0
+        page = await self.events(instance_id, limit=1, offset=total - 1)
+        return page.events[-1].id if page.events else 0
+
+    async def follow_events(
+        self, instance_id: str | None = None, *, after: int | None = None, retries: int = 5
+    ) -> AsyncIterator[Event]:
+        """Events as they happen; see ``Client.follow_events``."""
+        follower = Follower(after=after, retries=retries)
+        path = f"{self._calls.events_path(instance_id)}/stream"
+        timeout = self._http.timeout.as_dict() | {"read": STREAM_READ_TIMEOUT}
+        while True:
+            decoder = SSEDecoder(follower.last_event_id)
+            error: Exception | None = None
+            try:
+                async with self._http.stream(
+                    "GET", path, headers=follower.headers(), timeout=httpx.Timeout(**timeout)
+                ) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        raise error_from_response(response)
+                    follower.connected()
+                    async for line in response.aiter_lines():
+                        message = decoder.feed(line)
+                        event = follower.read(message) if message is not None else None
+                        if event is not None:
+                            yield event
+            except httpx.TransportError as exc:
+                error = TransportError(f"event stream from {self.config.url}: {exc}")
+            except (ServerBusy, ServerError) as exc:
+                error = exc
+            await asyncio.sleep(follower.next_delay(error, decoder.retry_ms))
+
     # -- waiting ------------------------------------------------------------
 
     async def wait_until(
@@ -286,12 +355,15 @@ class AsyncClient:
         on_progress: ProgressCallback | None = None,
         interval: float = 0.5,
         max_interval: float = 5.0,
+        on_event: EventCallback | None = None,
+        events_after: int | None = None,
     ) -> Instance:
         """Poll until the instance has one of the ``status`` values and return it.
 
         Raises ``WaitTimeout`` at the deadline and ``InstanceFailed`` when the
         instance lands in a failed status that is not a target.
-        ``on_progress`` sees every instance read on the way.
+        ``on_progress`` sees every instance read on the way; ``on_event`` the
+        instance's events as they happen (see ``Client.wait_until``).
         """
         waiter = Waiter(
             instance_id,
@@ -300,17 +372,45 @@ class AsyncClient:
             interval=interval,
             max_interval=max_interval,
         )
-        while True:
-            try:
-                instance = await self.get(instance_id)
-            except ServerBusy:
-                pass  # the contract says "retry later": that is what the loop does
-            else:
-                if on_progress is not None:
-                    on_progress(instance)
-                if waiter.reached(instance):
-                    return instance
-            await asyncio.sleep(waiter.next_delay())
+        feed: asyncio.Queue[Event] = asyncio.Queue()
+        pump = (
+            asyncio.create_task(self._pump_events(instance_id, events_after, feed))
+            if on_event is not None
+            else None
+        )
+        try:
+            while True:
+                try:
+                    instance = await self.get(instance_id)
+                except ServerBusy:
+                    pass  # the contract says "retry later": that is what the loop does
+                else:
+                    if on_progress is not None:
+                        on_progress(instance)
+                    if waiter.reached(instance):
+                        if on_event is not None:
+                            # The event of the change itself is written with it: show it.
+                            await _deliver(feed, on_event, wait=EVENT_GRACE)
+                        return instance
+                delay = waiter.next_delay()
+                if on_event is None:
+                    await asyncio.sleep(delay)
+                else:
+                    await _deliver(feed, on_event, wait=delay, first_only=True)
+        finally:
+            if pump is not None:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+
+    async def _pump_events(
+        self, instance_id: str, after: int | None, feed: asyncio.Queue[Event]
+    ) -> None:
+        try:
+            async for event in self.follow_events(instance_id, after=after, retries=2):
+                feed.put_nowait(event)
+        except Exception:  # the polling goes on without the stream
+            return
 
     async def wait_until_deleted(
         self,
@@ -335,3 +435,24 @@ class AsyncClient:
             except ServerBusy:
                 pass
             await asyncio.sleep(waiter.next_delay())
+
+
+async def _deliver(
+    feed: asyncio.Queue[Event],
+    callback: Callable[[Event], object],
+    *,
+    wait: float,
+    first_only: bool = False,
+) -> None:
+    """Wait up to ``wait`` s for an event and hand it, with any queued behind it, to
+    ``callback``; unless ``first_only``, listen again ``wait`` s after each batch."""
+    while True:
+        try:
+            event = await asyncio.wait_for(feed.get(), max(wait, 0.0))
+        except TimeoutError:
+            return
+        callback(event)
+        while not feed.empty():
+            callback(feed.get_nowait())
+        if first_only:
+            return

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from demanager import __version__
 from demanager.client._config import ClientConfig
 from demanager.client.exceptions import UnexpectedResponse, error_from_response
+from demanager.schemas.events import EventPage
 from demanager.schemas.instances import (
     ActionResponse,
     AutoStopRequest,
@@ -252,6 +253,24 @@ class Calls:
     def extend(self, instance_id: str, seconds: int) -> Call[RunStops]:
         return Call("POST", f"{self._instance(instance_id)}/extend", _model(RunStops),
                     body={"seconds": seconds})
+
+    def events(
+        self,
+        instance_id: str | None,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Call[EventPage]:
+        given = {"after": after, "limit": limit, "offset": offset}
+        params = {key: str(value) for key, value in given.items() if value is not None}
+        return Call("GET", self.events_path(instance_id), _model(EventPage), params=params)
+
+    def events_path(self, instance_id: str | None) -> str:
+        """The project's events, or one instance's; ``/stream`` appended is the live feed."""
+        if instance_id is None:
+            return f"{self._root}/events"
+        return f"{self._instance(instance_id)}/events"
 
     def profiles(self) -> Call[builtins.list[Profile]]:
         return Call("GET", f"{self._root}/profiles", _read_profiles)

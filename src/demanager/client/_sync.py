@@ -8,8 +8,10 @@ waiting and paging add a loop. See ``_async`` for the same surface with
 from __future__ import annotations
 
 import builtins
+import queue
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
@@ -26,8 +28,23 @@ from demanager.client._calls import (
     next_offset,
 )
 from demanager.client._config import ClientConfig
-from demanager.client._waiting import ProgressCallback, Waiter, targets_of
-from demanager.client.exceptions import InstanceNotFound, ServerBusy, TransportError
+from demanager.client._following import STREAM_READ_TIMEOUT, Follower
+from demanager.client._sse import SSEDecoder
+from demanager.client._waiting import (
+    EVENT_GRACE,
+    EventCallback,
+    ProgressCallback,
+    Waiter,
+    targets_of,
+)
+from demanager.client.exceptions import (
+    InstanceNotFound,
+    ServerBusy,
+    ServerError,
+    TransportError,
+    error_from_response,
+)
+from demanager.schemas.events import Event, EventPage
 from demanager.schemas.instances import (
     ActionResponse,
     AutoStopRequest,
@@ -274,6 +291,77 @@ class Client:
     def flavors(self) -> builtins.list[FlavorDetails]:
         return self._send(self._calls.flavors())
 
+    # -- events (extension routes, docs/events.md) ---------------------------
+
+    def events(
+        self,
+        instance_id: str | None = None,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> EventPage:
+        """One page of an instance's events (the project's without ``instance_id``),
+        oldest first; ``after`` keeps only events with a greater id."""
+        return self._send(self._calls.events(instance_id, after=after, limit=limit, offset=offset))
+
+    def latest_event_id(self, instance_id: str | None = None) -> int:
+        """The id of the newest event so far (0 if none): ``follow_events(after=…)``
+        then shows exactly what happens from now on."""
+        total = self.events(instance_id, limit=1).total
+        if total == 0:
+            return 0
+        page = self.events(instance_id, limit=1, offset=total - 1)
+        return page.events[-1].id if page.events else 0
+
+    def follow_events(
+        self, instance_id: str | None = None, *, after: int | None = None, retries: int = 5
+    ) -> Iterator[Event]:
+        """Events as they happen, from the server-sent event stream.
+
+        Without ``after`` the stream starts with the next event; with it, with the
+        events after that id. A dropped connection is opened again with
+        ``Last-Event-ID``, so no event is lost or repeated; ``TransportError`` ends
+        the iteration once ``retries`` reconnects in a row failed. Closing the
+        iterator (``break``, ``close()``) closes the connection.
+        """
+        return self._follow(instance_id, Follower(after=after, retries=retries), None)
+
+    def _follow(
+        self, instance_id: str | None, follower: Follower, stopped: threading.Event | None
+    ) -> Iterator[Event]:
+        """``follow_events``; ``stopped`` ends it from another thread, at the latest
+        with the stream's next line (a keep-alive comes every 15 s)."""
+        path = f"{self._calls.events_path(instance_id)}/stream"
+        timeout = self._http.timeout.as_dict() | {"read": STREAM_READ_TIMEOUT}
+        while stopped is None or not stopped.is_set():
+            decoder = SSEDecoder(follower.last_event_id)
+            error: Exception | None = None
+            try:
+                with self._http.stream(
+                    "GET", path, headers=follower.headers(), timeout=httpx.Timeout(**timeout)
+                ) as response:
+                    if not response.is_success:
+                        response.read()
+                        raise error_from_response(response)
+                    follower.connected()
+                    for line in response.iter_lines():
+                        if stopped is not None and stopped.is_set():
+                            return
+                        message = decoder.feed(line)
+                        event = follower.read(message) if message is not None else None
+                        if event is not None:
+                            yield event
+            except httpx.TransportError as exc:
+                error = TransportError(f"event stream from {self.config.url}: {exc}")
+            except (ServerBusy, ServerError) as exc:
+                error = exc
+            delay = follower.next_delay(error, decoder.retry_ms)
+            if stopped is None:
+                time.sleep(delay)
+            else:
+                stopped.wait(delay)
+
     # -- waiting ------------------------------------------------------------
 
     def wait_until(
@@ -285,12 +373,20 @@ class Client:
         on_progress: ProgressCallback | None = None,
         interval: float = 0.5,
         max_interval: float = 5.0,
+        on_event: EventCallback | None = None,
+        events_after: int | None = None,
     ) -> Instance:
         """Poll until the instance has one of the ``status`` values and return it.
 
         Raises ``WaitTimeout`` at the deadline and ``InstanceFailed`` when the
         instance lands in a failed status that is not a target.
         ``on_progress`` sees every instance read on the way.
+
+        With ``on_event``, the instance's event stream is followed too (from
+        ``events_after``, else from now): each event is handed to ``on_event`` as
+        it arrives and the status is read at once, so the wait ends as soon as the
+        change happened. The status stays the judge; should the stream fail, the
+        polling goes on alone.
         """
         waiter = Waiter(
             instance_id,
@@ -299,17 +395,29 @@ class Client:
             interval=interval,
             max_interval=max_interval,
         )
-        while True:
-            try:
-                instance = self.get(instance_id)
-            except ServerBusy:
-                pass  # the contract says "retry later": that is what the loop does
-            else:
-                if on_progress is not None:
-                    on_progress(instance)
-                if waiter.reached(instance):
-                    return instance
-            time.sleep(waiter.next_delay())
+        feed = _EventFeed(self, instance_id, events_after) if on_event is not None else None
+        try:
+            while True:
+                try:
+                    instance = self.get(instance_id)
+                except ServerBusy:
+                    pass  # the contract says "retry later": that is what the loop does
+                else:
+                    if on_progress is not None:
+                        on_progress(instance)
+                    if waiter.reached(instance):
+                        if feed is not None and on_event is not None:
+                            # The event of the change itself is written with it: show it.
+                            feed.deliver(on_event, wait=EVENT_GRACE)
+                        return instance
+                delay = waiter.next_delay()
+                if feed is None or on_event is None:
+                    time.sleep(delay)
+                else:
+                    feed.deliver(on_event, wait=delay, first_only=True)
+        finally:
+            if feed is not None:
+                feed.close()
 
     def wait_until_deleted(
         self, instance_id: str, *, timeout: float = 600.0, interval: float = 0.5
@@ -330,3 +438,48 @@ class Client:
             except ServerBusy:
                 pass
             time.sleep(waiter.next_delay())
+
+
+class _EventFeed:
+    """An instance's event stream, read by a daemon thread into a queue so that
+    ``wait_until`` can sleep until either its next poll or the next event."""
+
+    def __init__(self, client: Client, instance_id: str, after: int | None) -> None:
+        self._queue: queue.Queue[Event] = queue.Queue()
+        self._stop = threading.Event()
+        self._events = client._follow(instance_id, Follower(after=after, retries=2), self._stop)
+        self._thread = threading.Thread(
+            target=self._pump, name=f"events-{instance_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            for event in self._events:
+                self._queue.put(event)
+        except Exception:  # the polling goes on without the stream
+            return
+
+    def deliver(
+        self, callback: Callable[[Event], object], *, wait: float, first_only: bool = False
+    ) -> None:
+        """Wait up to ``wait`` s for an event and hand it, with any queued behind it, to
+        ``callback``; unless ``first_only``, listen again ``wait`` s after each batch."""
+        while True:
+            try:
+                event = self._queue.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                return
+            callback(event)
+            while True:
+                try:
+                    callback(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if first_only:
+                return
+
+    def close(self) -> None:
+        # The thread may be blocked reading the stream: it ends at the stream's next
+        # line (a keep-alive at the latest), or with the process (daemon).
+        self._stop.set()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from demanager.client.exceptions import InstanceFailed, WaitTimeout
+from demanager.schemas.events import Event
 from demanager.schemas.instances import Instance
 
 #: Contract §4.1. Kept here because the SDK must not import the server's domain.
@@ -41,6 +42,10 @@ STATUSES: frozenset[str] = frozenset(
 FAILED_STATUSES: frozenset[str] = frozenset({"CREATE_FAILED", "START_FAILED", "RESIZE_FAILED"})
 
 ProgressCallback = Callable[[Instance], object]
+EventCallback = Callable[[Event], object]
+
+EVENT_GRACE = 0.2
+"""Seconds a wait that reached its status still listens for the event of that change."""
 
 
 def targets_of(status: str | Iterable[str]) -> frozenset[str]:

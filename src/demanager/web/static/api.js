@@ -84,6 +84,48 @@ export class Api {
     return this.request("POST", `/instances/${encodeURIComponent(id)}/signed-url`);
   }
 
+  // Extension routes: an instance's event log (docs/events.md), oldest first.
+  events(id, { limit, offset }) {
+    const query = new URLSearchParams({ limit: String(limit), offset: String(offset) });
+    return this.request("GET", `/instances/${encodeURIComponent(id)}/events?${query}`);
+  }
+
+  // The live feed of an instance's events, as a streaming fetch() answer: EventSource
+  // cannot send the X-Auth-Token header. The caller reads and parses the body
+  // (timeline.js) and aborts it through `signal`.
+  async eventStream(id, { lastEventId, signal }) {
+    const headers = {
+      "X-Auth-Token": this.token,
+      Accept: "text/event-stream",
+      "Last-Event-ID": String(lastEventId),
+    };
+    let response;
+    try {
+      response = await fetch(`${this.base}/instances/${encodeURIComponent(id)}/events/stream`, {
+        headers,
+        signal,
+        cache: "no-store",
+      });
+    } catch (error) {
+      if (error?.name === "AbortError") throw error;
+      throw new ApiError(0, "NETWORK", "The server cannot be reached.");
+    }
+    if (!response.ok) {
+      let payload = null;
+      try {
+        payload = await response.json();
+      } catch {
+        /* not JSON */
+      }
+      throw new ApiError(
+        response.status,
+        payload?.error_code ?? `HTTP ${response.status}`,
+        payload?.error_message ?? (response.statusText || "The request failed."),
+      );
+    }
+    return response;
+  }
+
   // Extension routes: the catalog the create form offers.
   async profiles() {
     return (await this.request("GET", "/profiles")).profiles;

@@ -10,6 +10,7 @@ import { AutoStopDialog, confirmAction, CreateDialog, showError } from "./dialog
 import { InstanceTable } from "./instances.js";
 import { clearSession, loadSession, saveSession } from "./session.js";
 import { CONFIRMATIONS, statusLabel } from "./statuses.js";
+import { Timeline } from "./timeline.js";
 
 const POLL_MS = 2000;
 const HIDDEN_POLL_MS = 10000;
@@ -35,6 +36,11 @@ class Console {
       onAction: (instance, action) => this.act(instance, action),
       onEditAutoStop: (instance) => this.autoStopDialog.open(instance),
       onOpen: (instance) => this.openNotebook(instance),
+      onTimeline: (instance) => this.timeline.open(instance),
+    });
+    this.timeline = new Timeline($("timeline-dialog"), {
+      api: () => this.api,
+      onAuthFailure: (error) => this.signOut(error),
     });
     this.createDialog = new CreateDialog($("create-dialog"), {
       api: () => this.api,
@@ -144,6 +150,7 @@ class Console {
   signOut(error) {
     clearSession();
     this.api = null;
+    this.timeline.close();
     window.clearTimeout(this.timer);
     this.table.clear();
     this.known.clear();

@@ -28,13 +28,14 @@ function setHidden(element, hidden) {
 }
 
 export class InstanceTable {
-  constructor({ tbody, template, empty, onAction, onEditAutoStop, onOpen }) {
+  constructor({ tbody, template, empty, onAction, onEditAutoStop, onOpen, onTimeline }) {
     this.tbody = tbody;
     this.template = template;
     this.empty = empty;
     this.onAction = onAction;
     this.onEditAutoStop = onEditAutoStop;
     this.onOpen = onOpen;
+    this.onTimeline = onTimeline;
     this.entries = new Map(); // id -> { row, parts, instance, deadline, stopTimestamp }
   }
 
@@ -97,6 +98,7 @@ export class InstanceTable {
         storage: q(".cell-storage"),
         autoStop: q(".auto-stop-text"),
         editAutoStop: q("[data-edit='auto-stop']"),
+        timeline: q("[data-timeline]"),
         created: q(".cell-created time"),
         open: q("[data-open]"),
         actions: [...row.querySelectorAll("[data-action]")],
@@ -107,6 +109,7 @@ export class InstanceTable {
       button.addEventListener("click", () => this.onAction(entry.instance, button.dataset.action));
     }
     entry.parts.editAutoStop.addEventListener("click", () => this.onEditAutoStop(entry.instance));
+    entry.parts.timeline.addEventListener("click", () => this.onTimeline(entry.instance));
     entry.parts.open.addEventListener("click", (event) => {
       // The href (the proxy's address) stays for "copy link"; a click opens a signed link.
       event.preventDefault();
@@ -142,6 +145,7 @@ export class InstanceTable {
 
     this.#anchorCountdown(entry, instance);
     setAttr(parts.editAutoStop, "aria-label", `Edit auto-stop of ${name}`);
+    setAttr(parts.timeline, "aria-label", `Timeline of ${name}`);
 
     const url = instance.spec?.annotations?.url ?? "";
     const canOpen = status === "RUNNING" && url !== "";
