@@ -46,6 +46,8 @@ def test_no_extra_methods_on_contract_paths(document: dict[str, Any]) -> None:
         BASE + "/{instance_id}/token": {"get"},
         BASE + "/{instance_id}/signed-url": {"post"},  # extension: docs/reference/api.md
         BASE + "/{instance_id}/events": {"get"},  # extension: docs/events.md
+        BASE + "/{instance_id}/stops": {"get"},  # extension: docs/lifecycle-policy.md
+        BASE + "/{instance_id}/extend": {"post"},  # extension: docs/lifecycle-policy.md
     }
 
 

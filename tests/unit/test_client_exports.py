@@ -39,6 +39,7 @@ EXPECTED = {
     "RouteNotFound",
     "ServerBusy",
     "ServerError",
+    "RunStops",
     "SignedUrlResponse",
     "SortBy",
     "StateConflict",
