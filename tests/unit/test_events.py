@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from demanager import errors
 from demanager.domain import events
 from demanager.domain.catalog import Catalog, Flavor, Profile
-from demanager.domain.events import EventKind
+from demanager.domain.events import Event, EventKind
 from demanager.domain.instance import (
     AutoStop,
     Desired,
@@ -26,6 +26,7 @@ from demanager.domain.instance import (
     UserId,
 )
 from demanager.domain.lifecycle import InstanceStatus as S
+from demanager.engine import events as engine_events
 from demanager.engine.clock import FakeClock
 from demanager.engine.events import EventService
 from demanager.identity.principal import Principal, Role
@@ -349,3 +350,81 @@ async def test_a_stream_resumes_and_a_member_sees_only_their_own(
     for bad in ({"limit": "0"}, {"offset": "-1"}, {"after": "x"}):
         with pytest.raises(errors.InvalidValue):
             await service.page(principal=member, params=bad)
+
+
+async def test_streams_share_one_read_per_commit_and_each_gets_its_scope(
+    database: tuple[str, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sessions = make_sessionmaker(database[1])
+    repo = InstanceRepository(sessions, CATALOG)
+    events_repo = EventRepository(sessions)
+    service = EventService(
+        repository=events_repo, instances=repo, clock=FakeClock(),
+        retention_seconds=60, poll_seconds=30,
+    )
+    mine = await repo.add(_instance(1), project_quota=10, flavor_quota=None)
+    theirs = await repo.add(_instance(2, project="q"), project_quota=10, flavor_quota=None)
+    admin = Principal("u" * 32, "u", "p", Role.ADMIN)
+    streams = [await service.open_stream(principal=admin, params={}, last_event_id=None)
+               for _ in range(20)]
+
+    async def next_ids() -> list[list[str]]:
+        frames = await asyncio.wait_for(asyncio.gather(*(anext(s) for s in streams)), 2)
+        return [[json.loads(line.removeprefix("data: "))["instance_id"]
+                 for line in frame.splitlines() if line.startswith("data: ")]
+                for frame in frames]
+
+    for stream in streams:
+        await anext(stream)
+    mine = await repo.transition(mine, S.RUNNING, now_ms=2000)
+    assert await next_ids() == [["DE-1"]] * 20
+    reads = 0
+    tail = events_repo.tail
+
+    async def counted(**kwargs: object) -> list[Event]:
+        nonlocal reads
+        reads += 1
+        return await tail(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(events_repo, "tail", counted)
+    await repo.transition(theirs, S.RUNNING, now_ms=2001)  # another project's: not sent
+    await repo.transition(mine, S.STOPPING, now_ms=2002)
+    assert await next_ids() == [["DE-1"]] * 20
+    assert reads <= 2, "every stream read the store for itself"
+    for stream in streams:
+        await stream.aclose()
+    await service.tail.close()
+
+
+async def test_a_stream_that_falls_far_behind_is_cut_off_and_can_resume(
+    database: tuple[str, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_events, "TAIL_QUEUE", 2)
+    sessions = make_sessionmaker(database[1])
+    repo = InstanceRepository(sessions, CATALOG)
+    service = EventService(
+        repository=EventRepository(sessions), instances=repo, clock=FakeClock(),
+        retention_seconds=60, poll_seconds=0.05,
+    )
+    admin = Principal("u" * 32, "u", "p", Role.ADMIN)
+    stream = await service.open_stream(principal=admin, params={}, last_event_id=None)
+    await anext(stream)
+    for n in range(1, 6):  # five events while the client reads nothing
+        await repo.add(_instance(n), project_quota=10, flavor_quota=None)
+    await asyncio.sleep(0.3)
+    received = [frame async for frame in stream]  # what was queued, then the end
+    ids = [int(line.removeprefix("id: ")) for frame in received
+           for line in frame.splitlines() if line.startswith("id: ")]
+    assert len(ids) < 5
+    resumed = await service.open_stream(
+        principal=admin, params={}, last_event_id=str(ids[-1] if ids else 0)
+    )
+    await anext(resumed)
+    later: list[int] = []
+    while len(ids) + len(later) < 5:
+        rest = await asyncio.wait_for(anext(resumed), 1)
+        later += [int(line.removeprefix("id: ")) for line in rest.splitlines()
+                  if line.startswith("id: ")]
+    assert ids + later == list(range(ids[0], ids[0] + 5))  # none lost, none twice
+    await resumed.aclose()
+    await service.tail.close()

@@ -65,7 +65,9 @@ class EventHub:
 class _Subscriber:
     def __init__(self, scope: EventFilter) -> None:
         self.scope = scope
-        self.queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(TAIL_QUEUE)
+        # Unbounded as a queue; ``EventTail`` stops filling it at ``TAIL_QUEUE``, so
+        # that the end of the stream always fits behind what it holds.
+        self.queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
 
 
 class EventTail:
@@ -127,14 +129,14 @@ class EventTail:
         for subscriber in list(self._subscribers):
             if not subscriber.scope.admits(event):
                 continue
-            frame = frame or sse_frame(event)
-            try:
-                subscriber.queue.put_nowait((event.id, frame))
-            except asyncio.QueueFull:
-                # Far behind: cut it off (the stream ends) rather than hold events for it.
+            if subscriber.queue.qsize() >= TAIL_QUEUE:
+                # Far behind: end its stream after what it holds, rather than hold ever
+                # more for it; the client resumes from the store with Last-Event-ID.
                 self._subscribers.discard(subscriber)
-                subscriber.queue.get_nowait()
                 subscriber.queue.put_nowait(None)
+                continue
+            frame = frame or sse_frame(event)
+            subscriber.queue.put_nowait((event.id, frame))
 
 
 def _whole(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
