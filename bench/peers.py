@@ -144,7 +144,7 @@ class Peer:
     """What the measurements need of either peer."""
 
     name: str
-    control: list[psutil.Process]  # the control plane's processes
+    control: dict[str, list[psutil.Process]]  # the control plane's processes, by role
     get_one: str  # URLs and headers for the read load
     list_200: str
     headers: dict[str, str]
@@ -228,7 +228,7 @@ class Hub:
         proxy = self._proxy()
         assert proxy is not None
         api = f"http://127.0.0.1:{self.hub_port}/hub/api"
-        return Peer("JupyterHub", [psutil.Process(self.proc.pid), proxy],
+        return Peer("JupyterHub", {"hub": [psutil.Process(self.proc.pid)], "proxy": [proxy]},
                     f"{api}/users/{names[len(names) // 2]}",
                     f"{api}/users?offset=0&limit=200", self.headers)
 
@@ -307,7 +307,7 @@ class Demanager:
         assert self.server.proc is not None
         top = psutil.Process(self.server.proc.pid)
         base = f"{self.server.url}/v1/{self.server.project}/demanager/instances"
-        return Peer("demanager", [top, *top.children(recursive=True)],
+        return Peer("demanager", {"serve": [top, *top.children(recursive=True)]},
                     f"{base}/{ids[len(ids) // 2]}",
                     f"{base}?de_type=Notebook&offset=0&limit=200", self.headers)
 
@@ -377,9 +377,10 @@ def many_starts(peer: Hub | Demanager, names: list[str]) -> tuple[float, list[st
     return time.perf_counter() - began, keys
 
 
-def pss(processes: list[psutil.Process]) -> tuple[float, float]:
-    """(PSS, RSS) in MiB of these processes and all their descendants."""
-    tree = {p.pid: p for top in processes for p in [top, *top.children(recursive=True)]}
+def pss(processes: list[psutil.Process], *, descendants: bool = True) -> tuple[float, float]:
+    """(PSS, RSS) in MiB of these processes and (by default) all their descendants."""
+    tree = {p.pid: p for top in processes
+            for p in [top, *(top.children(recursive=True) if descendants else [])]}
     total_pss = total_rss = 0
     for proc in tree.values():
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -490,10 +491,17 @@ def starts(hub: Hub, ours: Demanager, concurrent: list[int], rows: list[Row]) ->
 
 
 def reads(hub: Peer, ours: Peer, seconds: float, rows: list[Row]) -> None:
-    mem_hub, rss_hub = pss(hub.control)
-    mem_ours, rss_ours = pss(ours.control)
-    rows.append(Row("control plane RSS (PSS)", f"{rss_hub:.0f} MiB ({mem_hub:.0f})",
-                    f"{rss_ours:.0f} MiB ({mem_ours:.0f})", rss_hub / rss_ours))
+    rss: dict[str, float] = {}
+    texts: dict[str, str] = {}
+    for peer in (hub, ours):
+        parts = {role: pss(procs, descendants=False) for role, procs in peer.control.items()}
+        rss[peer.name] = sum(r for _, r in parts.values())
+        each = " + ".join(f"{role} {r:.0f}" for role, (_, r) in parts.items())
+        texts[peer.name] = (f"{rss[peer.name]:.0f} MiB"
+                            + (f" ({each})" if len(parts) > 1 else "")
+                            + f", PSS {sum(p for p, _ in parts.values()):.0f}")
+    rows.append(Row("control plane RSS", texts[hub.name], texts[ours.name],
+                    rss[hub.name] / rss[ours.name]))
     for what, hub_url, our_url in (("GET one, c=16", hub.get_one, ours.get_one),
                                    ("GET a page of 200, c=16", hub.list_200, ours.list_200)):
         for url, headers in ((hub_url, hub.headers), (our_url, ours.headers)):
