@@ -29,6 +29,7 @@ import re
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -192,12 +193,11 @@ class Hub:
         return children
 
     def _proxy(self) -> psutil.Process | None:
-        return next((p for p in self._children()
-                     if "configurable-http-proxy" in " ".join(p.cmdline())), None)
+        return next((p for p in self._children() if "configurable-http-proxy" in _cmd(p)), None)
 
     def notebooks(self) -> list[psutil.Process]:
         """The single-user servers' top processes."""
-        return [p for p in self._children() if "jupyterhub-singleuser" in " ".join(p.cmdline())]
+        return [p for p in self._children() if "jupyterhub-singleuser" in _cmd(p)]
 
     def create_users(self, names: list[str]) -> None:
         for at in range(0, len(names), 100):
@@ -316,6 +316,13 @@ class Demanager:
         self.server.close()
 
 
+def _cmd(proc: psutil.Process) -> str:
+    """The command line, or "" for a process gone or not yet reaped."""
+    with contextlib.suppress(psutil.Error):
+        return " ".join(proc.cmdline())
+    return ""
+
+
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = 900.0) -> None:
     deadline, delay = time.monotonic() + timeout, 0.05
     while not predicate():
@@ -352,29 +359,41 @@ def one_start(peer: Hub | Demanager, name: str) -> tuple[float, str]:
     return time.perf_counter() - began, key
 
 
-def many_starts(peer: Hub | Demanager, names: list[str]) -> tuple[float, list[str]]:
-    """Seconds from sending ``len(names)`` start requests at once to every notebook
-    answering through the proxy. The control plane is asked which are ready (one list
-    request per round); each then has to answer ``/api/status`` too."""
+def many_starts(peer: Hub | Demanager,
+                names: list[str]) -> tuple[float, list[float], list[str]]:
+    """Seconds from sending ``len(names)`` start requests at once until every notebook
+    answers through the proxy, each one's time, and their keys. Every 0.25 s one list
+    request asks the control plane which are ready; each then has to answer
+    ``/api/status`` too. (JupyterHub answers a start request only when the spawn is done
+    or after 10 s, so the polling does not wait for the requests.)"""
 
-    async def started() -> list[str]:
+    async def run() -> tuple[float, list[float], list[str]]:
         async with httpx.AsyncClient(base_url=str(peer.api.base_url), headers=peer.headers,
                                      timeout=900) as client:
-            keys = await asyncio.gather(*(peer.request_start(client, n) for n in names))
-        return [str(key or name) for key, name in zip(keys, names, strict=True)]
+            began = time.perf_counter()
+            requests = {name: asyncio.create_task(peer.request_start(client, name))
+                        for name in names}
+            up: dict[str, float] = {}
+            keys: dict[str, str] = {}
+            while len(up) < len(names):
+                for name, task in requests.items():
+                    result = task.result() if task.done() else None  # raises if it failed
+                    if name not in keys and (isinstance(peer, Hub) or task.done()):
+                        keys[name] = str(result or name)
+                pending = {keys[n] for n in keys if n not in up}
+                ready = await asyncio.to_thread(peer.ready, pending) if pending else set()
+                for name in [n for n in keys if keys[n] in ready]:
+                    if await asyncio.to_thread(answers, peer.status_url(keys[name]),
+                                               peer.headers):
+                        up[name] = time.perf_counter() - began
+                if time.perf_counter() - began > 900:
+                    raise RuntimeError(f"{len(names) - len(up)} of {len(names)} never answered")
+                if len(up) < len(names):
+                    await asyncio.sleep(BATCH_POLL)
+            await asyncio.gather(*requests.values())
+            return max(up.values()), sorted(up.values()), [keys[n] for n in names]
 
-    began = time.perf_counter()
-    keys = asyncio.run(started())
-    pending = set(keys)
-    while pending:
-        for key in peer.ready(pending):
-            if answers(peer.status_url(key), peer.headers):
-                pending.discard(key)
-        if pending:
-            if time.perf_counter() - began > 900:
-                raise RuntimeError(f"{len(pending)} of {len(keys)} never answered")
-            time.sleep(BATCH_POLL)
-    return time.perf_counter() - began, keys
+    return asyncio.run(run())
 
 
 def pss(processes: list[psutil.Process], *, descendants: bool = True) -> tuple[float, float]:
@@ -407,14 +426,21 @@ def load(url: str, headers: dict[str, str], connections: int, seconds: float) ->
     """``wrk -t1`` at ``connections`` for ``seconds``, or the aiohttp client without wrk."""
     if not shutil.which("wrk"):
         return asyncio.run(_aiohttp_load(url, headers, connections, seconds))
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "60s",
+            "--latency", url]
     for key, value in headers.items():
         argv += ["-H", f"{key}: {value}"]
     out = _run(argv)
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return Load(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-                _ms(latency["50"]), _ms(latency["99"]), int(errors.group(1)) if errors else 0)
+    latency = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)\s*$", out, re.M))
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rate is None or len(latency) < 2:
+        raise RuntimeError(f"unexpected output of wrk:\n{out}")
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    broken = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       out)
+    errors = (int(failed.group(1)) if failed else 0) + (
+        sum(int(n) for n in broken.groups()) if broken else 0)
+    return Load(float(rate.group(1)), _ms(latency["50"]), _ms(latency["99"]), errors)
 
 
 async def _aiohttp_load(url: str, headers: dict[str, str], connections: int,
@@ -457,6 +483,10 @@ def _s(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
+def _spread(times: list[float]) -> str:
+    return f"{times[0]:.1f} / {statistics.median(times):.1f} / {times[-1]:.1f} s"
+
+
 def _load_text(result: Load) -> str:
     bad = f", {result.errors} non-2xx" if result.errors else ""
     return f"{result.rate:.0f} req/s, p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms{bad}"
@@ -479,12 +509,12 @@ def starts(hub: Hub, ours: Demanager, concurrent: list[int], rows: list[Row]) ->
     for count in concurrent:
         names = [f"c{count}-{i}" for i in range(count)]
         hub.create_users(names)
-        took_hub, _ = many_starts(hub, names)
+        took_hub, each_hub, _ = many_starts(hub, names)
         hub.stop(names)
-        took_ours, ids = many_starts(ours, names)
+        took_ours, each_ours, ids = many_starts(ours, names)
         ours.stop(ids)
-        print(f"  {count} concurrent: JupyterHub {_s(took_hub)}, demanager {_s(took_ours)}",
-              flush=True)
+        print(f"  {count} concurrent, first / median / last up: JupyterHub {_spread(each_hub)},"
+              f" demanager {_spread(each_ours)}", flush=True)
         rows.append(Row(f"{count} concurrent starts, all up", f"{count / took_hub:.2f}/s "
                         f"({_s(took_hub)})", f"{count / took_ours:.2f}/s ({_s(took_ours)})",
                         took_hub / took_ours))
