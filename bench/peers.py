@@ -222,7 +222,13 @@ class Hub:
                 await asyncio.gather(*(client.delete(f"/users/{n}/server") for n in names))
 
         asyncio.run(stop_all())
-        _wait(lambda: not self.notebooks(), "JupyterHub's notebooks to exit")
+        _wait(lambda: not self.notebooks() and not any(
+            _status(p) == psutil.STATUS_ZOMBIE for p in self._children()),
+              "JupyterHub's notebooks to exit and be reaped")
+
+    def control_plane(self) -> list[psutil.Process]:
+        proxy = self._proxy()
+        return [psutil.Process(self.proc.pid), *([proxy] if proxy else [])]
 
     def peer(self, names: list[str]) -> Peer:
         proxy = self._proxy()
@@ -283,6 +289,10 @@ class Demanager:
                 raise RuntimeError(f"{item['id']} failed: {item}")
         return {item["id"] for item in mine if item["status"] == "RUNNING"}
 
+    def control_plane(self) -> list[psutil.Process]:
+        assert self.server.proc is not None
+        return [psutil.Process(self.server.proc.pid)]
+
     def notebook(self, instance_id: str) -> list[psutil.Process]:
         return [psutil.Process(pid) for pid in processes_of(instance_id)]
 
@@ -298,7 +308,7 @@ class Demanager:
     def create_records(self, count: int) -> list[str]:
         ids = [str(self.api.post("", json={"name": f"rec-{i:05d}", **BODY}).json()["id"])
                for i in range(count)]
-        running = {"de_type": "Notebook", "status": "RUNNING", "limit": 1}
+        running: dict[str, str | int] = {"de_type": "Notebook", "status": "RUNNING", "limit": 1}
         _wait(lambda: self.api.get("", params=running).json()["total_count"] >= count,
               "the records to be RUNNING")
         return ids
@@ -320,6 +330,12 @@ def _cmd(proc: psutil.Process) -> str:
     """The command line, or "" for a process gone or not yet reaped."""
     with contextlib.suppress(psutil.Error):
         return " ".join(proc.cmdline())
+    return ""
+
+
+def _status(proc: psutil.Process) -> str:
+    with contextlib.suppress(psutil.Error):
+        return str(proc.status())
     return ""
 
 
@@ -487,6 +503,22 @@ def _spread(times: list[float]) -> str:
     return f"{times[0]:.1f} / {statistics.median(times):.1f} / {times[-1]:.1f} s"
 
 
+def cpu(processes: list[psutil.Process], *, control: bool = False) -> float:
+    """CPU seconds of a notebook's processes and their descendants; or, with
+    ``control``, of the control plane's processes alone (their descendants are the
+    notebooks) plus the children they have waited for (a server's helper commands)."""
+    tree = {p.pid: p for top in processes
+            for p in [top, *([] if control else top.children(recursive=True))]}
+    total = 0.0
+    for proc in tree.values():
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+            if control:
+                total += times.children_user + times.children_system
+    return total
+
+
 def _load_text(result: Load) -> str:
     bad = f", {result.errors} non-2xx" if result.errors else ""
     return f"{result.rate:.0f} req/s, p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms{bad}"
@@ -509,12 +541,20 @@ def starts(hub: Hub, ours: Demanager, concurrent: list[int], rows: list[Row]) ->
     for count in concurrent:
         names = [f"c{count}-{i}" for i in range(count)]
         hub.create_users(names)
+        before = cpu(hub.control_plane(), control=True)
         took_hub, each_hub, _ = many_starts(hub, names)
+        cpu_hub = (cpu(hub.notebooks()), cpu(hub.control_plane(), control=True) - before)
         hub.stop(names)
+        before = cpu(ours.control_plane(), control=True)
         took_ours, each_ours, ids = many_starts(ours, names)
+        cpu_ours = (cpu([p for i in ids for p in ours.notebook(i)]),
+                    cpu(ours.control_plane(), control=True) - before)
         ours.stop(ids)
         print(f"  {count} concurrent, first / median / last up: JupyterHub {_spread(each_hub)},"
               f" demanager {_spread(each_ours)}", flush=True)
+        print(f"    CPU seconds per start, notebook + control plane: JupyterHub "
+              f"{cpu_hub[0] / count:.2f} + {cpu_hub[1] / count:.2f}, demanager "
+              f"{cpu_ours[0] / count:.2f} + {cpu_ours[1] / count:.2f}", flush=True)
         rows.append(Row(f"{count} concurrent starts, all up", f"{count / took_hub:.2f}/s "
                         f"({_s(took_hub)})", f"{count / took_ours:.2f}/s ({_s(took_ours)})",
                         took_hub / took_ours))
