@@ -6,7 +6,8 @@ next run (keyed by version). Then measures, back to back, on JupyterHub and on d
 
 * one start: from the request to the notebook answering ``/api/status`` through the
   peer's proxy (CHP; demanager's own), and the PSS of that notebook once idle;
-* 10 and 30 concurrent starts: starts per second until every notebook answers;
+* 10 and 30 concurrent starts: starts per second until every notebook answers, and
+  the CPU seconds a start costs the notebook and the control plane;
 * with 1,000 records in each store (JupyterHub users; demanager instances on the fake
   backend), GET one and GET a page of 200 at 16 connections (``wrk`` from Debian, else
   an aiohttp client at the same concurrency), and the control plane's memory.
@@ -14,8 +15,13 @@ next run (keyed by version). Then measures, back to back, on JupyterHub and on d
 Both peers run the same JupyterLab: the notebook environment of the process backend
 (``DEMANAGER_PROCESS__NOTEBOOK_PYTHON``). It prints each pair and its ratio; nothing is
 asserted. Loopback only, besides PyPI and npm; everything started is stopped.
+docs/benchmarks.md (Peers) says how each peer is set up and why.
 
     .venv/bin/python bench/peers.py [--records 1000] [--concurrent 10,30] [--seconds 10]
+                                    [--jupyterhub VERSION]
+
+One file past the usual size on purpose: the two peers' drivers sit side by side, so
+that a reader can check that both are measured alike.
 """
 
 from __future__ import annotations
