@@ -19,7 +19,7 @@ else
 DATA_DIR ?= ./demanager-data
 endif
 
-.PHONY: image notebook-env run test test-suite test-fast lint typecheck bench bench-replicas bench-storage bench-events install install-test browser clean
+.PHONY: image notebook-env run test test-suite test-fast lint typecheck bench bench-replicas bench-storage bench-events bench-peers install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -94,10 +94,15 @@ bench-replicas: install-test  ## print the replicas' reconcile throughput and th
 bench-storage: install-test  ## print FolderSync's times against boto3's transfer manager
 	$(BIN)/python bench/storage.py
 
-# A few minutes: 200 subscribers on the project-wide event stream while 1,000 instances
-# are created, stopped and deleted; one subscriber is the baseline.
+# A few minutes: 200 subscribers on the project-wide event stream while 1,000 running
+# instances are stopped; one subscriber is the baseline.
 bench-events: install-test  ## print the event streams' fan-out and delivery latency
 	$(BIN)/python bench/events.py
+
+# Minutes too: JupyterHub (latest) and configurable-http-proxy are installed under the temp
+# dir on the first run and kept; then both peers start the same JupyterLab and serve reads.
+bench-peers: install-test $(NOTEBOOK_DEPS)  ## print demanager's figures next to JupyterHub's
+	$(BIN)/python bench/peers.py
 
 clean:  ## remove the venv and the ./demanager-data of a non-root run (never /var/lib/demanager)
 	rm -rf $(VENV) ./demanager-data
