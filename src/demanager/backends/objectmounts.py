@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from demanager import errors
 from demanager.backends import fusemounts
@@ -51,12 +52,15 @@ from demanager.backends.base import LaunchSpec
 from demanager.backends.sandbox import Account
 from demanager.domain.instance import FailedReason
 from demanager.objectstore.access import ObjectAccess
-from demanager.objectstore.client import ObjectStore, StoreCache
 from demanager.objectstore.mounts import BucketMount, bucket_mounts
 from demanager.objectstore.options import S3Options
 from demanager.objectstore.paths import BucketPath
+from demanager.objectstore.stores import StoreCache
 from demanager.objectstore.sync import FolderSync
 from demanager.schemas.errors import lookup as error_code
+
+if TYPE_CHECKING:
+    from demanager.objectstore.client import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from demanager.domain.instance import Storage
 from demanager.objectstore.access import ObjectAccess
-from demanager.objectstore.client import StoreCache
 from demanager.objectstore.mounts import bucket_mounts
+from demanager.objectstore.stores import StoreCache
 
 
 class BucketCheck:

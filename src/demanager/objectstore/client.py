@@ -6,7 +6,6 @@ bucket and the reason. The credentials appear in no message and no log line.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -142,21 +141,3 @@ class ObjectStore:
             self._s3.delete_object(Bucket=bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             raise _reason(bucket, exc) from None
-
-
-class StoreCache:
-    """One client per endpoint and key pair: a boto3 client is thread-safe and slow to
-    make. Keyed by a digest of the secret too, so that changed keys (a project's own,
-    set again) are used at once and a wrong secret never borrows a right one's client."""
-
-    def __init__(self) -> None:
-        self._stores: dict[tuple[str | None, str, str | None, str], ObjectStore] = {}
-
-    def get(self, options: S3Options) -> ObjectStore:
-        secret = options.secret_access_key
-        digest = hashlib.sha256(secret.get_secret_value().encode()).hexdigest() if secret else ""
-        key = (options.endpoint_url, options.region, options.access_key_id, digest)
-        store = self._stores.get(key)
-        if store is None:
-            store = self._stores[key] = ObjectStore(options)
-        return store

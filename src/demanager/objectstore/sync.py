@@ -18,9 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from demanager.objectstore.client import ObjectStore
 from demanager.objectstore.paths import BucketPath
 from demanager.objectstore.plan import (
     Action,
@@ -37,6 +36,9 @@ from demanager.objectstore.plan import (
     plan_down,
     plan_up,
 )
+
+if TYPE_CHECKING:
+    from demanager.objectstore.client import ObjectStore
 
 log = logging.getLogger(__name__)
 

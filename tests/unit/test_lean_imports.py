@@ -1,0 +1,38 @@
+"""What a server loads: libraries that only some deployments use are imported when one
+is first used, so the control plane of every other deployment does not carry them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SERVER_MODULES = (
+    "demanager.cli.main", "demanager.api.app", "demanager.engine.runtime",
+    "demanager.backends.process", "demanager.backends.fake", "demanager.backends.objectmounts",
+    "demanager.engine.buckets", "demanager.objectstore.sync",
+)
+
+
+def _loaded_after(imports: str) -> set[str]:
+    report = "print(' '.join({m.split('.')[0] for m in sys.modules}))"
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{imports}\n{report}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    return set(done.stdout.split())
+
+
+def test_a_server_without_object_storage_never_loads_boto3() -> None:
+    loaded = _loaded_after("\n".join(f"import {m}" for m in SERVER_MODULES))
+    assert "demanager" in loaded
+    assert not {"boto3", "botocore", "s3transfer"} & loaded
+
+
+def test_the_first_bucket_client_loads_boto3() -> None:
+    loaded = _loaded_after(
+        "from demanager.objectstore.options import S3Options\n"
+        "from demanager.objectstore.stores import StoreCache\n"
+        "StoreCache().get(S3Options(endpoint_url='http://127.0.0.1:9', access_key_id='a',"
+        " secret_access_key='s'))"
+    )
+    assert {"boto3", "botocore"} <= loaded
