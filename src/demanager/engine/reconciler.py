@@ -168,10 +168,6 @@ class Reconciler:
         if self._steps.webhook is not None:
             await self._steps.webhook.close()
 
-    @property
-    def policy(self) -> Policy:
-        return self._policy
-
     def notify(self, instance_id: str) -> None:
         """The API recorded new intent for ``instance_id``: act on it now."""
         self._snapshots.pop(instance_id, None)
