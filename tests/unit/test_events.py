@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -131,12 +133,26 @@ async def database(tmp_path: Path) -> AsyncIterator[tuple[str, AsyncEngine]]:
         yield built
 
 
-async def test_status_writes_append_their_events_in_order(
-    database: tuple[str, AsyncEngine],
-) -> None:
+@dataclass
+class Stores:
+    instances: InstanceRepository
+    events: EventRepository
+
+    def service(self, **options: Any) -> EventService:
+        return EventService(repository=self.events, instances=self.instances,
+                            clock=FakeClock(), **{"retention_seconds": 60, **options})
+
+
+@pytest.fixture
+def stores(database: tuple[str, AsyncEngine]) -> Stores:
     sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    log = EventRepository(sessions)
+    return Stores(InstanceRepository(sessions, CATALOG), EventRepository(sessions))
+
+
+async def test_status_writes_append_their_events_in_order(
+    stores: Stores,
+) -> None:
+    repo, log = stores.instances, stores.events
     woken: list[int] = []
     repo.on_event(lambda: woken.append(1))
     alice = events.user("alice")
@@ -158,10 +174,8 @@ async def test_status_writes_append_their_events_in_order(
     assert len(woken) == 4
 
 
-async def test_a_write_that_loses_leaves_no_event(database: tuple[str, AsyncEngine]) -> None:
-    sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    log = EventRepository(sessions)
+async def test_a_write_that_loses_leaves_no_event(stores: Stores) -> None:
+    repo, log = stores.instances, stores.events
     created = await repo.add(_instance(1), project_quota=10, flavor_quota=None)
     await repo.transition(created, S.RUNNING, now_ms=2000)
     with pytest.raises(Exception, match="changed meanwhile"):
@@ -170,10 +184,8 @@ async def test_a_write_that_loses_leaves_no_event(database: tuple[str, AsyncEngi
     assert total == 2
 
 
-async def test_the_failure_names_its_event(database: tuple[str, AsyncEngine]) -> None:
-    sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    log = EventRepository(sessions)
+async def test_the_failure_names_its_event(stores: Stores) -> None:
+    repo, log = stores.instances, stores.events
     created = await repo.add(_instance(1), project_quota=10, flavor_quota=None)
     reason = FailedReason("ModelArts.6361", "gone", {"cause": "exited"})
     failed = await repo.transition(created, S.CREATE_FAILED, now_ms=2000, failed=reason)
@@ -185,10 +197,8 @@ async def test_the_failure_names_its_event(database: tuple[str, AsyncEngine]) ->
     assert failed.failed == stored.failed
 
 
-async def test_a_queued_create_says_its_rank(database: tuple[str, AsyncEngine]) -> None:
-    sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    log = EventRepository(sessions)
+async def test_a_queued_create_says_its_rank(stores: Stores) -> None:
+    repo, log = stores.instances, stores.events
     for n in (1, 2):
         await repo.add(_instance(n, S.CREATE_QUEUING, at=n * 1000), project_quota=10,
                        flavor_quota=None)
@@ -197,10 +207,8 @@ async def test_a_queued_create_says_its_rank(database: tuple[str, AsyncEngine]) 
     assert found[1].detail == {"rank": 2}
 
 
-async def test_pages_scopes_and_purge(database: tuple[str, AsyncEngine]) -> None:
-    sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    log = EventRepository(sessions)
+async def test_pages_scopes_and_purge(stores: Stores) -> None:
+    repo, log = stores.instances, stores.events
     for n in range(5):
         await repo.add(_instance(n, at=1000 + n), project_quota=10, flavor_quota=None)
     await repo.add(_instance(9, project="other", at=2000), project_quota=10, flavor_quota=None)
@@ -219,11 +227,9 @@ async def test_pages_scopes_and_purge(database: tuple[str, AsyncEngine]) -> None
 
 
 async def test_health_lost_and_regained_and_an_auto_stop(
-    database: tuple[str, AsyncEngine],
+    stores: Stores,
 ) -> None:
-    sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    log = EventRepository(sessions)
+    repo, log = stores.instances, stores.events
     created = await repo.add(_instance(1), project_quota=10, flavor_quota=None)
     running = await repo.transition(created, S.RUNNING, now_ms=2000)
     fault = FailedReason("ModelArts.6361", "stopped answering", {"cause": "unresponsive"})
@@ -245,11 +251,9 @@ async def test_health_lost_and_regained_and_an_auto_stop(
 
 
 async def test_an_adoption_is_recorded_without_a_write(
-    database: tuple[str, AsyncEngine],
+    stores: Stores,
 ) -> None:
-    sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    log = EventRepository(sessions)
+    repo, log = stores.instances, stores.events
     created = await repo.add(_instance(1), project_quota=10, flavor_quota=None)
     await repo.record(created, events.adopted(), now_ms=5000)
     _, found = await log.page(EventFilter("p"), limit=10)
@@ -259,13 +263,11 @@ async def test_an_adoption_is_recorded_without_a_write(
 
 
 async def test_a_reader_after_the_last_id_misses_nothing_of_concurrent_writes(
-    database: tuple[str, AsyncEngine],
+    stores: Stores,
 ) -> None:
     """What a stream does: read after the last id seen, again and again, while others
     write; every event must be seen, though ids are handed out before commit."""
-    sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    log = EventRepository(sessions)
+    repo, log = stores.instances, stores.events
     seen: list[int] = []
     done = asyncio.Event()
 
@@ -297,14 +299,10 @@ async def test_a_reader_after_the_last_id_misses_nothing_of_concurrent_writes(
 
 
 async def test_a_stream_wakes_on_a_write_beats_when_idle_and_ends_on_shutdown(
-    database: tuple[str, AsyncEngine],
+    stores: Stores,
 ) -> None:
-    sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    service = EventService(
-        repository=EventRepository(sessions), instances=repo, clock=FakeClock(),
-        retention_seconds=60, poll_seconds=30, heartbeat_seconds=0.2,
-    )
+    repo = stores.instances
+    service = stores.service(poll_seconds=30, heartbeat_seconds=0.2)
     created = await repo.add(_instance(1), project_quota=10, flavor_quota=None)
     admin = Principal("u" * 32, "u", "p", Role.ADMIN)
     stream = await service.open_stream(principal=admin, params={}, last_event_id=None)
@@ -327,14 +325,10 @@ async def test_a_stream_wakes_on_a_write_beats_when_idle_and_ends_on_shutdown(
 
 
 async def test_a_stream_resumes_and_a_member_sees_only_their_own(
-    database: tuple[str, AsyncEngine],
+    stores: Stores,
 ) -> None:
-    sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    service = EventService(
-        repository=EventRepository(sessions), instances=repo, clock=FakeClock(),
-        retention_seconds=60,
-    )
+    repo = stores.instances
+    service = stores.service()
     await repo.add(_instance(1), project_quota=10, flavor_quota=None)
     other = _instance(2)
     await repo.add(other.evolve(user_id=UserId("v" * 32)), project_quota=10, flavor_quota=None)
@@ -353,15 +347,11 @@ async def test_a_stream_resumes_and_a_member_sees_only_their_own(
 
 
 async def test_streams_share_one_read_per_commit_and_each_gets_its_scope(
-    database: tuple[str, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    events_repo = EventRepository(sessions)
-    service = EventService(
-        repository=events_repo, instances=repo, clock=FakeClock(),
-        retention_seconds=60, poll_seconds=30,
-    )
+    repo = stores.instances
+    events_repo = stores.events
+    service = stores.service(poll_seconds=30)
     mine = await repo.add(_instance(1), project_quota=10, flavor_quota=None)
     theirs = await repo.add(_instance(2, project="q"), project_quota=10, flavor_quota=None)
     admin = Principal("u" * 32, "u", "p", Role.ADMIN)
@@ -397,15 +387,11 @@ async def test_streams_share_one_read_per_commit_and_each_gets_its_scope(
 
 
 async def test_a_stream_that_falls_far_behind_is_cut_off_and_can_resume(
-    database: tuple[str, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(engine_events, "TAIL_QUEUE", 2)
-    sessions = make_sessionmaker(database[1])
-    repo = InstanceRepository(sessions, CATALOG)
-    service = EventService(
-        repository=EventRepository(sessions), instances=repo, clock=FakeClock(),
-        retention_seconds=60, poll_seconds=0.05,
-    )
+    repo = stores.instances
+    service = stores.service(poll_seconds=0.05)
     admin = Principal("u" * 32, "u", "p", Role.ADMIN)
     stream = await service.open_stream(principal=admin, params={}, last_event_id=None)
     await anext(stream)
