@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import (
     Browser,
@@ -103,6 +104,19 @@ def row(page: Page, name: str) -> Locator:
 
 
 # --- the whole life cycle with a real JupyterLab -------------------------------------------
+
+
+def running(api: httpx.Client, name: str, *, stop: bool = False, **spec: object) -> str:
+    """An instance created through the API and RUNNING (``stop``: then STOPPED)."""
+    created = api.post("", json={
+        "name": name, "profile_id": CPU_PROFILE, "flavor": "modelarts.vm.cpu.2u",
+        "spec": {"storage": {"type": "evs"}, **spec},
+    }).json()
+    wait_for_status(api, created["id"], "RUNNING")
+    if stop:
+        api.post(f"/{created['id']}/action", json={"action": "stop"})
+        wait_for_status(api, created["id"], "STOPPED")
+    return str(created["id"])
 
 
 def test_lifecycle_with_a_real_jupyterlab(
@@ -237,11 +251,7 @@ def test_auto_stop_is_shown_and_edited(
 ) -> None:
     server = server_factory()
     with server.client() as api:
-        created = api.post("", json={
-            "name": "timed", "profile_id": CPU_PROFILE, "flavor": "modelarts.vm.cpu.2u",
-            "spec": {"storage": {"type": "evs"}, "auto_stop": {"enable": True, "duration": 7200}},
-        }).json()
-        wait_for_status(api, created["id"], "RUNNING")
+        timed_id = running(api, "timed", auto_stop={"enable": True, "duration": 7200})
 
         sign_in(page, server)
         timed = row(page, "timed")
@@ -258,7 +268,7 @@ def test_auto_stop_is_shown_and_edited(
         dialog.get_by_role("button", name="Save").click()
         expect(dialog).to_be_hidden()
         expect(countdown).to_have_text("Off")
-        assert api.get(f"/{created['id']}").json()["spec"]["auto_stop"]["enable"] is False
+        assert api.get(f"/{timed_id}").json()["spec"]["auto_stop"]["enable"] is False
 
         timed.get_by_role("button", name="Edit auto-stop of timed").click()
         dialog.get_by_label("Stop automatically").check()
@@ -266,7 +276,7 @@ def test_auto_stop_is_shown_and_edited(
         dialog.get_by_role("button", name="Save").click()
         # Turned on while running: the contract arms it at the next start.
         expect(countdown).to_have_text("after 3 h (from next start)")
-        stored = api.get(f"/{created['id']}").json()["spec"]["auto_stop"]
+        stored = api.get(f"/{timed_id}").json()["spec"]["auto_stop"]
         assert stored["enable"] is True and stored["duration"] == 3 * 3600
 
     page.get_by_role("button", name="Sign out").click()
@@ -281,13 +291,7 @@ def test_start_asks_first_then_starts(
 ) -> None:
     server = server_factory()
     with server.client() as api:
-        created = api.post("", json={
-            "name": "resting", "profile_id": CPU_PROFILE, "flavor": "modelarts.vm.cpu.2u",
-            "spec": {"storage": {"type": "evs"}},
-        }).json()
-        wait_for_status(api, created["id"], "RUNNING")
-        api.post(f"/{created['id']}/action", json={"action": "stop"})
-        wait_for_status(api, created["id"], "STOPPED")
+        resting_id = running(api, "resting", stop=True)
 
         sign_in(page, server)
         resting = row(page, "resting")
@@ -297,7 +301,7 @@ def test_start_asks_first_then_starts(
         expect(confirm).to_be_visible()
         confirm.get_by_role("button", name="Cancel").click()
         expect(confirm).to_be_hidden()
-        assert api.get(f"/{created['id']}").json()["status"] == "STOPPED", "cancel changes nothing"
+        assert api.get(f"/{resting_id}").json()["status"] == "STOPPED", "cancel changes nothing"
 
         resting.get_by_role("button", name="Start resting").click()
         confirm.get_by_role("button", name="Start", exact=True).click()
@@ -377,13 +381,7 @@ def test_timeline_shows_the_events_of_a_start_as_they_arrive(
     # A notebook that takes a second to answer: "launched" and "ready" arrive apart.
     server = server_factory(env={"DEMANAGER_FAKE__START_DELAY_SECONDS": "1"})
     with server.client() as api:
-        created = api.post("", json={
-            "name": "watched", "profile_id": CPU_PROFILE, "flavor": "modelarts.vm.cpu.2u",
-            "spec": {"storage": {"type": "evs"}},
-        }).json()
-        wait_for_status(api, created["id"], "RUNNING")
-        api.post(f"/{created['id']}/action", json={"action": "stop"})
-        wait_for_status(api, created["id"], "STOPPED")
+        watched_id = running(api, "watched", stop=True)
 
     sign_in(page, server)
     watched = row(page, "watched")
@@ -437,8 +435,8 @@ def test_timeline_shows_the_events_of_a_start_as_they_arrive(
     expect(panel).to_be_hidden()
     expect(watched.get_by_role("button", name="Timeline of watched")).to_be_focused()
     with server.client() as api:
-        api.post(f"/{created['id']}/action", json={"action": "stop"})
-        wait_for_status(api, created["id"], "STOPPED")
+        api.post(f"/{watched_id}/action", json={"action": "stop"})
+        wait_for_status(api, watched_id, "STOPPED")
     watched.get_by_role("button", name="Timeline of watched").click()
     expect(events).to_have_count(len(past) + 5)
     expect(events.last).to_have_attribute("data-kind", "stopped")
@@ -449,17 +447,13 @@ def test_timeline_shows_hostile_text_as_text_and_resumes_a_dropped_stream(
 ) -> None:
     server = server_factory()
     with server.client() as api:
-        created = api.post("", json={
-            "name": "guarded", "profile_id": CPU_PROFILE, "flavor": "modelarts.vm.cpu.2u",
-            "spec": {"storage": {"type": "evs"}},
-        }).json()
-        wait_for_status(api, created["id"], "RUNNING")
+        guarded_id = running(api, "guarded")
 
     hostile = '<img src=x onerror="window.__owned = true">Launched'
     stream_requests: list[dict[str, str]] = []
 
     def event(number: int, kind: str, message: str) -> str:
-        body = {"id": number, "instance_id": created["id"], "at": 1_700_000_000_000 + number,
+        body = {"id": number, "instance_id": guarded_id, "at": 1_700_000_000_000 + number,
                 "kind": kind, "actor": "engine", "message": message, "detail": {}}
         return f"id: {number}\r\ndata: {json.dumps(body)}\r\n\r\n"
 
