@@ -9,7 +9,8 @@ import sys
 SERVER_MODULES = (
     "demanager.cli.main", "demanager.api.app", "demanager.engine.runtime",
     "demanager.backends.process", "demanager.backends.fake", "demanager.backends.objectmounts",
-    "demanager.engine.buckets", "demanager.objectstore.sync",
+    "demanager.engine.buckets", "demanager.objectstore.sync", "demanager.engine.health",
+    "demanager.store.database",
 )
 
 
@@ -36,3 +37,8 @@ def test_the_first_bucket_client_loads_boto3() -> None:
         " secret_access_key='s'))"
     )
     assert {"boto3", "botocore"} <= loaded
+
+
+def test_a_server_never_loads_alembic() -> None:
+    """It reads the schema's revision itself; a child interpreter migrates."""
+    assert "alembic" not in _loaded_after("\n".join(f"import {m}" for m in SERVER_MODULES))

@@ -81,7 +81,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal runtime
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(upgrade_database, settings)
+        await upgrade_database(settings)
         if runtime is None:
             runtime = await Runtime.build(settings)
         app.state.runtime = runtime

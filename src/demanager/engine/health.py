@@ -21,13 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from demanager.backends.base import Backend
-from demanager.store.database import alembic_config
+from demanager.store.database import head_revision
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +58,7 @@ class Readiness:
         self._backend = backend
         self._now = now
         # The migrations on disk do not change while the server runs: read them once.
-        self._heads = frozenset(
-            ScriptDirectory.from_config(alembic_config(str(engine.url))).get_heads()
-        )
+        self._heads = frozenset({head_revision()})
         self._backend_answer: tuple[float, str] | None = None
 
     async def check(self) -> ReadinessReport:

@@ -6,6 +6,7 @@ at import time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -46,7 +47,13 @@ from demanager.identity.service import OPERATOR_NAME, IdentityService
 from demanager.identity.throttle import LoginThrottle
 from demanager.objectstore.access import ObjectAccess
 from demanager.settings import Settings, backend_section
-from demanager.store.database import make_engine, make_sessionmaker, upgrade
+from demanager.store.database import (
+    current_revisions,
+    head_revision,
+    make_engine,
+    make_sessionmaker,
+    upgrade_in_child,
+)
 from demanager.store.events import EventRepository
 from demanager.store.identity import IdentityRepository
 from demanager.store.instances import InstanceRepository
@@ -57,9 +64,16 @@ from demanager.store.projects import ProjectRepository
 
 log = logging.getLogger(__name__)
 
-def upgrade_database(settings: Settings) -> None:
-    """Bring the store's schema to the newest revision (blocking: run it in a thread)."""
-    upgrade(settings.sqlalchemy_url)
+async def upgrade_database(settings: Settings) -> None:
+    """Bring the store's schema to the newest revision; a database already there is only
+    read, and one behind is migrated by a child interpreter (``store/database.py``)."""
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        current = await current_revisions(engine)
+    finally:
+        await engine.dispose()
+    if current != {head_revision()}:
+        await asyncio.to_thread(upgrade_in_child, settings.sqlalchemy_url)
 
 
 class UnknownBackend(ValueError):

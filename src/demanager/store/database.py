@@ -1,16 +1,33 @@
-"""Engine and session factories (no globals) and migrations at start."""
+"""Engine and session factories (no globals) and migrations at start.
+
+The server itself never imports alembic (about 10 MiB of its memory): at start it reads
+the schema's revision, and only a database behind this release is migrated, by a child
+interpreter. The CLI's ``db`` commands and the tests use alembic directly.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+log = logging.getLogger(__name__)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+URL_VARIABLE = "DEMANAGER_MIGRATE_URL"
+"""How the child that migrates gets the database URL: not on its command line, which
+every user of the host can read."""
 
 
 def make_engine(url: str) -> AsyncEngine:
@@ -42,6 +59,8 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:  # type: ignor
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -50,7 +69,47 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations synchronously; call before the event loop starts."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    """The newest schema revision this release knows. Revisions are numbered in order,
+    one file each, so the newest file's number is the head (a test holds alembic's own
+    answer to it)."""
+    return max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
+async def current_revisions(engine: AsyncEngine) -> frozenset[str]:
+    """The database's schema revisions: empty for a database without a schema."""
+    async with engine.connect() as conn:
+        try:
+            rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+        except SQLAlchemyError:
+            return frozenset()
+        return frozenset(str(row[0]) for row in rows)
+
+
+class MigrationFailed(RuntimeError):
+    pass
+
+
+def upgrade_in_child(url: str) -> None:
+    """Migrate to the head in a child interpreter (blocking: run it in a thread). What
+    the migrations say is logged here, as if they had run in this process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "demanager.store.migrate"],
+        env={**os.environ, URL_VARIABLE: url}, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, check=False,
+    )
+    lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    for line in lines:
+        log.log(logging.INFO if done.returncode == 0 else logging.ERROR, "migration: %s", line)
+    if done.returncode != 0:
+        raise MigrationFailed(
+            "migrating the database failed: " + (lines[-1] if lines else f"exit {done.returncode}")
+        )
 
 
 async def schema_revisions(engine: AsyncEngine) -> tuple[str | None, str | None]:
