@@ -52,6 +52,8 @@ import psutil
 sys.path.remove(str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.spawn import bare_process
+from bench.targets import Figures, report
 from tests.server import ServerProcess, free_port, notebook_python, processes_of
 
 import demanager
@@ -530,18 +532,26 @@ def _load_text(result: Load) -> str:
     return f"{result.rate:.0f} req/s, p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms{bad}"
 
 
-def starts(hub: Hub, ours: Demanager, concurrent: list[int], rows: list[Row]) -> None:
+def starts(hub: Hub, ours: Demanager, concurrent: list[int], rows: list[Row],
+           figures: Figures, root: Path) -> None:
+    bare_dir = root / "bare"
+    bare_dir.mkdir()
+    bare_process(bare_dir)  # warms the file-system cache for all three
+    figures["bare_start"] = bare_process(bare_dir)
+    print(f"  a bare jupyter lab start: {_s(figures['bare_start'])}", flush=True)
     hub.create_users(["solo"])
     took_hub, _ = one_start(hub, "solo")
     took_ours, solo = one_start(ours, "solo")
     print(f"  one start: JupyterHub {_s(took_hub)}, demanager {_s(took_ours)}", flush=True)
     rows.append(Row("one start -> /api/status via proxy", _s(took_hub), _s(took_ours),
                     took_hub / took_ours))
+    figures["one_start"] = took_ours
     time.sleep(IDLE)
     mem_hub, rss_hub = pss(hub.notebooks())
     mem_ours, rss_ours = pss(ours.notebook(solo))
     rows.append(Row("idle notebook PSS (RSS)", f"{mem_hub:.0f} MiB ({rss_hub:.0f})",
                     f"{mem_ours:.0f} MiB ({rss_ours:.0f})", mem_hub / mem_ours))
+    figures["idle_pss"] = mem_ours
     hub.stop(["solo"])
     ours.stop([solo])
     for count in concurrent:
@@ -564,9 +574,10 @@ def starts(hub: Hub, ours: Demanager, concurrent: list[int], rows: list[Row]) ->
         rows.append(Row(f"{count} concurrent starts, all up", f"{count / took_hub:.2f}/s "
                         f"({_s(took_hub)})", f"{count / took_ours:.2f}/s ({_s(took_ours)})",
                         took_hub / took_ours))
+        figures[f"starts_per_s_{count}"] = count / took_ours
 
 
-def reads(hub: Peer, ours: Peer, seconds: float, rows: list[Row]) -> None:
+def reads(hub: Peer, ours: Peer, seconds: float, rows: list[Row], figures: Figures) -> None:
     rss: dict[str, float] = {}
     texts: dict[str, str] = {}
     for peer in (hub, ours):
@@ -578,14 +589,19 @@ def reads(hub: Peer, ours: Peer, seconds: float, rows: list[Row]) -> None:
                             + f", PSS {sum(p for p, _ in parts.values()):.0f}")
     rows.append(Row("control plane RSS", texts[hub.name], texts[ours.name],
                     rss[hub.name] / rss[ours.name]))
-    for what, hub_url, our_url in (("GET one, c=16", hub.get_one, ours.get_one),
-                                   ("GET a page of 200, c=16", hub.list_200, ours.list_200)):
+    figures["control_rss"] = rss[ours.name]
+    for key, what, hub_url, our_url in (
+        ("get_one", "GET one, c=16", hub.get_one, ours.get_one),
+        ("list", "GET a page of 200, c=16", hub.list_200, ours.list_200),
+    ):
         for url, headers in ((hub_url, hub.headers), (our_url, ours.headers)):
             httpx.get(url, headers=headers, timeout=60).raise_for_status()  # fails loudly
         a = load(hub_url, hub.headers, 16, seconds)
         b = load(our_url, ours.headers, 16, seconds)
         print(f"  {what}: JupyterHub {_load_text(a)}; demanager {_load_text(b)}", flush=True)
         rows.append(Row(what, _load_text(a), _load_text(b), b.rate / a.rate))
+        figures[f"{key}_ratio"] = b.rate / a.rate
+        figures[f"{key}_p50"], figures[f"{key}_p99"] = b.p50, b.p99
 
 
 def machine() -> str:
@@ -629,12 +645,13 @@ def main() -> None:
           f"reads with {'wrk -t1' if shutil.which('wrk') else 'aiohttp'}", flush=True)
 
     rows: list[Row] = []
+    figures: Figures = {}
     with workspace() as root:
         hub = Hub(venv, chp, root / "hub")
         try:
             ours = Demanager(root / "process", "process", max(concurrent, default=1) + 10)
             try:
-                starts(hub, ours, concurrent, rows)
+                starts(hub, ours, concurrent, rows, figures, root)
             finally:
                 ours.close()
             existing = len(hub.api.get("/users", params={"limit": 200}).json())
@@ -644,7 +661,7 @@ def main() -> None:
             try:
                 ids = fake.create_records(args.records)
                 print(f"  {args.records} records in each store", flush=True)
-                reads(hub.peer(users), fake.peer(ids), args.seconds, rows)
+                reads(hub.peer(users), fake.peer(ids), args.seconds, rows, figures)
             finally:
                 fake.close()
         finally:
@@ -656,6 +673,9 @@ def main() -> None:
         print(f"{row.what:<36} {row.hub:<44} {row.ours:<44} {row.ratio:.2f}x")
     print("ratio: how many times better demanager is (time, memory: JupyterHub / demanager; "
           "rates: demanager / JupyterHub)")
+    print()
+    for line in report(figures):
+        print(line)
 
 
 if __name__ == "__main__":
