@@ -21,6 +21,11 @@ Each instance gets:
   the kernel kills at the memory limit (a kernel; Jupyter restarts it) shows as a
   warning in ``Observation.warning``.
 
+Jupyter itself is forked from the notebook zygote (``zygotes.py``, ``zygote.py``),
+which imported it once, whenever the profile's command allows; the child is confined
+by the launcher's own code. Otherwise, and whenever the zygote cannot serve, the
+launcher starts it afresh (a plain start).
+
 Stopping sends SIGTERM (Jupyter shuts its kernels down), then kills the whole
 cgroup: nothing is left behind, whatever a notebook did to its environment or
 its process tree. Without cgroups it falls back to killing the process tree and
@@ -122,6 +127,13 @@ class ProcessBackend:
             if options.zygote
             else None
         )
+        if self._zygote is not None:
+            # Built by a running server (in its event loop): import Jupyter now, so the
+            # first start finds the zygote ready. Built elsewhere (`demanager doctor`, a
+            # thread), it starts with the first start.
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop()
+                self._zygote.ensure_started()
         _private_dir(self._volumes, 0o711)  # traversable by instance uids, not listable
         _private_dir(self._runtime, 0o700)
         if self._users is not None:
