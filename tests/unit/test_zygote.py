@@ -96,6 +96,9 @@ def work(tmp_path: Path) -> Path:
         (["/nb/python", "-m", "jupyterlab"], {"PYTHONPATH": "/x"}, False),
         (["/nb/python", "-m", "jupyterlab"], {"LD_PRELOAD": "/x.so"}, False),
         (["/nb/python"], {}, False),
+        (["/nb/python", "-m", "jupyterlab"], {"TZ": "Asia/Shanghai"}, False),
+        (["/nb/python", "-m", "jupyterlab"], {"LC_ALL": "C"}, False),
+        (["/nb/python", "-m", "jupyterlab"], {"JUPYTER_ALLOW_INSECURE_WRITES": "1"}, False),
     ],
 )
 def test_only_the_notebook_interpreters_jupyterlab_is_forkable(
@@ -188,3 +191,18 @@ async def test_close_ends_the_zygote_but_not_its_servers(tmp_path: Path, work: P
         os.kill(pid, 0)  # still running
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_zygote_that_cannot_start_sends_every_start_the_plain_way_at_once(
+    tmp_path: Path, work: Path
+) -> None:
+    broken = zygotes.Zygote(sys.executable, str(tmp_path / "no-launcher.py"), tmp_path / "z",
+                            preload=(), extensions=False)
+    try:
+        began = time.monotonic()
+        assert await _fork(broken, work, "never") is None
+        assert time.monotonic() - began < zygotes.READY_WAIT_SECONDS / 2, "no long wait"
+        assert await _fork(broken, work, "again") is None, "pausing: plain at once"
+        assert "no-launcher.py" in (tmp_path / "z" / "zygote.log").read_text()
+    finally:
+        await broken.close()

@@ -262,7 +262,12 @@ def _standard_streams(log_fd: int) -> None:
 def _close_others() -> None:
     """Close every descriptor above 2: nothing of the zygote's or the server's reaches
     the notebook server (``os.closerange`` would cost a syscall per possible number)."""
-    for name in os.listdir("/proc/self/fd"):
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # no /proc: every possible number, however slow
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        return
+    for name in names:
         fd = int(name)
         if fd > 2:
             try:

@@ -38,9 +38,15 @@ PROGRAM = str(Path(__file__).with_name("zygote.py"))
 MODULES = frozenset({"jupyterlab"})
 """The ``-m`` modules a zygote runs: those it preloads."""
 PRELOAD = ("jupyterlab.labapp",)
-STARTUP_PREFIXES = ("PYTHON", "LD_")
-"""Variables read when an interpreter (or its loader) starts: a forked server started
-long before them, so a profile setting one starts plainly."""
+STARTUP_PREFIXES = (
+    "PYTHON", "LD_", "LANG", "LC_", "TZ",
+    # Read when the preloaded modules are imported (a search of them for module-level
+    # reads of the environment), so a forked server would keep the zygote's value.
+    "TRAITLETS_", "JUPYTER_ALLOW_INSECURE_WRITES", "GATEWAY_WS_PING_INTERVAL_SECS",
+    "JUPYTER_LSP_BUILDING_DOCS",
+)
+"""Variables read when an interpreter (or its loader, or an import of the zygote) starts:
+a forked server started long before, so a profile setting one starts plainly."""
 READY_WAIT_SECONDS = 30.0
 """How long a start waits for a zygote still importing before starting plainly."""
 REPLY_SECONDS = 15.0
@@ -88,6 +94,8 @@ class Zygote:
         self._proc: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self._ready = asyncio.Event()
+        self._changed = asyncio.Event()
+        """Set (and replaced) whenever the zygote gets ready or ends: wakes waiting starts."""
         self._booting = False
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -102,13 +110,13 @@ class Zygote:
         """Fork a server for ``request`` (``launcher``: the launcher's options, ``env``,
         ``argv``) with ``log_fd`` as its output; its pid, or None: start it plainly."""
         self.ensure_started()
-        if not self._ready.is_set():
-            if not self._booting:
-                return None  # pausing before a rebuild: do not wait for it
+        deadline = time.monotonic() + READY_WAIT_SECONDS
+        while not self._ready.is_set():
+            left = deadline - time.monotonic()
+            if not self._booting or left <= 0:
+                return None  # dead, pausing before a rebuild, or too slow: start plainly
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), READY_WAIT_SECONDS)
-            if not self._ready.is_set():
-                return None
+                await asyncio.wait_for(self._changed.wait(), left)
         control = self._control
         if control is None:
             return None
@@ -186,13 +194,19 @@ class Zygote:
                 if message == READY:
                     self._ready.set()
                     self._booting = False
+                    self._notify()
                     log.info("notebook zygote %d is ready", self.pid)
         finally:
             self._booting = False
             self._ready.clear()
             self._control = None
+            self._notify()
             ours.close()
             await self._reap()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def _spawn(self, argv: list[str], env: dict[str, str], control: int) -> subprocess.Popen[bytes]:
         with open(self.log_path, "ab") as out:
