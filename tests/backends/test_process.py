@@ -27,7 +27,7 @@ from demanager.domain.catalog import Flavor
 from demanager.domain.instance import Storage
 from demanager.domain.planning import Workload
 from tests.limits_probe import VISIBLE_CPUS
-from tests.server import notebook_python, traversable_dir
+from tests.server import notebook_python, traversable_dir, zygote_setting
 
 CATALOG = load_catalog(None)
 
@@ -43,7 +43,7 @@ def data_dir() -> Iterator[Path]:
 async def backend(data_dir: Path) -> AsyncIterator[ProcessBackend]:
     # Only when the environment does not already name one (as `make test` does as root):
     # an explicit None would override it.
-    options = ProcessOptions(notebook_python=notebook_python())
+    options = ProcessOptions(notebook_python=notebook_python(), zygote=zygote_setting())
     built = await asyncio.to_thread(ProcessBackend, options, BackendContext(data_dir=data_dir))
     yield built
     await built.close()
