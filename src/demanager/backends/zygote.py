@@ -178,6 +178,9 @@ def run_module(argv: list[str]) -> int:
     if os.path.isdir(user_site):
         site.addsitedir(user_site)
     random.seed()
+    if "asyncio" in sys.modules:
+        # A fresh policy: no event loop an import might have made reaches the server.
+        sys.modules["asyncio"].set_event_loop_policy(None)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exc:
