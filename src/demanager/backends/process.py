@@ -332,9 +332,9 @@ class ProcessBackend:
             env = sandbox.notebook_env(
                 os.environ, python=self._python, home=home, extra=extra_env, backend_vars=own
             )
+            fork = recipe.zygote and zygotes.forkable(argv, extra_env, self._python)
             proc, log_offset = await self._launch(
-                launcher, argv, env, runtime / "server.log", forkable=recipe.zygote
-                and zygotes.forkable(argv, extra_env, self._python),
+                launcher, argv, env, runtime / "server.log", forkable=fork
             )
             launched_at = spec.now_ms + int((time.monotonic() - began) * 1000)
             if not await self._lost_port(proc, port, runtime / "server.log", log_offset):
