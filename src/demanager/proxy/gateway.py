@@ -113,23 +113,42 @@ class Gateway:
 
     async def _http(self, target: _Target, endpoint: Endpoint,
                     receive: Receive, send: Send) -> None:
-        scope = target.scope
-        headers = forwarding.request_headers(
-            target.headers, endpoint.headers, client=_client(scope), host=target.host,
-            scheme=target.scheme,
-        )
         has_body = any(
             k.lower() in (b"content-length", b"transfer-encoding") for k, _ in target.headers
         )
         receive, send = self._counted(receive, send)
-        try:
-            await http_proxy.forward(
-                self.upstream, method=target.method, url=target.upstream("http", endpoint),
-                headers=headers, has_body=has_body, receive=receive, send=send,
-                scrubber=Scrubber(secrets_of(endpoint.headers)),
+        moved: Endpoint | None = endpoint
+        while moved is not None:
+            endpoint = moved
+            headers = forwarding.request_headers(
+                target.headers, endpoint.headers, client=_client(target.scope),
+                host=target.host, scheme=target.scheme,
             )
-        except errors.NotAnswering as exc:
-            await self._refuse(target, exc, receive, send)
+            try:
+                await http_proxy.forward(
+                    self.upstream, method=target.method, url=target.upstream("http", endpoint),
+                    headers=headers, has_body=has_body, receive=receive, send=send,
+                    scrubber=Scrubber(secrets_of(endpoint.headers)),
+                )
+                return
+            except http_proxy.Refused as exc:
+                moved = await self._moved(target, endpoint)
+                if moved is None:
+                    await self._refuse(target, exc, receive, send)
+            except errors.NotAnswering as exc:
+                await self._refuse(target, exc, receive, send)
+                return
+
+    async def _moved(self, target: _Target, endpoint: Endpoint) -> Endpoint | None:
+        """The instance's endpoint read afresh, if it is not ``endpoint`` (which refused a
+        connection): the row the cache kept was older than a quick restart."""
+        self.instances.forget(target.instance_id)
+        instance = await self.instances.get(target.instance_id)
+        if instance is None or instance.status is not InstanceStatus.RUNNING:
+            return None
+        if instance.endpoint is None or instance.endpoint == endpoint:
+            return None
+        return instance.endpoint
 
     async def _websocket(self, target: _Target, endpoint: Endpoint,
                          receive: Receive, send: Send) -> None:
@@ -142,7 +161,12 @@ class Gateway:
                 target.upstream("ws", endpoint), headers, target.scope.get("subprotocols", []),
             )
         except errors.NotAnswering as exc:
-            await self._refuse(target, exc, receive, send)
+            # Nothing was relayed yet: an endpoint that moved is tried once, afresh.
+            moved = await self._moved(target, endpoint)
+            if moved is None:
+                await self._refuse(target, exc, receive, send)
+                return
+            await self._websocket(target, moved, receive, send)
             return
         receive, send = self._counted(receive, send)
         opened = self.runtime.metrics.proxy_websockets
