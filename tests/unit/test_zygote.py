@@ -17,6 +17,7 @@ import pytest
 
 from demanager.backends import zygotes
 from demanager.backends.process import LAUNCHER
+from demanager.backends.zygote import unsafe_paths
 
 PROBE = """
 import json, os, random, sys, time
@@ -105,6 +106,32 @@ def test_only_the_notebook_interpreters_jupyterlab_is_forkable(
     argv: list[str], env: dict[str, str], expected: bool
 ) -> None:
     assert zygotes.forkable(argv, env, "/nb/python") is expected
+
+
+def _folder(path: Path, mode: int, uid: int = 0) -> Path:
+    path.mkdir()
+    path.chmod(mode)
+    os.chown(path, uid, -1)
+    return path
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the zygote checks its import paths as root")
+def test_a_root_zygote_imports_only_from_folders_no_one_else_can_change(
+    tmp_path: Path,
+) -> None:
+    safe = _folder(tmp_path / "safe", 0o755)
+    sticky_lib = _folder(_folder(tmp_path / "sticky", 0o1777) / "lib", 0o755)
+    open_lib = _folder(_folder(tmp_path / "open", 0o777) / "lib", 0o755)
+    shared = _folder(tmp_path / "shared", 0o1777)
+    theirs = _folder(tmp_path / "theirs", 0o755, uid=65534)
+    link = _folder(tmp_path / "links", 0o777) / "lib"
+    link.symlink_to(safe)
+    # Under a root-owned sticky folder such as /tmp, others cannot replace root's folders.
+    assert unsafe_paths([str(safe), str(sticky_lib)]) == []
+    assert unsafe_paths([str(open_lib)]) == [f"{open_lib} ({open_lib.parent})"]
+    assert unsafe_paths([str(shared)]) == [f"{shared} ({shared})"], "others add modules"
+    assert unsafe_paths([str(theirs)]) == [f"{theirs} ({theirs})"]
+    assert unsafe_paths([str(link)]) == [f"{link} ({link.parent})"], "the link is theirs"
 
 
 async def test_forked_servers_share_nothing_set_after_the_fork(

@@ -49,6 +49,7 @@ import runpy
 import signal
 import site
 import socket
+import stat
 import sys
 import threading
 from types import ModuleType
@@ -71,27 +72,43 @@ def load_launcher(path: str) -> ModuleType:
     return module
 
 
-def unsafe_paths() -> list[str]:
-    """The directories of ``sys.path`` that a user other than root could write to (or
-    replace), when running as root: importing from them would run their code as root."""
+def unsafe_paths(paths: list[str] | None = None) -> list[str]:
+    """The directories of ``sys.path`` (or ``paths``) that a user other than root could
+    write to or replace, when running as root: importing from them would run their code
+    as root.
+
+    A directory on the path must be root's and writable by root alone. Above it, a
+    directory others may write to is safe only when root owns it and it is sticky (as
+    ``/tmp`` is): others may add entries there but not rename or replace root's.
+    """
     if os.geteuid() != 0:
         return []
     unsafe = []
-    for entry in sys.path:
-        folder = os.path.realpath(entry)
-        while True:
-            try:
-                info = os.stat(folder)
-            except OSError:
-                break
-            if info.st_uid != 0 or info.st_mode & 0o022:
+    for entry in sys.path if paths is None else paths:
+        # The path as written too: a link on it lives in a directory that must be safe.
+        for start in dict.fromkeys((os.path.realpath(entry), os.path.abspath(entry))):
+            folder = _unsafe_folder(start)
+            if folder is not None:
                 unsafe.append(f"{entry} ({folder})")
                 break
-            parent = os.path.dirname(folder)
-            if parent == folder:
-                break
-            folder = parent
     return unsafe
+
+
+def _unsafe_folder(path: str) -> str | None:
+    """The first folder from ``path`` up that others could change, if any."""
+    folder, on_path = path, True
+    while True:
+        try:
+            info = os.stat(folder)
+        except OSError:
+            return None
+        shared = bool(info.st_mode & 0o022)
+        if info.st_uid != 0 or (shared and (on_path or not info.st_mode & stat.S_ISVTX)):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder, on_path = parent, False
 
 
 def enabled_extensions() -> list[str]:
