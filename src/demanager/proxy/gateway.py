@@ -117,9 +117,7 @@ class Gateway:
             k.lower() in (b"content-length", b"transfer-encoding") for k, _ in target.headers
         )
         receive, send = self._counted(receive, send)
-        moved: Endpoint | None = endpoint
-        while moved is not None:
-            endpoint = moved
+        for resend in (True, False):
             headers = forwarding.request_headers(
                 target.headers, endpoint.headers, client=_client(target.scope),
                 host=target.host, scheme=target.scheme,
@@ -132,9 +130,12 @@ class Gateway:
                 )
                 return
             except http_proxy.Refused as exc:
-                moved = await self._moved(target, endpoint)
+                # Nothing of the request went: it is sent once more, where the row says now.
+                moved = await self._moved(target, endpoint) if resend else None
                 if moved is None:
                     await self._refuse(target, exc, receive, send)
+                    return
+                endpoint = moved
             except errors.NotAnswering as exc:
                 await self._refuse(target, exc, receive, send)
                 return
@@ -151,7 +152,7 @@ class Gateway:
         return instance.endpoint
 
     async def _websocket(self, target: _Target, endpoint: Endpoint,
-                         receive: Receive, send: Send) -> None:
+                         receive: Receive, send: Send, *, resend: bool = True) -> None:
         headers = forwarding.request_headers(
             target.headers, endpoint.headers, client=_client(target.scope), host=target.host,
             scheme=target.scheme, websocket=True,
@@ -162,11 +163,11 @@ class Gateway:
             )
         except errors.NotAnswering as exc:
             # Nothing was relayed yet: an endpoint that moved is tried once, afresh.
-            moved = await self._moved(target, endpoint)
+            moved = await self._moved(target, endpoint) if resend else None
             if moved is None:
                 await self._refuse(target, exc, receive, send)
                 return
-            await self._websocket(target, moved, receive, send)
+            await self._websocket(target, moved, receive, send, resend=False)
             return
         receive, send = self._counted(receive, send)
         opened = self.runtime.metrics.proxy_websockets
