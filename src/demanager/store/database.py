@@ -51,6 +51,11 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Each pooled connection keeps its own page cache (2 MiB by default): with 20 of
+        # them that is the server's largest cost per instance stored. The operating
+        # system caches the file once for all of them, and a page read from it costs
+        # microseconds against milliseconds of a request's Python work.
+        cursor.execute("PRAGMA cache_size=-256")
         cursor.close()
 
 
