@@ -8,9 +8,11 @@ Requests are first sequential over one keep-alive connection, then, when ``wrk``
 installed, at ``--connections`` concurrent connections for ``--seconds`` each (the
 load bench/peers.py puts on JupyterHub and demanager).
 
-With ``--profile DIR``, py-spy samples the server during the concurrent list-200 load
-and the busiest functions are printed (self and total share of the samples); the
-speedscope file is left in DIR.
+Each concurrent run also gives the server's CPU time per request, which a busy machine
+disturbs much less than the rate. With ``--profile DIR``, py-spy samples the server
+(the thread holding the GIL, so idle threads do not count) during each concurrent
+load and the busiest functions are printed (self and total share of the samples); the
+speedscope files are left in DIR.
 
     .venv/bin/python bench/api.py [--instances 1000] [--requests 2000]
                                   [--connections 16] [--seconds 10] [--profile DIR]
@@ -32,6 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -65,20 +68,33 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, token: str, connections: int, seconds: float) -> tuple[float, float, float]:
-    """(p50 ms, p99 ms, req/s) of ``wrk -t1`` on one URL; non-2xx answers are an error."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of the process, all its threads."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def wrk(url: str, token: str, connections: int, seconds: float,
+        pid: int | None = None) -> tuple[float, float, float, float]:
+    """(p50 ms, p99 ms, req/s, server CPU ms per request) of ``wrk -t1`` on one URL;
+    non-2xx answers are an error. The CPU figure (of process ``pid``) holds still on a
+    busy machine, where the rate does not."""
+    before = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "60s",
          "--latency", "-H", f"X-Auth-Token: {token}", url],
         check=True, capture_output=True, text=True,
     ).stdout
+    used = cpu_seconds(pid) - before if pid is not None else 0.0
     if "Non-2xx" in out:
         raise RuntimeError(f"wrk saw errors:\n{out}")
+    done = re.search(r"(\d+) requests in", out)
     latency = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)\s*$", out, re.M))
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if rate is None or len(latency) < 2:
         raise RuntimeError(f"unexpected output of wrk:\n{out}")
-    return _ms(latency["50"]), _ms(latency["99"]), float(rate.group(1))
+    per_request = 1000 * used / int(done.group(1)) if done else 0.0
+    return _ms(latency["50"]), _ms(latency["99"]), float(rate.group(1)), per_request
 
 
 def top_functions(speedscope: Path, count: int = 15) -> list[str]:
@@ -111,7 +127,7 @@ def profile(pid: int, url: str, token: str, connections: int, seconds: float,
     out = folder / f"{label}.speedscope.json"
     spy = subprocess.Popen(
         [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate",
-         "200", "--nonblocking", "--format", "speedscope", "-o", str(out)],
+         "200", "--gil", "--nonblocking", "--format", "speedscope", "-o", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wrk(url, token, connections, seconds)
@@ -172,19 +188,22 @@ def run(store: str, root: Path, args: argparse.Namespace) -> tuple[list[str], li
         base = f"{server.url}/v1/{server.project}/demanager/instances"
         urls = (("get-one", f"{base}/{ids[len(ids) // 2]}"),
                 ("list-200", f"{base}?de_type=Notebook&offset=400&limit=200"))
+        assert server.proc is not None
+        pid = server.proc.pid
         if shutil.which("wrk"):
             for label, url in urls:
-                p50, p99, rps = wrk(url, token, args.connections, args.seconds)
+                p50, p99, rps, cpu = wrk(url, token, args.connections, args.seconds, pid)
                 rows.append(
                     f"{store:<10} {label:<9} c={args.connections:<8} p50 {p50:7.2f} ms  "
-                    f"p99 {p99:7.2f} ms  {rps:8.1f} req/s  (wrk, {args.seconds:g} s)"
+                    f"p99 {p99:7.2f} ms  {rps:8.1f} req/s  server CPU {cpu:5.2f} ms/req  "
+                    f"(wrk, {args.seconds:g} s)"
                 )
         profiled: list[str] = []
         if args.profile is not None and PY_SPY is not None:
-            assert server.proc is not None
-            profiled = [f"{store}, list-200 at c={args.connections}:",
-                        *profile(server.proc.pid, urls[1][1], token, args.connections,
-                                 args.seconds, args.profile, f"{store}-list-200")]
+            for label, url in urls:
+                profiled += [f"{store}, {label} at c={args.connections}:",
+                             *profile(pid, url, token, args.connections, args.seconds,
+                                      args.profile, f"{store}-{label}")]
         return rows, profiled
     finally:
         server.close()
