@@ -36,6 +36,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+# The repository root instead of bench/, whose queue.py would shadow the standard library's
+# (psycopg, which tests/server.py uses for PostgreSQL, imports it).
+sys.path.remove(str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.server import ServerProcess
