@@ -44,6 +44,14 @@ def notebook_python() -> Path | None:
         "DEMANAGER_PROCESS__NOTEBOOK_PYTHON")) else None
 
 
+def zygote_setting() -> bool:
+    """Whether process backends that tests build directly fork from the notebook zygote:
+    as servers do, ``DEMANAGER_PROCESS__ZYGOTE`` (default on), so that one variable
+    switches the whole suite between the forked and the plain path."""
+    value = os.environ.get("DEMANAGER_PROCESS__ZYGOTE", "true").strip().lower()
+    return value not in ("false", "0", "no", "off")
+
+
 def notebook_python_env() -> dict[str, str]:
     """As root, point the process backend at the world-readable notebook environment."""
     if "DEMANAGER_PROCESS__NOTEBOOK_PYTHON" in os.environ or os.geteuid() != 0:

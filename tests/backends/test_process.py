@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from demanager.backends import node, process
+from demanager.backends import node, process, sandbox
 from demanager.backends.base import BackendContext, Handle, LaunchSpec
 from demanager.backends.options import ProcessOptions
 from demanager.backends.process import ProcessBackend
@@ -27,7 +28,7 @@ from demanager.domain.catalog import Flavor
 from demanager.domain.instance import Storage
 from demanager.domain.planning import Workload
 from tests.limits_probe import VISIBLE_CPUS
-from tests.server import notebook_python, traversable_dir
+from tests.server import notebook_python, traversable_dir, zygote_setting
 
 CATALOG = load_catalog(None)
 
@@ -43,7 +44,7 @@ def data_dir() -> Iterator[Path]:
 async def backend(data_dir: Path) -> AsyncIterator[ProcessBackend]:
     # Only when the environment does not already name one (as `make test` does as root):
     # an explicit None would override it.
-    options = ProcessOptions(notebook_python=notebook_python())
+    options = ProcessOptions(notebook_python=notebook_python(), zygote=zygote_setting())
     built = await asyncio.to_thread(ProcessBackend, options, BackendContext(data_dir=data_dir))
     yield built
     await built.close()
@@ -302,3 +303,54 @@ async def test_a_workload_sees_only_its_assigned_gpus(
         environ = Path(f"/proc/{handle.pid}/environ").read_bytes().split(b"\0")
         assert f"CUDA_VISIBLE_DEVICES={expected}".encode() in environ
         await backend.stop(instance, handle)
+
+
+# --- the zygote -------------------------------------------------------------------------
+
+CONFINEMENT = ("Groups", "NoNewPrivs", "Umask", "Cpus_allowed_list", "Seccomp", "CapInh",
+               "CapPrm", "CapEff", "CapBnd", "CapAmb")
+
+
+def _confinement(backend: ProcessBackend, instance_id: str, pid: int) -> dict[str, Any]:
+    """What confines the server process ``pid``, with the instance's own names made equal."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    status = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+    uids, gids = status["Uid"].split(), status["Gid"].split()
+    seen: dict[str, Any] = {key: status.get(key, "").strip() for key in CONFINEMENT}
+    seen["one uid"], seen["one gid"] = len(set(uids)) == 1, len(set(gids)) == 1
+    if os.geteuid() == 0:
+        import pwd
+
+        account = pwd.getpwnam(sandbox.user_name(instance_id))
+        seen["the instance's uid"] = int(uids[0]) == account.pw_uid
+        seen["the instance's gid"] = int(gids[0]) == account.pw_gid
+    seen["cgroups"] = Path(f"/proc/{pid}/cgroup").read_text().replace(instance_id, "ID")
+    seen["in its volume"] = os.readlink(f"/proc/{pid}/cwd") == str(backend.volume_dir(instance_id))
+    seen["a session of its own"] = os.getsid(pid) == pid
+    log = str(backend.runtime_dir(instance_id) / "server.log")
+    seen["streams"] = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)] == [
+        os.devnull, log, log
+    ]
+    return seen
+
+
+@pytest.mark.slow
+async def test_a_forked_server_is_confined_exactly_like_a_plain_one(data_dir: Path) -> None:
+    seen = {}
+    for zygote in (True, False):
+        options = ProcessOptions(notebook_python=notebook_python(), zygote=zygote)
+        built = await asyncio.to_thread(ProcessBackend, options, BackendContext(data_dir=data_dir))
+        instance_id = uuid.uuid4().hex
+        try:
+            handle = await built.start(_spec(instance_id))
+            await _ready(built, instance_id, handle)
+            seen[zygote] = _confinement(built, instance_id, handle.pid)
+            parent = psutil.Process(handle.pid).ppid()
+            assert parent == (built._zygote.pid if built._zygote else os.getpid())
+            await built.stop(instance_id, handle)
+            assert (await built.observe(instance_id, handle)).workload is Workload.ABSENT
+        finally:
+            await built.delete(instance_id, None, Storage("evs"))
+            await built.close()
+    assert seen[True] == seen[False]
+    assert all(value for value in seen[True].values() if isinstance(value, bool))

@@ -119,15 +119,21 @@ def remove_stale_server_files(runtime_dir: str | None) -> None:
             continue
 
 
+def prepare(options: Options) -> None:
+    """Steps 1 to 4, in this process: what a start does before Jupyter runs, whether
+    it then execs the command (here) or runs it in a forked zygote child (``zygote.py``)."""
+    confine(options)
+    # Shared object storage is group-writable; the volume itself is 0700.
+    os.umask(0o002)
+    os.chdir(options.cwd)
+    hand_over_token(options.token_file)
+    remove_stale_server_files(os.environ.get("JUPYTER_RUNTIME_DIR"))
+
+
 def main(argv: list[str]) -> int:
     try:
         options = parse(argv)
-        confine(options)
-        # Shared object storage is group-writable; the volume itself is 0700.
-        os.umask(0o002)
-        os.chdir(options.cwd)
-        hand_over_token(options.token_file)
-        remove_stale_server_files(os.environ.get("JUPYTER_RUNTIME_DIR"))
+        prepare(options)
         os.execvp(options.command[0], options.command)
     except (OSError, ValueError) as exc:
         print(f"demanager launch: {exc}", file=sys.stderr)

@@ -39,6 +39,9 @@ class ProcessOptions(Options):
     cpu_overcommit: float = Field(default=1.0, gt=0)
     """Flavors may together ask for this many times ``cpus`` (CPU time is shared, never
     exhausted); memory and GPUs are never overcommitted."""
+    zygote: bool = True
+    """Fork each notebook server from a zygote that imported Jupyter once (a profile's
+    ``launch.process.zygote: false`` opts it out); off, every start imports it anew."""
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -61,6 +64,9 @@ class ProcessRecipe(Recipe):
         "--ServerApp.root_dir={root_dir}", *JUPYTERLAB_ARGS,
     )
     env: dict[str, str] = Field(default_factory=dict)
+    zygote: bool = True
+    """Whether this profile's servers may be forked from the notebook zygote (when its
+    command is ``{python} -m jupyterlab …`` and the setting is on)."""
 
 
 class FakeOptions(Options):

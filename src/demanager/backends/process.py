@@ -21,6 +21,11 @@ Each instance gets:
   the kernel kills at the memory limit (a kernel; Jupyter restarts it) shows as a
   warning in ``Observation.warning``.
 
+Jupyter itself is forked from the notebook zygote (``zygotes.py``, ``zygote.py``),
+which imported it once, whenever the profile's command allows; the child is confined
+by the launcher's own code. Otherwise, and whenever the zygote cannot serve, the
+launcher starts it afresh (a plain start).
+
 Stopping sends SIGTERM (Jupyter shuts its kernels down), then kills the whole
 cgroup: nothing is left behind, whatever a notebook did to its environment or
 its process tree. Without cgroups it falls back to killing the process tree and
@@ -47,11 +52,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import psutil
 
-from demanager.backends import cgroups, fusemounts, jupyter, sandbox
+from demanager.backends import cgroups, fusemounts, jupyter, sandbox, zygotes
 from demanager.backends.base import BackendContext, Handle, LaunchSpec, recipe_of
 from demanager.backends.node import start_ticks, this_node
 from demanager.backends.options import ProcessOptions, ProcessRecipe
@@ -116,6 +122,18 @@ class ProcessBackend:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=0.5))
         self._users = sandbox.Users() if sandbox.is_root() else None
+        self._zygote = (
+            zygotes.Zygote(self._python, LAUNCHER, context.data_dir / "zygote")
+            if options.zygote
+            else None
+        )
+        if self._zygote is not None:
+            # Built by a running server (in its event loop): import Jupyter now, so the
+            # first start finds the zygote ready. Built elsewhere (`demanager doctor`, a
+            # thread), it starts with the first start.
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop()
+                self._zygote.ensure_started()
         _private_dir(self._volumes, 0o711)  # traversable by instance uids, not listable
         _private_dir(self._runtime, 0o700)
         if self._users is not None:
@@ -278,7 +296,9 @@ class ProcessBackend:
             own[CUDA_VISIBLE_DEVICES] = ",".join(spec.gpus)
         if procs is None:
             own[sandbox.FALLBACK_TAG] = instance_id
-        launcher = [sys.executable, "-I", "-S", LAUNCHER, "--cwd", str(root)]
+        # The launcher's options: the same confinement whether the launcher applies it
+        # before its exec or a zygote's child before it runs Jupyter.
+        launcher = ["--cwd", str(root)]
         launcher += ["--token-file", str(state / "config" / "jupyter_server_config.json")]
         for group in dict.fromkeys([*([str(procs)] if procs else []), *joined]):
             launcher += ["--cgroup", group]
@@ -312,7 +332,10 @@ class ProcessBackend:
             env = sandbox.notebook_env(
                 os.environ, python=self._python, home=home, extra=extra_env, backend_vars=own
             )
-            proc, log_offset = self._spawn([*launcher, "--", *argv], env, runtime / "server.log")
+            fork = recipe.zygote and zygotes.forkable(argv, extra_env, self._python)
+            proc, log_offset = await self._launch(
+                launcher, argv, env, runtime / "server.log", forkable=fork
+            )
             launched_at = spec.now_ms + int((time.monotonic() - began) * 1000)
             if not await self._lost_port(proc, port, runtime / "server.log", log_offset):
                 break
@@ -335,6 +358,31 @@ class ProcessBackend:
         with os.fdopen(fd, "w", encoding="utf-8") as record:
             record.write(handle.model_dump_json())
         return handle
+
+    async def _launch(
+        self,
+        launcher: list[str],
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        forkable: bool,
+    ) -> tuple[_Launched, int]:
+        """Start the server: forked by the zygote where it can run ``argv``, else (and
+        whenever the zygote fails to) through the launcher; (the process, the log's size
+        before)."""
+        if self._zygote is not None and forkable:
+            server_log = _open_private(log_path, os.O_WRONLY | os.O_APPEND)
+            try:
+                offset = os.fstat(server_log).st_size
+                request = {"launcher": launcher, "env": env, "argv": argv}
+                pid = await self._zygote.fork(request, server_log)
+            finally:
+                os.close(server_log)
+            if pid is not None:
+                return _Forked(pid), offset
+        command = [sys.executable, "-I", "-S", LAUNCHER, *launcher, "--", *argv]
+        return self._spawn(command, env, log_path)
 
     def _spawn(
         self, command: list[str], env: dict[str, str], log_path: Path
@@ -361,7 +409,7 @@ class ProcessBackend:
         return proc, offset
 
     async def _lost_port(
-        self, proc: subprocess.Popen[bytes], port: int, log_path: Path, log_offset: int
+        self, proc: _Launched, port: int, log_path: Path, log_offset: int
     ) -> bool:
         """Wait until the server listens on ``port`` or exits; true if it exited because
         the port was taken. Any other outcome is left to ``observe``."""
@@ -451,6 +499,11 @@ class ProcessBackend:
             )
         if self._cgroups is None:
             problems.append("no writable cgroup hierarchy: limits and clean stops are weaker")
+        if self._zygote is not None and self._zygote.deaths:
+            problems.append(
+                f"the notebook zygote died {self._zygote.deaths} time(s) since the server "
+                f"started; its log: {self._zygote.log_path}"
+            )
         if "memory" not in self._limits:
             problems.append(
                 "no writable memory cgroup controller: the flavor's memory is not enforced"
@@ -536,7 +589,10 @@ class ProcessBackend:
                 raise TransientBackendError(str(exc), 5.0) from exc
 
     async def close(self) -> None:
-        # Workloads outlive the server on purpose: a restarted server adopts them.
+        # Workloads outlive the server on purpose: a restarted server adopts them. The
+        # zygote does not: it only ever serves this server.
+        if self._zygote is not None:
+            await self._zygote.close()
         await self._http.aclose()
 
     # --- helpers ----------------------------------------------------------------------
@@ -576,6 +632,35 @@ class ProcessBackend:
             return [main, *main.children(recursive=True)]
         except psutil.Error:
             return [main]
+
+
+class _Launched(Protocol):
+    """A server just started: a child of this process (``Popen``) or of the zygote."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+
+class _Forked:
+    """A server the zygote forked: not this process's child, so known by pid and start
+    time only (the zygote's kernel-reaped children leave no exit status)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._ticks = start_ticks(pid)
+
+    def poll(self) -> int | None:
+        """None while it runs, else -1 (its exit status is not known)."""
+        if self._ticks is None or start_ticks(self.pid) != self._ticks:
+            return -1
+        try:
+            if psutil.Process(self.pid).status() == psutil.STATUS_ZOMBIE:
+                return -1
+        except psutil.Error:
+            return -1
+        return None
 
 
 def pick_cpus(

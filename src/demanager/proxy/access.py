@@ -98,8 +98,10 @@ class InstanceCache:
     ``ttl`` old only means a request reaches a workload that is stopping (and is
     refused by it). Only a row that lets a request through is kept: one that would
     refuse it (not running, no endpoint yet) is read again, so a notebook that has
-    just started again is reached at once, at its new endpoint. Credentials are never
-    cached: each request's is checked.
+    just started again is reached at once, at its new endpoint; and a kept row whose
+    endpoint refuses a connection is read again at once (``forget``), which covers a
+    restart quicker than ``ttl`` (a forked server restarts in well under a second).
+    Credentials are never cached: each request's is checked.
     """
 
     def __init__(self, runtime: Runtime, *, ttl: float = 1.0, size: int = 4096) -> None:
@@ -107,6 +109,10 @@ class InstanceCache:
         self._ttl = ttl
         self._size = size
         self._rows: dict[str, tuple[float, Instance | None]] = {}
+
+    def forget(self, instance_id: str) -> None:
+        """Read the row again next time: its endpoint refused a connection."""
+        self._rows.pop(instance_id, None)
 
     async def get(self, instance_id: str) -> Instance | None:
         now = time.monotonic()

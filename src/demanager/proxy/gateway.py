@@ -113,26 +113,46 @@ class Gateway:
 
     async def _http(self, target: _Target, endpoint: Endpoint,
                     receive: Receive, send: Send) -> None:
-        scope = target.scope
-        headers = forwarding.request_headers(
-            target.headers, endpoint.headers, client=_client(scope), host=target.host,
-            scheme=target.scheme,
-        )
         has_body = any(
             k.lower() in (b"content-length", b"transfer-encoding") for k, _ in target.headers
         )
         receive, send = self._counted(receive, send)
-        try:
-            await http_proxy.forward(
-                self.upstream, method=target.method, url=target.upstream("http", endpoint),
-                headers=headers, has_body=has_body, receive=receive, send=send,
-                scrubber=Scrubber(secrets_of(endpoint.headers)),
+        for resend in (True, False):
+            headers = forwarding.request_headers(
+                target.headers, endpoint.headers, client=_client(target.scope),
+                host=target.host, scheme=target.scheme,
             )
-        except errors.NotAnswering as exc:
-            await self._refuse(target, exc, receive, send)
+            try:
+                await http_proxy.forward(
+                    self.upstream, method=target.method, url=target.upstream("http", endpoint),
+                    headers=headers, has_body=has_body, receive=receive, send=send,
+                    scrubber=Scrubber(secrets_of(endpoint.headers)),
+                )
+                return
+            except http_proxy.Refused as exc:
+                # Nothing of the request went: it is sent once more, where the row says now.
+                moved = await self._moved(target, endpoint) if resend else None
+                if moved is None:
+                    await self._refuse(target, exc, receive, send)
+                    return
+                endpoint = moved
+            except errors.NotAnswering as exc:
+                await self._refuse(target, exc, receive, send)
+                return
+
+    async def _moved(self, target: _Target, endpoint: Endpoint) -> Endpoint | None:
+        """The instance's endpoint read afresh, if it is not ``endpoint`` (which refused a
+        connection): the row the cache kept was older than a quick restart."""
+        self.instances.forget(target.instance_id)
+        instance = await self.instances.get(target.instance_id)
+        if instance is None or instance.status is not InstanceStatus.RUNNING:
+            return None
+        if instance.endpoint is None or instance.endpoint == endpoint:
+            return None
+        return instance.endpoint
 
     async def _websocket(self, target: _Target, endpoint: Endpoint,
-                         receive: Receive, send: Send) -> None:
+                         receive: Receive, send: Send, *, resend: bool = True) -> None:
         headers = forwarding.request_headers(
             target.headers, endpoint.headers, client=_client(target.scope), host=target.host,
             scheme=target.scheme, websocket=True,
@@ -142,7 +162,12 @@ class Gateway:
                 target.upstream("ws", endpoint), headers, target.scope.get("subprotocols", []),
             )
         except errors.NotAnswering as exc:
-            await self._refuse(target, exc, receive, send)
+            # Nothing was relayed yet: an endpoint that moved is tried once, afresh.
+            moved = await self._moved(target, endpoint) if resend else None
+            if moved is None:
+                await self._refuse(target, exc, receive, send)
+                return
+            await self._websocket(target, moved, receive, send, resend=False)
             return
         receive, send = self._counted(receive, send)
         opened = self.runtime.metrics.proxy_websockets

@@ -77,6 +77,11 @@ async def _request_chunks(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
+class Refused(errors.NotAnswering):
+    """The upstream refused the connection itself: nothing of the request was sent, so
+    it may be sent again (elsewhere)."""
+
+
 async def forward(
     upstream: Upstream, *, method: str, url: str, headers: list[tuple[str, str]],
     has_body: bool, receive: Receive, send: Send, scrubber: Scrubber,
@@ -84,7 +89,7 @@ async def forward(
     """Send the request upstream, then stream the answer to ``send``.
 
     Raises ``NotAnswering`` (before anything was sent back) when the upstream
-    cannot be reached.
+    cannot be reached, ``Refused`` when it took no connection at all.
     """
     try:
         response = await upstream.session().request(
@@ -96,7 +101,9 @@ async def forward(
         )
     except CallerGone:
         return  # nobody to answer
-    except (aiohttp.ClientError, TimeoutError) as exc:  # refused, reset, timed out
+    except aiohttp.ClientConnectorError as exc:  # no connection: no byte of it went
+        raise Refused("RUNNING", "reach") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:  # reset, timed out
         raise errors.NotAnswering("RUNNING", "reach") from exc
     try:
         await send({

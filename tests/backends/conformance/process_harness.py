@@ -12,7 +12,7 @@ from demanager.backends.base import Backend, BackendContext
 from demanager.backends.options import ProcessOptions
 from demanager.backends.process import ProcessBackend, ProcessHandle
 from tests.backends.conformance.harness import Harness
-from tests.server import notebook_python, processes_of
+from tests.server import notebook_python, processes_of, zygote_setting
 
 
 class ProcessHarness(Harness):
@@ -23,7 +23,7 @@ class ProcessHarness(Harness):
         return [self.workdir / "server", self.workdir / "direct"]
 
     def make_backend(self) -> Backend:
-        options = ProcessOptions(notebook_python=notebook_python())
+        options = ProcessOptions(notebook_python=notebook_python(), zygote=zygote_setting())
         return ProcessBackend(options, BackendContext(data_dir=self.workdir / "direct"))
 
     def _handle(self, instance_id: str) -> ProcessHandle | None:
