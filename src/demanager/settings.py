@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     """Lifetime of a signed link to a notebook (``…/signed-url``)."""
     session_ttl_seconds: int = Field(default=43200, ge=60, le=604800)
     """Lifetime of the proxy's session cookie and of the token route's value."""
+    auth_cache_seconds: float = Field(default=2.0, ge=0, le=60)
+    """How long a token found valid is taken as valid without asking the store again
+    (expiry is still checked each time); a revocation, user or membership change made
+    through this server applies at once, one made elsewhere within this long. 0: ask
+    the store on every request."""
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object per log line (time, level, logger, message, request id,

@@ -11,7 +11,9 @@ from demanager.engine.runtime import Runtime
 from demanager.identity.principal import Principal
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: FastAPI runs a plain function dependency in a worker thread, a thread hop
+    # on every request for an attribute read.
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse
+from typing import Any
+
+import orjson
+from fastapi.responses import JSONResponse, Response
 
 from demanager.schemas.instances import ErrorBody
 
@@ -13,6 +16,18 @@ COMMON_ERROR_STATUSES = (400, 401, 403, 404, 405, 429, 500)
 
 class WireJSON(JSONResponse):
     media_type = "application/json; charset=UTF-8"
+
+
+class FastWireJSON(Response):
+    """A body of plain dicts, lists, strings, integers, booleans and ``None`` (as
+    ``engine/wire.py`` builds instances), encoded by orjson: the read path's encoder,
+    several times quicker than the standard library's. Same bytes as ``WireJSON``'s
+    for such bodies: compact, UTF-8, non-ASCII unescaped."""
+
+    media_type = "application/json; charset=UTF-8"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def error_responses(*extra: int) -> dict[int | str, dict[str, object]]:

@@ -109,7 +109,10 @@ def storage(s: Storage) -> w.Storage:
 @dataclass(frozen=True)
 class Presenter:
     """Maps instances for one response; the profile and flavor parts, identical for
-    every instance of a profile or flavor, are built once per response."""
+    every instance of a profile or flavor, are built once per response.
+
+    The wire models are the reference of the format: responses are built by
+    ``engine/wire.py``, which a test holds to exactly what these models dump."""
 
     catalog: Catalog
     target_domain: str
@@ -153,9 +156,9 @@ class Presenter:
             status=i.status.value,
             creation_timestamp=str(i.created_at),
             latest_update_timestamp=str(i.updated_at),
-            profile=self._memo_profile(i.profile_id),
+            profile=self.profile_of(i.profile_id),
             flavor=i.flavor,
-            flavor_details=self._memo_flavor(i.flavor, i.pool_id, flavors),
+            flavor_details=self.flavor_of(i.flavor, i.pool_id, flavors),
             spec=spec,
             workspace=w.Reference(id=i.workspace_id),
             ai_project=w.Reference(id=i.ai_project_id),
@@ -192,12 +195,12 @@ class Presenter:
                 info.remain_time = found.remain_time
         return info
 
-    def _memo_profile(self, profile_id: str) -> w.Profile:
+    def profile_of(self, profile_id: str) -> w.Profile:
         if profile_id not in self._profiles:
             self._profiles[profile_id] = self._profile(profile_id)
         return self._profiles[profile_id]
 
-    def _memo_flavor(self, name: str, pool_id: str | None, view: FlavorView) -> w.FlavorDetails:
+    def flavor_of(self, name: str, pool_id: str | None, view: FlavorView) -> w.FlavorDetails:
         if (pool_id, name) not in self._flavors:
             self._flavors[(pool_id, name)] = self._flavor(name, pool_id, view)
         return self._flavors[(pool_id, name)]

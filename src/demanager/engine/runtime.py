@@ -244,6 +244,11 @@ def operator_token(settings: Settings) -> str:
     return token
 
 
+IDENTITY_MARKER = "identity.changed"
+"""The data dir's file that tells the server an operator command changed a token, user
+or membership (``identity/cache.py``)."""
+
+
 async def build_identity(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], now_ms: Callable[[], int]
 ) -> IdentityService:
@@ -256,6 +261,8 @@ async def build_identity(
         now_ms=now_ms,
         operator=await users.ensure_user(OPERATOR_NAME, now_ms=now_ms()),
         operator_token=operator_token(settings),
+        cache_seconds=settings.auth_cache_seconds,
+        change_marker=settings.data_dir / IDENTITY_MARKER,
     )
 
 

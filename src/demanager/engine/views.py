@@ -20,8 +20,9 @@ from demanager.domain.payload import parse_json
 from demanager.domain.policy import Policy, planned_stops
 from demanager.domain.queueing import QueueEstimates, estimate_flavor_queue
 from demanager.engine.clock import Clock
-from demanager.engine.presenters import FlavorView, Presenter, Scope, flavor_details, profile
+from demanager.engine.presenters import FlavorView, Scope, flavor_details, profile
 from demanager.engine.service import InstanceService
+from demanager.engine.wire import WirePresenter
 from demanager.identity.principal import Principal
 from demanager.identity.service import IdentityService
 from demanager.store.instances import InstanceRepository
@@ -181,12 +182,8 @@ class InstanceViews:
         queried when not already at hand."""
         now = self._clock.now_ms()
         view = await self._flavor_view(principal, instances, counts, now)
-        presenter = Presenter(self._catalog, self._target_domain)
-        return [
-            presenter.instance(i, now_ms=now, flavors=view).model_dump(
-                mode="json", exclude_unset=True)
-            for i in instances
-        ]
+        presenter = WirePresenter(self._catalog, self._target_domain, view)
+        return [presenter.instance(i, now_ms=now) for i in instances]
 
 
 def run_stops(instance: Instance, policy: Policy) -> Body:

@@ -3,6 +3,10 @@
 The checks follow the contract's order (§1.3): a token present, known and not
 revoked, not expired, bound to a project whose member its user still is, and
 that project the one in the path.
+
+A token found valid is remembered for a few seconds (``identity/cache.py``); every
+change to tokens, users or memberships made here, or by an operator command on the
+same data dir, forgets them all at once.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from demanager import errors
 from demanager.identity import links, secrets
+from demanager.identity.cache import TokenCache
 from demanager.identity.principal import Principal, Role
 from demanager.store.identity import Account, IdentityRepository, TokenInfo, User
 
@@ -54,8 +60,16 @@ class IdentityService:
         now_ms: Callable[[], int],
         operator: User,
         operator_token: str,
+        cache_seconds: float = 0.0,
+        change_marker: Path | None = None,
     ) -> None:
+        """``cache_seconds``: how long a token found valid is taken as valid without
+        asking the store again (its expiry is still checked); 0: always ask.
+        ``change_marker``: the file in the data dir that tells every process sharing it
+        of a change to tokens, users or memberships (``identity/cache.py``)."""
         self._repo = repository
+        self._cache: TokenCache[ValidToken] = TokenCache(
+            ttl_seconds=cache_seconds, marker=change_marker)
         self._key = key
         self._now_ms = now_ms
         self.operator = operator
@@ -111,6 +125,16 @@ class IdentityService:
         return (await self._check(digest)).principal
 
     async def _check(self, digest: str) -> ValidToken:
+        valid = self._cache.get(digest)
+        if valid is None:
+            generation = self._cache.generation
+            valid = await self._lookup(digest)
+            self._cache.put(digest, valid, generation)
+        elif valid.expires_at is not None and valid.expires_at <= self._now_ms():
+            raise errors.TokenExpired()
+        return valid
+
+    async def _lookup(self, digest: str) -> ValidToken:
         record = await self._repo.lookup(digest)
         if record is None or record.revoked:
             raise errors.TokenInvalid()
@@ -215,6 +239,7 @@ class IdentityService:
         if user is None:
             raise errors.UserExists(name)
         await self._repo.set_role(user.id, project_id, role.value)
+        self._cache.changed()
         return user
 
     async def add_to_project(self, name: str, *, project_id: str, role: Role) -> None:
@@ -222,6 +247,7 @@ class IdentityService:
         if found is None:
             raise errors.UnknownUser(name)
         await self._repo.set_role(found[0].id, project_id, role.value)
+        self._cache.changed()
 
     async def issue_for(
         self, name: str, project_id: str, *, ttl_seconds: int | None, create: bool = True
@@ -242,9 +268,12 @@ class IdentityService:
 
     async def revoke(self, token_or_id: str) -> bool:
         """Revoke by the token itself or by its id (as ``tokens list`` shows it)."""
-        if await self._repo.revoke(digest=self.digest(token_or_id)):
-            return True
-        return await self._repo.revoke(token_id=token_or_id)
+        try:
+            if await self._repo.revoke(digest=self.digest(token_or_id)):
+                return True
+            return await self._repo.revoke(token_id=token_or_id)
+        finally:
+            self._cache.changed()
 
     async def tokens(self, user_name: str | None = None) -> list[TokenInfo]:
         return await self._repo.tokens(user_name)
@@ -253,7 +282,13 @@ class IdentityService:
         return await self._repo.accounts()
 
     async def delete_user(self, name: str) -> bool:
-        return await self._repo.delete_user(name)
+        try:
+            return await self._repo.delete_user(name)
+        finally:
+            self._cache.changed()
 
     async def set_enabled(self, name: str, enabled: bool) -> bool:
-        return await self._repo.set_enabled(name, enabled)
+        try:
+            return await self._repo.set_enabled(name, enabled)
+        finally:
+            self._cache.changed()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,16 +32,21 @@ every user of the host can read."""
 
 
 def make_engine(url: str) -> AsyncEngine:
+    """JSON columns are read with orjson: an instance row has five of them, and decoding
+    them with the standard library was a tenth of a list request (docs/benchmarks.md).
+    Writes keep the standard library's encoder, whose text every reader accepts."""
     if url.startswith("sqlite"):
         # Enough pooled connections for the API, the proxy's per-request token checks and
         # the engine at once: an overflow connection is a new thread, opened and closed
         # on every request that needs it.
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_size=20, max_overflow=10
+            url, connect_args={"timeout": 30}, pool_size=20, max_overflow=10,
+            json_deserializer=orjson.loads,
         )
         _tune_sqlite(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                               json_deserializer=orjson.loads)
 
 
 def _tune_sqlite(engine: Engine) -> None:

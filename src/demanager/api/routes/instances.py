@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from demanager.api.dependencies import CallerDep, RuntimeDep, first_query_values, read_body
-from demanager.api.responses import WireJSON, error_responses
+from demanager.api.responses import FastWireJSON, WireJSON, error_responses
 from demanager.domain.lifecycle import InstanceStatus
 from demanager.schemas import instances as w
 
@@ -27,9 +27,11 @@ def _body(model: type[w.Wire]) -> dict[str, object]:
 @router.post("", response_model=w.Instance, responses=_ERRORS,
              openapi_extra=_body(w.InstanceCreate),
              summary="Create an instance (asynchronous: answers CREATING)")
-async def create_instance(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
+async def create_instance(
+    request: Request, runtime: RuntimeDep, caller: CallerDep
+) -> FastWireJSON:
     raw = await read_body(request)
-    return WireJSON(await runtime.views.create(principal=caller, raw=raw))
+    return FastWireJSON(await runtime.views.create(principal=caller, raw=raw))
 
 
 def _query(name: str, description: str, kind: str = "string", *, required: bool = False,
@@ -70,25 +72,31 @@ _LIST_PARAMETERS = {
 
 @router.get("", response_model=w.InstanceList, responses=_ERRORS, summary="List instances",
             openapi_extra=_LIST_PARAMETERS)
-async def list_instances(request: Request, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    return WireJSON(
+async def list_instances(
+    request: Request, runtime: RuntimeDep, caller: CallerDep
+) -> FastWireJSON:
+    return FastWireJSON(
         await runtime.views.list(principal=caller, params=first_query_values(request))
     )
 
 
 @router.get("/{instance_id}", response_model=w.Instance, responses=_ERRORS,
             summary="Get an instance")
-async def get_instance(instance_id: str, runtime: RuntimeDep, caller: CallerDep) -> WireJSON:
-    return WireJSON(await runtime.views.get(principal=caller, instance_id=instance_id))
+async def get_instance(
+    instance_id: str, runtime: RuntimeDep, caller: CallerDep
+) -> FastWireJSON:
+    return FastWireJSON(await runtime.views.get(principal=caller, instance_id=instance_id))
 
 
 @router.put("/{instance_id}", response_model=w.Instance, responses=_ERRORS,
             openapi_extra=_body(w.InstanceUpdate), summary="Change description and auto-stop")
 async def update_instance(
     instance_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep
-) -> WireJSON:
+) -> FastWireJSON:
     raw = await read_body(request)
-    return WireJSON(await runtime.views.update(principal=caller, instance_id=instance_id, raw=raw))
+    return FastWireJSON(
+        await runtime.views.update(principal=caller, instance_id=instance_id, raw=raw)
+    )
 
 
 @router.delete("/{instance_id}", response_model=w.DeleteResponse, responses=_ERRORS,
