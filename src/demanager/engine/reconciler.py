@@ -51,6 +51,8 @@ from demanager.store.leases import LeaseRepository
 
 log = logging.getLogger(__name__)
 
+SUBMIT_CHUNK = 100
+"""Instances a sweep hands to the work queue between two turns of the event loop."""
 PURGE_INTERVAL_MS = 60_000
 """At most this often, the sweep removes old tombstones and silent replicas' rows."""
 FORGET_REPLICAS_AFTER = 20
@@ -181,7 +183,10 @@ class Reconciler:
         query, no writes for instances at rest)."""
         await self._heartbeat()
         now = self._clock.now_ms()
-        for instance in await self._repo.needing_attention(free_for=self._owner, now_ms=now):
+        found = await self._repo.needing_attention(free_for=self._owner, now_ms=now)
+        for n, instance in enumerate(found):
+            if n and not n % SUBMIT_CHUNK:
+                await asyncio.sleep(0)  # requests waiting meanwhile go first
             if not self._queue.busy(instance.id) and self._my_share(instance):
                 self._snapshots[instance.id] = instance
                 self._queue.submit(instance.id)

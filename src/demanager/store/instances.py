@@ -19,6 +19,7 @@ full one.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import functools
 import operator
@@ -54,6 +55,8 @@ from demanager.store import hostfit
 from demanager.store.tables import InstanceRow, ProjectRow, QuotaUsageRow
 
 _LIVE_ACTIVE = InstanceRow.status != InstanceStatus.DELETED.value
+SWEEP_CHUNK = 100
+"""Rows of a sweep turned into instances between two turns of the event loop."""
 
 
 _TABLE = InstanceRow.__table__
@@ -269,8 +272,15 @@ class InstanceRepository:
                 | (InstanceRow.lease_until < now_ms)
             )
         async with self._engine.connect() as conn:
-            result = await conn.execute(query)
-            return [_to_domain(row) for row in result]
+            rows = (await conn.execute(query)).all()
+        found: builtins.list[Instance] = []
+        for start in range(0, len(rows), SWEEP_CHUNK):
+            if start:
+                # Thousands of rows in one go would hold the event loop for tens of
+                # milliseconds, and every API request waiting on it with them.
+                await asyncio.sleep(0)
+            found += [_to_domain(row) for row in rows[start:start + SWEEP_CHUNK]]
+        return found
 
     async def purge_tombstones(self, *, deleted_before_ms: int) -> int:
         """Remove DELETED rows last written before ``deleted_before_ms`` whose backend
