@@ -69,7 +69,8 @@ script = (
     "os.setsid()\\n"
     "if os.fork():\\n"
     "    os._exit(0)\\n"
-    "open(sys.argv[1], 'w').write(str(os.getpid()))\\n"
+    "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()))\\n"
+    "os.replace(sys.argv[1] + '.tmp', sys.argv[1])\\n"
     "time.sleep(3600)\\n"
 )
 subprocess.Popen([sys.executable, "-c", script, pidfile], env={}, start_new_session=True,

@@ -82,7 +82,9 @@ def test_kill_ends_a_double_forked_process_that_left_its_session(
         "if os.fork(): os._exit(0)\n"
         "os.setsid()\n"
         "if os.fork(): os._exit(0)\n"
-        "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+        # Written aside and renamed, so the test never reads a file still empty.
+        "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()))\n"
+        "os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
         "time.sleep(3600)\n"
     )
     launched = subprocess.run(
