@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import psutil
+
+from tests.server import ServerProcess
 
 SERVER_MODULES = (
     "demanager.cli.main", "demanager.api.app", "demanager.engine.runtime",
@@ -12,6 +17,10 @@ SERVER_MODULES = (
     "demanager.engine.buckets", "demanager.objectstore.sync", "demanager.engine.health",
     "demanager.store.database",
 )
+
+
+SERVING = ("demanager.cli.serving", *SERVER_MODULES[1:])
+"""What the server process itself imports: ``serve`` execs ``demanager.cli.serving``."""
 
 
 def _loaded_after(imports: str) -> set[str]:
@@ -42,3 +51,27 @@ def test_the_first_bucket_client_loads_boto3() -> None:
 def test_a_server_never_loads_alembic() -> None:
     """It reads the schema's revision itself; a child interpreter migrates."""
     assert "alembic" not in _loaded_after("\n".join(f"import {m}" for m in SERVER_MODULES))
+
+
+def test_the_server_process_holds_neither_the_command_line_nor_unused_clients() -> None:
+    """Typer is the command line's; aiohttp is loaded by the first proxied request and
+    cryptography by the first project key stored or read."""
+    loaded = _loaded_after("\n".join(f"import {m}" for m in SERVING))
+    assert "demanager" in loaded
+    assert not {"typer", "aiohttp", "cryptography"} & loaded
+
+
+def test_serve_replaces_itself_with_the_server(tmp_path: Path) -> None:
+    """Same PID (whatever started ``serve`` still holds the server), another program."""
+    server = ServerProcess(tmp_path, backend="fake").start()
+    try:
+        assert server.proc is not None
+        process = psutil.Process(server.proc.pid)
+        assert process.cmdline()[1:4] == ["-P", "-m", "demanager.cli.serving"]
+        mapped = {Path(m.path).name for m in process.memory_maps()}
+        assert not [name for name in mapped if name.startswith("_rust.")], "cryptography"
+        assert not [name for name in mapped if name.startswith("_http_parser.")], "aiohttp"
+        with server.client() as api:  # and it serves
+            assert api.get("", params={"de_type": "Notebook"}).status_code == 200
+    finally:
+        server.close()

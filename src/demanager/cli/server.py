@@ -7,7 +7,7 @@ command goes through the HTTP API.
 from __future__ import annotations
 
 import asyncio
-import logging
+import json
 import os
 import sys
 from pathlib import Path
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from types import FrameType
+from demanager.cli.serving import configure_logging
 
+if TYPE_CHECKING:
     from demanager.settings import Settings
 
 DataDir = Annotated[
@@ -55,82 +55,32 @@ def serve(
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
 ) -> None:
     """Run the API server and the engine (SQLite and the process backend by default)."""
-    import uvicorn
     from pydantic import ValidationError
 
-    from demanager.api.app import create_app
-    from demanager.engine.runtime import operator_token
     from demanager.settings import load_settings
-    from demanager.store.backup import hold_data_dir
 
+    options = {"host": host, "port": port, "data_dir": data_dir, "backend": backend,
+               "catalog_file": catalog, "log_level": log_level}
     try:
-        settings = load_settings(
-            host=host,
-            port=port,
-            data_dir=data_dir,
-            backend=backend,
-            catalog_file=catalog,
-            log_level=log_level,
-        )
+        settings = load_settings(**options)
     except ValidationError as exc:
         for error in exc.errors():
             where = "__".join(str(part) for part in error["loc"]).upper()
             typer.echo(f"error: {'DEMANAGER_' + where if where else 'settings'}: "
                        f"{error['msg']}", err=True)
         raise typer.Exit(2) from None
-    _configure_logging(settings)
+    configure_logging(settings)
     _preflight(settings)
-    # Whatever the server writes is private unless it says otherwise (the data dir,
-    # volumes and shared object-storage folders set their modes explicitly).
-    os.umask(0o077)
-    token = operator_token(settings)
-    _configure_logging(settings, token)  # now the generated token is known too
-    url = settings.target_domain
-    database = settings.sqlalchemy_url.split("@")[-1]
-    if settings.log_format == "json":
-        # Lines for a log collector, which must never receive the token: it is in the
-        # settings or in the data dir, where the operator can read it.
-        logging.getLogger("demanager").info(
-            "demanager serving at %s (backend: %s, database: %s)", url, settings.backend,
-            database, extra={"url": url, "backend": settings.backend},
-        )
-    else:
-        typer.echo(
-            f"demanager serving at {url}  (backend: {settings.backend}, database: {database})"
-        )
-        typer.echo(f"operator token: {token}")
-        typer.echo(
-            f"try: curl -H 'X-Auth-Token: {token}' "
-            f"'{url}/v1/myproject/demanager/instances?de_type=Notebook'"
-        )
-        sys.stdout.flush()
-    app = create_app(settings)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # Uvicorn waits for open responses before the app hears of the shutdown;
-            # endless ones (event streams) must be told now, or they hold it up.
-            runtime = getattr(app.state, "runtime", None)
-            if runtime is not None:
-                runtime.events.closing = True
-            super().handle_exit(sig, frame)
-
-    # Held while serving, so that `demanager restore` never replaces a live database.
-    lock = hold_data_dir(settings.data_dir)
-    try:
-        Server(uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            # The app logs each request itself, by route template: a raw path may carry a
-            # signed link's token, and uvicorn's own configuration would bypass ours.
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=5,
-        )).run()
-    finally:
-        os.close(lock)
+    # Checked: now the server proper, in place of this process (same PID, signals and
+    # output) and without the command line's libraries, which it would otherwise keep
+    # in memory for its whole life (docs/benchmarks.md, Peers).
+    given = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()
+             if v is not None}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # -P: the working directory is not put on the import path.
+    os.execv(sys.executable, [sys.executable, "-P", "-m", "demanager.cli.serving",
+                              json.dumps(given)])
 
 
 def _preflight(settings: Settings) -> None:
@@ -151,24 +101,6 @@ def _preflight(settings: Settings) -> None:
     except (UnknownBackend, CatalogError, ValidationError, OSError, FuseUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-
-
-def _configure_logging(settings: Settings, token: str | None = None) -> None:
-    from sqlalchemy import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    from demanager.api.logs import configure_logging
-
-    try:
-        database_password = make_url(settings.sqlalchemy_url).password
-    except ArgumentError:
-        database_password = None  # the server's start says what is wrong with the URL
-    s3_secret = settings.s3.secret_access_key
-    configure_logging(settings.log_level, settings.log_format, secrets=(
-        token, settings.bootstrap_token, settings.secret_key, settings.metrics_token,
-        str(database_password) if database_password else None,
-        s3_secret.get_secret_value() if s3_secret is not None else None,
-    ))
 
 
 async def _with_identity(data_dir: Path | None, work):  # type: ignore[no-untyped-def]
