@@ -14,10 +14,8 @@ import base64
 import builtins
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +25,9 @@ from demanager import errors
 from demanager.domain.validation import BUCKET_RE
 from demanager.objectstore.access import BucketLookup, ProjectKeys
 from demanager.store.tables import BucketGrantRow, ProjectStorageKeysRow
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 _KDF_INFO = b"demanager/object-storage-keys/v1"
 """Binds the derived key to this one use of the server key."""
@@ -71,7 +72,20 @@ class ObjectAccessRepository:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], server_key: bytes) -> None:
         self._sessions = sessions
-        self._fernet = Fernet(_derive(server_key))
+        if not server_key:
+            raise ValueError("the server key is empty")
+        self._server_key = server_key
+        self._made: Fernet | None = None
+
+    @property
+    def _fernet(self) -> Fernet:
+        # Made on the first key stored or read: cryptography is about 6 MiB of a server's
+        # memory, and most servers never hold a project's keys.
+        if self._made is None:
+            from cryptography.fernet import Fernet
+
+            self._made = Fernet(_derive(self._server_key))
+        return self._made
 
     async def lookup(self, project_id: str, bucket: str) -> BucketLookup:
         """The project's own keys (decrypted) and the project the bucket is granted to.
@@ -187,6 +201,8 @@ class ObjectAccessRepository:
         return self._fernet.encrypt(json.dumps(payload).encode("utf-8")).decode("ascii")
 
     def _decrypt(self, row: ProjectStorageKeysRow) -> ProjectKeys:
+        from cryptography.fernet import InvalidToken
+
         try:
             payload = json.loads(self._fernet.decrypt(row.secret_ciphertext.encode("ascii")))
         except (InvalidToken, ValueError):
@@ -212,8 +228,9 @@ async def _grant_row(session: AsyncSession, bucket: str) -> BucketGrantRow | Non
 
 
 def _derive(server_key: bytes) -> bytes:
-    if not server_key:
-        raise ValueError("the server key is empty")
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KDF_INFO).derive(
         server_key
     )
