@@ -27,7 +27,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Row,
+    Select,
+    String,
+    bindparam,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -117,10 +129,7 @@ _RECENT_RUNS_SHARED = _RECENT_RUNS.where(_TABLE.c.pool_id.is_(None))
 _RECENT_RUNS_POOL = _RECENT_RUNS.where(_TABLE.c.pool_id == bindparam("pool_id"))
 
 
-@functools.cache
-def _list_keys(*, status: bool, show_self: bool, ai_project: bool, pool: bool) -> Select[Any]:
-    """The sort keys of a list's matches, for each combination of its optional filters:
-    built once each (composing a statement costs more than running it on SQLite)."""
+def _list_conditions(*, status: bool, show_self: bool, ai_project: bool, pool: bool) -> list[Any]:
     conditions = [
         _TABLE.c.project_id == bindparam("project_id"),
         _TABLE.c.workspace_id == bindparam("workspace_id"),
@@ -132,7 +141,51 @@ def _list_keys(*, status: bool, show_self: bool, ai_project: bool, pool: bool) -
         conditions.append(_TABLE.c.ai_project_id == bindparam("ai_project"))
     if pool:
         conditions.append(_TABLE.c.pool_id == bindparam("pool_id"))
-    return select(_TABLE.c.id, _TABLE.c.name, _TABLE.c.created_at).where(*conditions)
+    return conditions
+
+
+@functools.cache
+def _list_keys(*, status: bool, show_self: bool, ai_project: bool, pool: bool) -> Select[Any]:
+    """The sort keys of a list's matches, for each combination of its optional filters:
+    built once each (composing a statement costs more than running it on SQLite)."""
+    return select(_TABLE.c.id, _TABLE.c.name, _TABLE.c.created_at).where(
+        *_list_conditions(status=status, show_self=show_self, ai_project=ai_project, pool=pool))
+
+
+@functools.cache
+def _list_count(*, status: bool, show_self: bool, ai_project: bool, pool: bool) -> Select[Any]:
+    return select(func.count()).select_from(_TABLE).where(
+        *_list_conditions(status=status, show_self=show_self, ai_project=ai_project, pool=pool))
+
+
+@functools.cache
+def _list_page(
+    *, status: bool, show_self: bool, ai_project: bool, pool: bool, by_name: bool,
+    descending: bool, limited: bool,
+) -> Select[Any]:
+    """One page, ordered by the database: the order ``InstanceRepository.list`` gives in
+    code, for a database that compares names by code point (``_ORDER_PROBE``)."""
+    c = _TABLE.c
+    if by_name:
+        order = [c.name.desc() if descending else c.name, c.created_at, c.id]
+    else:
+        order = [c.created_at.desc() if descending else c.created_at, c.id]
+    statement = select(_TABLE).where(
+        *_list_conditions(status=status, show_self=show_self, ai_project=ai_project, pool=pool)
+    ).order_by(*order).offset(bindparam("offset"))
+    return statement.limit(bindparam("limit")) if limited else statement
+
+
+_ORDER_PROBE = ("a", "B", "b", "Z", "A", "_", "-", "0", "9", "a-b", "a_b", "ab", "aB", "a0")
+"""Every kind of character a name or an id may hold (``validation.NAME_RE``): a database
+that orders these as Python does orders names by code point, the contract's order.
+SQLite always does; PostgreSQL does with the C collation, and its locales do not."""
+
+
+async def _orders_by_code_point(conn: AsyncConnection) -> bool:
+    probe = union_all(*(select(literal(v, String).label("x")) for v in _ORDER_PROBE)).subquery()
+    ordered = (await conn.execute(select(probe.c.x).order_by(probe.c.x))).scalars().all()
+    return list(ordered) == sorted(_ORDER_PROBE)
 
 
 _WIDTH = len(_TABLE.columns)
@@ -166,6 +219,9 @@ class InstanceRepository:
         self._catalog = catalog
         self._inventory = inventory
         self._released: list[Callable[[str | None, str], None]] = []
+        self.database_orders: bool | None = None
+        """Whether the database orders names as the contract does (asked on the first
+        list); if not, a list sorts its matches' keys in code."""
         self._appended: list[Callable[[], None]] = []
 
     def on_slot_freed(self, listener: Callable[[str | None, str], None]) -> None:
@@ -219,35 +275,60 @@ class InstanceRepository:
         self, project_id: str, query: ListQuery, user_id: str
     ) -> tuple[int, builtins.list[Instance], dict[str, int]]:
         """(total matches, the requested page, the caller's count per flavor)."""
-        statement = _list_keys(
-            status=query.status is not None, show_self=query.show_self,
-            ai_project=query.ai_project is not None, pool=query.pool_id is not None,
-        )
+        filters = {
+            "status": query.status is not None, "show_self": query.show_self,
+            "ai_project": query.ai_project is not None, "pool": query.pool_id is not None,
+        }
         params = {
             "project_id": project_id, "workspace_id": query.workspace_id, "user_id": user_id,
             "status": query.status.value if query.status is not None else None,
             "ai_project": query.ai_project, "pool_id": query.pool_id,
         }
         async with self._engine.connect() as conn:
-            keys = list((await conn.execute(statement, params)).all())
-            # Sorting here, not in SQL: database collations differ (PostgreSQL's follow the
-            # locale), while the contract wants code-point order with fixed tie-breakers.
-            keys.sort(key=_KEY_ID)
-            if query.sortby == "name":
-                keys.sort(key=_KEY_CREATED)
-                keys.sort(key=_KEY_NAME, reverse=query.descending)
+            if self.database_orders is None:
+                self.database_orders = await _orders_by_code_point(conn)
+            if self.database_orders:
+                total, page = await self._page_by_database(conn, query, filters, params)
             else:
-                keys.sort(key=_KEY_CREATED, reverse=query.descending)
-            page = keys[query.offset :]
-            if query.limit:
-                page = page[: query.limit]
-            ids = [k[0] for k in page]
-            rows: dict[str, Row[Any]] = {}
-            for chunk in _chunks(ids, 500):
-                result = await conn.execute(_PAGE, {"ids": list(chunk)})
-                rows.update((r.id, r) for r in result)
+                total, page = await self._page_in_code(conn, query, filters, params)
             counts = await _count_by_flavor(conn, project_id, user_id)
-        return len(keys), [_to_domain(rows[i]) for i in ids if i in rows], counts
+        return total, page, counts
+
+    async def _page_by_database(
+        self, conn: AsyncConnection, query: ListQuery, filters: dict[str, bool],
+        params: dict[str, Any],
+    ) -> tuple[int, builtins.list[Instance]]:
+        """Two statements: the count, and the page itself, ordered, offset and limited
+        by the database (the sort keys of every match never leave it)."""
+        total = int((await conn.execute(_list_count(**filters), params)).scalar_one())
+        statement = _list_page(**filters, by_name=query.sortby == "name",
+                               descending=query.descending, limited=bool(query.limit))
+        rows = await conn.execute(
+            statement, {**params, "offset": query.offset, "limit": query.limit})
+        return total, [_to_domain(row) for row in rows]
+
+    async def _page_in_code(
+        self, conn: AsyncConnection, query: ListQuery, filters: dict[str, bool],
+        params: dict[str, Any],
+    ) -> tuple[int, builtins.list[Instance]]:
+        """Every match's sort keys, sorted here, then the page's rows: for a database
+        whose collation is not code-point order (PostgreSQL's locales)."""
+        keys = list((await conn.execute(_list_keys(**filters), params)).all())
+        keys.sort(key=_KEY_ID)
+        if query.sortby == "name":
+            keys.sort(key=_KEY_CREATED)
+            keys.sort(key=_KEY_NAME, reverse=query.descending)
+        else:
+            keys.sort(key=_KEY_CREATED, reverse=query.descending)
+        page = keys[query.offset :]
+        if query.limit:
+            page = page[: query.limit]
+        ids = [k[0] for k in page]
+        rows: dict[str, Row[Any]] = {}
+        for chunk in _chunks(ids, 500):
+            result = await conn.execute(_PAGE, {"ids": list(chunk)})
+            rows.update((r.id, r) for r in result)
+        return len(keys), [_to_domain(rows[i]) for i in ids if i in rows]
 
     async def needing_attention(
         self, *, free_for: str | None = None, now_ms: int = 0
