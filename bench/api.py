@@ -221,6 +221,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None,
                         help="sample the server with py-spy under the list-200 load")
     args = parser.parse_args()
+    if args.profile is not None and not shutil.which("wrk"):
+        parser.error("--profile samples the server under wrk's load: install wrk "
+                     "(apt-get install wrk)")
     stores = ["sqlite"] + (["postgresql"] if os.environ.get("DEMANAGER_TEST_POSTGRES_URL") else [])
     rows: list[str] = []
     profiles: list[str] = []

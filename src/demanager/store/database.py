@@ -31,6 +31,10 @@ URL_VARIABLE = "DEMANAGER_MIGRATE_URL"
 every user of the host can read."""
 
 
+SQLITE_CACHE_SIZE = -256
+"""Each SQLite connection's page cache: 256 KiB (see ``_tune_sqlite``)."""
+
+
 def make_engine(url: str) -> AsyncEngine:
     """JSON columns are read with orjson: an instance row has five of them, and decoding
     them with the standard library was a tenth of a list request (docs/benchmarks.md).
@@ -61,7 +65,7 @@ def _tune_sqlite(engine: Engine) -> None:
         # them that is the server's largest cost per instance stored. The operating
         # system caches the file once for all of them, and a page read from it costs
         # microseconds against milliseconds of a request's Python work.
-        cursor.execute("PRAGMA cache_size=-256")
+        cursor.execute(f"PRAGMA cache_size={SQLITE_CACHE_SIZE}")
         cursor.close()
 
 

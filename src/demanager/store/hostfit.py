@@ -17,9 +17,10 @@ from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Integer, bindparam, case, delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from demanager.domain.hostfit import GPUS, Inventory, pick_gpus
+from demanager.store.reads import Reading
 from demanager.store.tables import GpuAssignmentRow, QuotaUsageRow
 
 _NEED = bindparam("need", type_=Integer)
@@ -109,7 +110,7 @@ async def release_gpus(session: AsyncSession, instance_id: str) -> None:
     )
 
 
-async def used(conn: AsyncConnection, inventory: Inventory) -> dict[str, int]:
+async def used(conn: Reading, inventory: Inventory) -> dict[str, int]:
     """What instances take of each counted resource now, by resource."""
     scopes = {host_scope(inventory.host, r): r for r in inventory.limits()}
     rows = await conn.execute(

@@ -41,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from demanager import errors
 from demanager.domain import events
@@ -64,6 +64,7 @@ from demanager.domain.queueing import Holder, Waiter
 from demanager.domain.validation import ListQuery
 from demanager.store import events as event_log
 from demanager.store import hostfit
+from demanager.store.reads import Reading, Reads
 from demanager.store.tables import InstanceRow, ProjectRow, QuotaUsageRow
 
 _LIVE_ACTIVE = InstanceRow.status != InstanceStatus.DELETED.value
@@ -182,7 +183,7 @@ that orders these as Python does orders names by code point, the contract's orde
 SQLite always does; PostgreSQL does with the C collation, and its locales do not."""
 
 
-async def _orders_by_code_point(conn: AsyncConnection) -> bool:
+async def _orders_by_code_point(conn: Reading) -> bool:
     probe = union_all(*(select(literal(v, String).label("x")) for v in _ORDER_PROBE)).subquery()
     ordered = (await conn.execute(select(probe.c.x).order_by(probe.c.x))).scalars().all()
     return list(ordered) == sorted(_ORDER_PROBE)
@@ -216,6 +217,7 @@ class InstanceRepository:
         schedules (a cluster)."""
         self._sessions = sessions
         self._engine: AsyncEngine = sessions.kw["bind"]
+        self._reads = Reads(self._engine)
         self._catalog = catalog
         self._inventory = inventory
         self._released: list[Callable[[str | None, str], None]] = []
@@ -244,7 +246,7 @@ class InstanceRepository:
     # --- reads --------------------------------------------------------------------
 
     async def load(self, instance_id: str) -> Instance | None:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return await _load(conn, instance_id)
 
     async def get_live(
@@ -252,7 +254,7 @@ class InstanceRepository:
     ) -> Instance:
         """A live instance of the project; with ``owner``, only if that user owns it (any
         other instance answers exactly as a missing one, so ids cannot be probed)."""
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return await _get_live(conn, project_id, instance_id, owner)
 
     async def view(
@@ -263,7 +265,7 @@ class InstanceRepository:
         One prebuilt query: this is the hot path of every GET.
         """
         params = {"instance_id": instance_id, "project_id": project_id, "user_id": user_id}
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             row = (await conn.execute(_VIEW, params)).first()
         instance = _to_domain(row) if row is not None else None
         if instance is None or not _is_live_in(instance, project_id, owner):
@@ -284,7 +286,7 @@ class InstanceRepository:
             "status": query.status.value if query.status is not None else None,
             "ai_project": query.ai_project, "pool_id": query.pool_id,
         }
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             if self.database_orders is None:
                 self.database_orders = await _orders_by_code_point(conn)
             if self.database_orders:
@@ -295,7 +297,7 @@ class InstanceRepository:
         return total, page, counts
 
     async def _page_by_database(
-        self, conn: AsyncConnection, query: ListQuery, filters: dict[str, bool],
+        self, conn: Reading, query: ListQuery, filters: dict[str, bool],
         params: dict[str, Any],
     ) -> tuple[int, builtins.list[Instance]]:
         """Two statements: the count, and the page itself, ordered, offset and limited
@@ -308,7 +310,7 @@ class InstanceRepository:
         return total, [_to_domain(row) for row in rows]
 
     async def _page_in_code(
-        self, conn: AsyncConnection, query: ListQuery, filters: dict[str, bool],
+        self, conn: Reading, query: ListQuery, filters: dict[str, bool],
         params: dict[str, Any],
     ) -> tuple[int, builtins.list[Instance]]:
         """Every match's sort keys, sorted here, then the page's rows: for a database
@@ -419,7 +421,7 @@ class InstanceRepository:
     async def slots_used(self, pool_id: str | None, flavor: str) -> int:
         """Instances of ``flavor`` holding resources in the pool (``None``: shared), as
         the scope's counter says."""
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             used = await conn.scalar(
                 select(QuotaUsageRow.used).where(
                     QuotaUsageRow.scope == capacity_scope(pool_id, flavor)
@@ -436,7 +438,7 @@ class InstanceRepository:
         need = self._host_need(flavor)
         if not need or self._inventory is None:
             return False
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             used = await hostfit.used(conn, self._inventory)
         return not fits(need, used, self._inventory.limits())
 
@@ -508,7 +510,7 @@ class InstanceRepository:
         else:
             query, runs_query = _QUEUE_STATE_POOL, _RECENT_RUNS_POOL
             params["pool_id"] = pool_id
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows = (await conn.execute(query, params)).all()
             runs = [int(ms) // 1000 for ms in (await conn.execute(runs_query, params)).scalars()]
         holders: builtins.list[Holder] = []
@@ -525,7 +527,7 @@ class InstanceRepository:
         return holders, queue, runs
 
     async def count_by_flavor(self, project_id: str, user_id: str) -> dict[str, int]:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return await _count_by_flavor(conn, project_id, user_id)
 
     # --- writes -------------------------------------------------------------------
@@ -809,13 +811,13 @@ async def _version_of(session: AsyncSession, instance_id: str) -> int | None:
     return await session.scalar(select(InstanceRow.version).where(InstanceRow.id == instance_id))
 
 
-async def _load(conn: AsyncConnection, instance_id: str) -> Instance | None:
+async def _load(conn: Reading, instance_id: str) -> Instance | None:
     row = (await conn.execute(_LOAD, {"instance_id": instance_id})).first()
     return _to_domain(row) if row is not None else None
 
 
 async def _get_live(
-    conn: AsyncConnection, project_id: str, instance_id: str, owner: str | None
+    conn: Reading, project_id: str, instance_id: str, owner: str | None
 ) -> Instance:
     instance = await _load(conn, instance_id)
     if instance is None or not _is_live_in(instance, project_id, owner):
@@ -885,7 +887,7 @@ async def _take(session: AsyncSession, scope: str, limit: int) -> bool:
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-async def _count_by_flavor(conn: AsyncConnection, project_id: str, user_id: str) -> dict[str, int]:
+async def _count_by_flavor(conn: Reading, project_id: str, user_id: str) -> dict[str, int]:
     rows = await conn.execute(_COUNT_BY_FLAVOR, {"project_id": project_id, "user_id": user_id})
     return {flavor: int(n) for flavor, n in rows.all()}
 
