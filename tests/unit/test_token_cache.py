@@ -196,3 +196,59 @@ async def test_a_lookup_in_flight_during_a_revocation_is_not_remembered(
     assert (await in_flight).user_name == "erin"  # answered as of its read...
     with pytest.raises(errors.TokenInvalid):  # ...but not remembered
         await identity.authenticate(issued.token, PROJECT)
+
+
+async def test_requests_that_miss_together_share_one_lookup(identity: IdentityService) -> None:
+    """A remembered token running out under load sends one query, not one per request."""
+    issued = await identity.issue_for("frank", PROJECT, ttl_seconds=None)
+    repo = counting(identity)
+    gate = asyncio.Event()
+    repo.hold = gate
+    waiting = [asyncio.create_task(identity.authenticate(issued.token, PROJECT))
+               for _ in range(16)]
+    await repo.holding.wait()
+    await asyncio.sleep(0)  # every request has reached the lookup in flight
+    gate.set()
+    assert {p.user_name for p in await asyncio.gather(*waiting)} == {"frank"}
+    assert repo.lookups == 1
+    failing = [asyncio.create_task(identity.authenticate("dmt_guessed", PROJECT))
+               for _ in range(4)]
+    results = await asyncio.gather(*failing, return_exceptions=True)
+    assert all(isinstance(r, errors.TokenInvalid) for r in results)
+    assert repo.lookups == 2, "a shared failure is one lookup too, and is not remembered"
+
+
+async def test_a_request_after_a_revocation_never_joins_a_lookup_begun_before_it(
+    identity: IdentityService,
+) -> None:
+    issued = await identity.issue_for("gina", PROJECT, ttl_seconds=None)
+    repo = counting(identity)
+    gate = asyncio.Event()
+    repo.hold = gate
+    before = asyncio.create_task(identity.authenticate(issued.token, PROJECT))
+    await repo.holding.wait()  # read as valid, still in flight
+    repo.hold = None
+    assert await identity.revoke(issued.token)
+    with pytest.raises(errors.TokenInvalid):  # its own lookup, after the revocation
+        # (joining the held lookup instead would wait for the gate: a timeout here)
+        await asyncio.wait_for(identity.authenticate(issued.token, PROJECT), 10)
+    gate.set()
+    assert (await before).user_name == "gina"
+    assert repo.lookups == 2
+
+
+async def test_a_caller_that_goes_away_leaves_the_shared_lookup_to_the_others(
+    identity: IdentityService,
+) -> None:
+    issued = await identity.issue_for("hugo", PROJECT, ttl_seconds=None)
+    repo = counting(identity)
+    gate = asyncio.Event()
+    repo.hold = gate
+    first = asyncio.create_task(identity.authenticate(issued.token, PROJECT))
+    await repo.holding.wait()
+    second = asyncio.create_task(identity.authenticate(issued.token, PROJECT))
+    await asyncio.sleep(0)
+    first.cancel()
+    gate.set()
+    assert (await second).user_name == "hugo"
+    assert first.cancelled() and repo.lookups == 1

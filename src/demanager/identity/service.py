@@ -11,6 +11,7 @@ same data dir, forgets them all at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class IdentityService:
         self._now_ms = now_ms
         self.operator = operator
         self._operator_digest = secrets.token_digest(key, operator_token)
+        self._pending: dict[tuple[str, int], asyncio.Future[ValidToken]] = {}
 
     @property
     def key(self) -> bytes:
@@ -127,12 +129,32 @@ class IdentityService:
     async def _check(self, digest: str) -> ValidToken:
         valid = self._cache.get(digest)
         if valid is None:
-            generation = self._cache.generation
-            valid = await self._lookup(digest)
-            self._cache.put(digest, valid, generation)
+            valid = await self._shared_lookup(digest)
         elif valid.expires_at is not None and valid.expires_at <= self._now_ms():
             raise errors.TokenExpired()
         return valid
+
+    async def _shared_lookup(self, digest: str) -> ValidToken:
+        """One lookup of a digest at a time: when a remembered token runs out under load,
+        every request that holds it would otherwise ask the store at once (the latency
+        tail of docs/benchmarks.md, Peers). A request joins only a lookup begun under the
+        cache's current generation, so none begun before a revocation answers it."""
+        generation = self._cache.generation
+        key = (digest, generation)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(digest))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda done: self._settled(key, done))
+        # Shielded: a caller that goes away does not cancel the others' answer.
+        valid = await asyncio.shield(pending)
+        self._cache.put(digest, valid, generation)
+        return valid
+
+    def _settled(self, key: tuple[str, int], done: asyncio.Future[ValidToken]) -> None:
+        self._pending.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved, also when every caller went away
 
     async def _lookup(self, digest: str) -> ValidToken:
         record = await self._repo.lookup(digest)
