@@ -15,32 +15,13 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from demanager.domain.catalog import Catalog, Flavor, Profile
-from demanager.domain.instance import (
-    AutoStop,
-    Desired,
-    Instance,
-    InstanceId,
-    ProjectId,
-    Storage,
-    UserId,
-)
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.store.database import make_engine, make_sessionmaker, upgrade
 from demanager.store.instances import InstanceRepository
 from demanager.store.reads import Reads
+from tests.unit.stored import CATALOG, instance
 
-CATALOG = Catalog(
-    profiles={"prof": Profile("prof", "prof", "", "CPU", "ns", "img", "tag", None)},
-    flavors={"flav": Flavor("flav", "CPU", {})},
-)
-INSTANCE = Instance(
-    id=InstanceId("DE-1"), project_id=ProjectId("p"), name="nb", description="",
-    profile_id="prof", flavor="flav", storage=Storage("evs"), extend_storage=None,
-    auto_stop=AutoStop(), annotations={}, workspace_id="0", pool_id=None,
-    ai_project_id="default-ai-project", user_id=UserId("u" * 32), user_name="u",
-    status=S.CREATING, desired=Desired.RUNNING, created_at=1, updated_at=1, requested_at=1,
-)
+INSTANCE = instance()
 
 
 @pytest.fixture

@@ -17,28 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from demanager.domain.catalog import Catalog, Flavor, Profile
-from demanager.domain.instance import (
-    AutoStop,
-    Desired,
-    Instance,
-    InstanceId,
-    ProjectId,
-    Storage,
-    UserId,
-)
+from demanager.domain.instance import InstanceId, UserId
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.domain.validation import SORT_FIELDS, ListQuery
 from demanager.store.database import make_sessionmaker
 from demanager.store.instances import InstanceRepository
 from tests import server
+from tests.unit.stored import CATALOG, USER, instance
 
-CATALOG = Catalog(
-    profiles={"prof": Profile("prof", "prof", "", "CPU", "ns", "img", "tag", None)},
-    flavors={"flav": Flavor("flav", "CPU", {})},
-)
 NAMES = ["a", "B", "b", "Z", "A", "_x", "-x", "0", "9", "a-b", "a_b", "ab", "aB", "a0", "nb"]
-USERS = [UserId("u" * 32), UserId("v" * 32)]
+USERS = [USER, UserId("v" * 32)]
 
 
 @pytest.fixture
@@ -54,13 +42,10 @@ async def _filled(repo: InstanceRepository) -> InstanceRepository:
     for n, name in enumerate(names[:90]):
         user = chosen.choice(USERS)
         created = chosen.choice([1_000, 2_000, 3_000 + n])  # ties on time
-        await repo.add(Instance(
-            id=InstanceId(f"DE-{chosen.getrandbits(64):016x}"), project_id=ProjectId("p"),
-            name=name, description="", profile_id="prof", flavor="flav",
-            storage=Storage("evs"), extend_storage=None, auto_stop=AutoStop(),
-            annotations={}, workspace_id="0", pool_id=None, ai_project_id="default-ai-project",
+        await repo.add(instance(
+            n, id=InstanceId(f"DE-{chosen.getrandbits(64):016x}"), name=name,
             user_id=user, user_name=user[:1],
-            status=chosen.choice([S.RUNNING, S.STOPPED, S.CREATING]), desired=Desired.RUNNING,
+            status=chosen.choice([S.RUNNING, S.STOPPED, S.CREATING]),
             created_at=created, updated_at=created, requested_at=created,
         ), project_quota=10**6, flavor_quota=None)
     return repo

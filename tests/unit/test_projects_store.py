@@ -16,39 +16,22 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from demanager import errors
-from demanager.domain.catalog import Catalog, Flavor, Profile
-from demanager.domain.instance import (
-    AutoStop,
-    Desired,
-    Instance,
-    InstanceId,
-    ProjectId,
-    Storage,
-    UserId,
-)
+from demanager.domain.instance import Desired, Instance, InstanceId, ProjectId
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.domain.tenancy import ProjectSettings
 from demanager.store.database import make_sessionmaker
 from demanager.store.instances import InstanceRepository
 from demanager.store.projects import ProjectRepository
 from tests import server
+from tests.unit.stored import CATALOG, instance
 
-CATALOG = Catalog(
-    profiles={"prof": Profile("prof", "prof", "", "CPU", "ns", "img", "tag", None)},
-    flavors={"flav": Flavor("flav", "CPU", {})},
-)
 ROUNDS = 5
 CREATES = 12
 
 
 def _instance(n: int, project: str, status: S = S.STOPPED) -> Instance:
-    return Instance(
-        id=InstanceId(f"DE-{project}-{n}"), project_id=ProjectId(project), name=f"nb{n}",
-        description="", profile_id="prof", flavor="flav", storage=Storage("evs"),
-        extend_storage=None, auto_stop=AutoStop(), annotations={}, workspace_id="0",
-        pool_id=None, ai_project_id="default-ai-project", user_id=UserId("u" * 32),
-        user_name="u", status=status, desired=Desired.STOPPED, created_at=n, updated_at=n,
-    )
+    return instance(n, id=InstanceId(f"DE-{project}-{n}"), project_id=ProjectId(project),
+                    status=status, desired=Desired.STOPPED, requested_at=None)
 
 
 @pytest.fixture

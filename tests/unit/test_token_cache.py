@@ -121,6 +121,14 @@ def counting(identity: IdentityService) -> CountingRepository:
     return repo
 
 
+def held(identity: IdentityService) -> tuple[CountingRepository, asyncio.Event]:
+    """Counted lookups, each held until the returned gate is set."""
+    repo = counting(identity)
+    gate = asyncio.Event()
+    repo.hold = gate
+    return repo, gate
+
+
 async def test_a_valid_token_is_looked_up_once_then_remembered(
     identity: IdentityService,
 ) -> None:
@@ -185,9 +193,7 @@ async def test_a_lookup_in_flight_during_a_revocation_is_not_remembered(
     identity: IdentityService,
 ) -> None:
     issued = await identity.issue_for("erin", PROJECT, ttl_seconds=None)
-    repo = counting(identity)
-    gate = asyncio.Event()
-    repo.hold = gate
+    repo, gate = held(identity)
     in_flight = asyncio.create_task(identity.authenticate(issued.token, PROJECT))
     await repo.holding.wait()  # it has read the token as valid, before the revocation
     repo.hold = None
@@ -201,9 +207,7 @@ async def test_a_lookup_in_flight_during_a_revocation_is_not_remembered(
 async def test_requests_that_miss_together_share_one_lookup(identity: IdentityService) -> None:
     """A remembered token running out under load sends one query, not one per request."""
     issued = await identity.issue_for("frank", PROJECT, ttl_seconds=None)
-    repo = counting(identity)
-    gate = asyncio.Event()
-    repo.hold = gate
+    repo, gate = held(identity)
     waiting = [asyncio.create_task(identity.authenticate(issued.token, PROJECT))
                for _ in range(16)]
     await repo.holding.wait()
@@ -222,9 +226,7 @@ async def test_a_request_after_a_revocation_never_joins_a_lookup_begun_before_it
     identity: IdentityService,
 ) -> None:
     issued = await identity.issue_for("gina", PROJECT, ttl_seconds=None)
-    repo = counting(identity)
-    gate = asyncio.Event()
-    repo.hold = gate
+    repo, gate = held(identity)
     before = asyncio.create_task(identity.authenticate(issued.token, PROJECT))
     await repo.holding.wait()  # read as valid, still in flight
     repo.hold = None
@@ -241,9 +243,7 @@ async def test_a_caller_that_goes_away_leaves_the_shared_lookup_to_the_others(
     identity: IdentityService,
 ) -> None:
     issued = await identity.issue_for("hugo", PROJECT, ttl_seconds=None)
-    repo = counting(identity)
-    gate = asyncio.Event()
-    repo.hold = gate
+    repo, gate = held(identity)
     first = asyncio.create_task(identity.authenticate(issued.token, PROJECT))
     await repo.holding.wait()
     second = asyncio.create_task(identity.authenticate(issued.token, PROJECT))
