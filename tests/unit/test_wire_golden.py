@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
@@ -30,7 +32,7 @@ from demanager.domain.instance import (
 from demanager.domain.lifecycle import FAILED, HOLDS_RESOURCES, QUEUED, InstanceStatus
 from demanager.domain.queueing import Estimate, QueueEstimates
 from demanager.engine.presenters import FlavorView, Presenter
-from demanager.engine.wire import WirePresenter
+from demanager.engine.wire import Bodies, WirePresenter
 
 NOW = 1_800_000_000_000
 TARGET = "https://notebooks.example.org"
@@ -207,3 +209,41 @@ def test_the_case_covers_every_null_and_absent_form(case: Any) -> None:
     assert any(b["status"] in {s.value for s in HOLDS_RESOURCES} and b["spec"]["extend_params"]
                for b in bodies)
     assert any(not b["name"].isascii() for b in bodies)
+
+
+def test_remembered_bodies_are_the_bytes_encoded_afresh(case: Any) -> None:
+    """``WirePresenter.encoded`` with ``Bodies``: the same bytes as encoding the dict, on
+    the first response and on the next ones, when the caller's counts change the flavor
+    details, when a second passes, and for waiting instances (never kept)."""
+    cat, items, view = case
+    bodies = Bodies()
+    counted = replace(view, counts={**view.counts, "modelarts.vm.cpu.2u": 4})
+    for now, flavors in ((NOW, view), (NOW, view), (NOW, counted), (NOW + 1_000, counted),
+                         (NOW + 1_001, view)):
+        fresh = WirePresenter(cat, TARGET, flavors)
+        kept = WirePresenter(cat, TARGET, flavors, bodies)
+        for i in items:
+            expected = orjson.dumps(fresh.instance(i, now_ms=now))
+            assert orjson.dumps(kept.encoded(i, now_ms=now)) == expected, (i.id, now)
+            assert orjson.dumps(fresh.encoded(i, now_ms=now)) == expected
+    assert 0 < len(bodies) == sum(i.status not in QUEUED for i in items)
+    page = WirePresenter(cat, TARGET, view, bodies)
+    assert FastWireJSON({"total_count": 1000, "instances": [
+        page.encoded(i, now_ms=NOW) for i in items]}).body == WireJSON(
+        {"total_count": 1000, "instances": reference(cat, items, view)}).body
+
+
+def test_bodies_are_kept_for_an_instance_object_not_its_id(case: Any) -> None:
+    """A changed row is a new instance object: its body is encoded again, even with the
+    same id and version; and no more bodies are kept than asked."""
+    cat, items, view = case
+    running = next(i for i in items if i.status is InstanceStatus.RUNNING)
+    bodies = Bodies(capacity=3)
+    presenter = WirePresenter(cat, TARGET, view, bodies)
+    first = orjson.loads(orjson.dumps(presenter.encoded(running, now_ms=NOW)))
+    renamed = replace(running, description="changed")
+    second = orjson.loads(orjson.dumps(presenter.encoded(renamed, now_ms=NOW)))
+    assert (first["description"], second["description"]) == (running.description, "changed")
+    for i in items[:10]:
+        presenter.encoded(i, now_ms=NOW)
+    assert len(bodies) == 3

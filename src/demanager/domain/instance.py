@@ -27,7 +27,7 @@ def new_instance_id() -> InstanceId:
     return InstanceId(f"DE-{uuid.uuid1(node=uuid.uuid4().int & (1 << 48) - 1 | 1 << 40)}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     path: str | None = None
     volume_size: int | None = None
@@ -35,27 +35,27 @@ class Location:
     access_modes: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Storage:
     type: str
     location: Location = field(default_factory=Location)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AutoStop:
     enable: bool = False
     duration: int | None = None
     prompt: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FailedReason:
     code: str
     message: str
     detail: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where the proxy reaches a running workload, as the backend reported it.
 
@@ -110,7 +110,7 @@ class Desired:
     DELETED = "DELETED"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Instance:
     id: InstanceId
     project_id: ProjectId

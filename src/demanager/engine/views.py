@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from demanager import errors
 from demanager.domain.catalog import Catalog
 from demanager.domain.instance import Instance
@@ -22,7 +24,7 @@ from demanager.domain.queueing import QueueEstimates, estimate_flavor_queue
 from demanager.engine.clock import Clock
 from demanager.engine.presenters import FlavorView, Scope, flavor_details, profile
 from demanager.engine.service import InstanceService
-from demanager.engine.wire import WirePresenter
+from demanager.engine.wire import Bodies, WirePresenter
 from demanager.identity.principal import Principal
 from demanager.identity.service import IdentityService
 from demanager.store.instances import InstanceRepository
@@ -51,6 +53,7 @@ class InstanceViews:
         self._target_domain = target_domain
         self._link_ttl = link_ttl_seconds
         self._session_ttl = session_ttl_seconds
+        self._bodies = Bodies()
 
     # --- the contract's routes --------------------------------------------------------
 
@@ -61,11 +64,12 @@ class InstanceViews:
     async def list(self, *, principal: Principal, params: Mapping[str, str]) -> Body:
         total, page, counts = await self._service.list(principal=principal, params=params)
         return {"total_count": total,
-                "instances": await self._present(principal, page, counts)}
+                "instances": await self._encoded(principal, page, counts)}
 
-    async def get(self, *, principal: Principal, instance_id: str) -> Body:
+    async def get(self, *, principal: Principal, instance_id: str) -> orjson.Fragment:
+        """The instance's body, encoded (``FastWireJSON`` sends it as it is)."""
         instance, counts = await self._service.view(principal=principal, instance_id=instance_id)
-        return (await self._present(principal, [instance], counts))[0]
+        return (await self._encoded(principal, [instance], counts))[0]
 
     async def update(self, *, principal: Principal, instance_id: str, raw: bytes) -> Body:
         await self._service.get(principal=principal, instance_id=instance_id)
@@ -184,6 +188,19 @@ class InstanceViews:
         view = await self._flavor_view(principal, instances, counts, now)
         presenter = WirePresenter(self._catalog, self._target_domain, view)
         return [presenter.instance(i, now_ms=now) for i in instances]
+
+    async def _encoded(
+        self,
+        principal: Principal,
+        instances: Sequence[Instance],
+        counts: Mapping[str, int],
+    ) -> builtins.list[orjson.Fragment]:
+        """What ``_present`` gives, encoded, and remembered while unchanged: for the
+        instances of the read routes, which the store shares between requests."""
+        now = self._clock.now_ms()
+        view = await self._flavor_view(principal, instances, counts, now)
+        presenter = WirePresenter(self._catalog, self._target_domain, view, self._bodies)
+        return [presenter.encoded(i, now_ms=now) for i in instances]
 
 
 def run_stops(instance: Instance, policy: Policy) -> Body:

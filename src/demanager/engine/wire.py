@@ -12,6 +12,9 @@ tests/unit/test_wire_golden.py holds the two to the same output.
 
 The profile and flavor parts, the same for every instance of a profile or flavor,
 are dumped from their models once per response.
+
+A list or a GET sends each instance encoded by ``WirePresenter.encoded``, which
+remembers an instance's bytes in ``Bodies`` while nothing they are made of changes.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from demanager.domain.catalog import Catalog
 from demanager.domain.instance import Instance, Storage
 from demanager.domain.lifecycle import FAILED, HOLDS_RESOURCES, QUEUED
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.engine.presenters import FlavorView, Presenter, Scope, extend_params
+from demanager.store.instances import READ_MEMO_SIZE
 
 Dict = dict[str, Any]
 
@@ -40,6 +46,43 @@ def storage(s: Storage) -> Dict:
     return {"type": s.type, "location": location}
 
 
+class Bodies:
+    """Encoded bodies of the instances the API sent lately.
+
+    An instance's body is made of the instance, the catalog and the server's address
+    (fixed for a server's life), the flavor's details (the caller's counts, the sale
+    state: per response), its remaining time (per second) and, while it waits, its queue.
+    The store hands out one object per unchanged row (``store/memo.py``), so an entry is
+    found by that object and holds only while the details and the remaining time are
+    what they were; a waiting instance is never kept. Anything else changed the row,
+    and so the object.
+    """
+
+    __slots__ = ("_capacity", "_entries")
+
+    def __init__(self, capacity: int = READ_MEMO_SIZE) -> None:
+        self._capacity = capacity
+        # id(instance) -> (instance, remaining time, flavor details, body). Holding the
+        # instance keeps its id from being reused while the entry lives.
+        self._entries: dict[int, tuple[Instance, int | None, bytes, orjson.Fragment]] = {}
+
+    def find(self, i: Instance, remain: int | None, flavor: bytes) -> orjson.Fragment | None:
+        entry = self._entries.get(id(i))
+        if entry is not None and entry[0] is i and entry[1] == remain and entry[2] == flavor:
+            return entry[3]
+        return None
+
+    def keep(self, i: Instance, remain: int | None, flavor: bytes,
+             body: orjson.Fragment) -> None:
+        entries = self._entries
+        if id(i) not in entries and len(entries) >= self._capacity:
+            del entries[next(iter(entries))]
+        entries[id(i)] = (i, remain, flavor, body)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 @dataclass
 class WirePresenter:
     """Wire dicts of the instances of one response."""
@@ -47,9 +90,12 @@ class WirePresenter:
     catalog: Catalog
     target_domain: str
     flavors: FlavorView
+    bodies: Bodies | None = None
+    """Where ``encoded`` keeps bodies between responses; None: encode every time."""
     _models: Presenter = field(init=False)
     _profiles: dict[str, Dict] = field(default_factory=dict, init=False)
     _flavors: dict[Scope, Dict] = field(default_factory=dict, init=False)
+    _flavor_bytes: dict[Scope, bytes] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._models = Presenter(self.catalog, self.target_domain)
@@ -109,6 +155,22 @@ class WirePresenter:
         if status in QUEUED:
             body["queuing_info"] = self._queuing_info(i, details)
         body["user"] = {"id": i.user_id, "name": i.user_name}
+        return body
+
+    def encoded(self, i: Instance, *, now_ms: int) -> orjson.Fragment:
+        """``instance(i)`` encoded: the bytes orjson writes for it, to send as they are."""
+        bodies = self.bodies
+        if bodies is None or i.status in QUEUED:
+            return orjson.Fragment(orjson.dumps(self.instance(i, now_ms=now_ms)))
+        remain = i.remain_time(now_ms)
+        scope = (i.pool_id, i.flavor)
+        flavor = self._flavor_bytes.get(scope)
+        if flavor is None:
+            flavor = self._flavor_bytes[scope] = orjson.dumps(self._flavor(i.flavor, i.pool_id))
+        body = bodies.find(i, remain, flavor)
+        if body is None:
+            body = orjson.Fragment(orjson.dumps(self.instance(i, now_ms=now_ms)))
+            bodies.keep(i, remain, flavor, body)
         return body
 
     def _queuing_info(self, i: Instance, details: Dict) -> Dict:

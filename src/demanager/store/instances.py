@@ -27,14 +27,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
+import orjson
 from sqlalchemy import (
+    JSON,
     Row,
     Select,
     String,
+    Text,
     bindparam,
+    cast,
     delete,
     func,
     literal,
+    null,
     or_,
     select,
     union_all,
@@ -64,15 +69,32 @@ from demanager.domain.queueing import Holder, Waiter
 from demanager.domain.validation import ListQuery
 from demanager.store import events as event_log
 from demanager.store import hostfit
+from demanager.store.memo import Memo
 from demanager.store.reads import Reading, Reads
 from demanager.store.tables import InstanceRow, ProjectRow, QuotaUsageRow
 
 _LIVE_ACTIVE = InstanceRow.status != InstanceStatus.DELETED.value
 SWEEP_CHUNK = 100
 """Rows of a sweep turned into instances between two turns of the event loop."""
+READ_MEMO_SIZE = 512
+"""How many of the instances the API read lately are remembered: two pages of 200 and
+the GETs around them, 5-10 KiB each."""
 
 
 _TABLE = InstanceRow.__table__
+
+_UNREAD = frozenset({"live_name", "lease_owner", "lease_until"})
+"""Columns ``_to_domain`` ignores: the engine's leases change them on every sweep."""
+
+_SOURCE = [
+    null().label(c.key) if c.key in _UNREAD
+    else cast(c, Text).label(c.key) if isinstance(c.type, JSON)
+    else c
+    for c in _TABLE.columns
+]
+"""The columns of the API's reads (``InstanceRepository._from_source``): the table's,
+in its order, with its JSON as the text the database holds and the ignored columns as
+NULL, so that a row is the exact, hashable key of the instance built from it."""
 
 
 def _view_query() -> Select[Any]:
@@ -88,7 +110,7 @@ def _view_query() -> Select[Any]:
         )
         .scalar_subquery()
     )
-    return select(_TABLE, same_flavor.label("caller_flavor_count")).where(
+    return select(*_SOURCE, same_flavor.label("caller_flavor_count")).where(
         _TABLE.c.id == bindparam("instance_id")
     )
 
@@ -96,7 +118,7 @@ def _view_query() -> Select[Any]:
 # Built once: composing SQLAlchemy expressions costs more than running them on SQLite.
 _LOAD = select(_TABLE).where(_TABLE.c.id == bindparam("instance_id"))
 _VIEW = _view_query()
-_PAGE = select(_TABLE).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
+_PAGE = select(*_SOURCE).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
 _COUNT_BY_FLAVOR = (
     select(_TABLE.c.flavor, func.count())
     .where(
@@ -171,7 +193,7 @@ def _list_page(
         order = [c.name.desc() if descending else c.name, c.created_at, c.id]
     else:
         order = [c.created_at.desc() if descending else c.created_at, c.id]
-    statement = select(_TABLE).where(
+    statement = select(*_SOURCE).where(
         *_list_conditions(status=status, show_self=show_self, ai_project=ai_project, pool=pool)
     ).order_by(*order).offset(bindparam("offset"))
     return statement.limit(bindparam("limit")) if limited else statement
@@ -225,6 +247,9 @@ class InstanceRepository:
         """Whether the database orders names as the contract does (asked on the first
         list); if not, a list sorts its matches' keys in code."""
         self._appended: list[Callable[[], None]] = []
+        self._instances: Memo[tuple[Any, ...], Instance] = Memo(_decode_source, READ_MEMO_SIZE)
+        """Instances of the rows the API read lately: a page's rows mostly come back
+        unchanged, and the same values build the same instance (``store/memo.py``)."""
 
     def on_slot_freed(self, listener: Callable[[str | None, str], None]) -> None:
         """Call ``listener(pool_id, flavor)`` after each committed write that gave a slot
@@ -244,6 +269,11 @@ class InstanceRepository:
         return self._catalog.capacity_of(pool_id, flavor) if self._catalog else None
 
     # --- reads --------------------------------------------------------------------
+
+    def _from_source(self, row: Row[Any]) -> Instance:
+        """The instance of a row of ``select(*_SOURCE, ...)``: the same object for the
+        same values, so it is shared by every reader and never changed."""
+        return self._instances(tuple(row[:_WIDTH]))
 
     async def load(self, instance_id: str) -> Instance | None:
         async with self._reads.connect() as conn:
@@ -267,7 +297,7 @@ class InstanceRepository:
         params = {"instance_id": instance_id, "project_id": project_id, "user_id": user_id}
         async with self._reads.connect() as conn:
             row = (await conn.execute(_VIEW, params)).first()
-        instance = _to_domain(row) if row is not None else None
+        instance = self._from_source(row) if row is not None else None
         if instance is None or not _is_live_in(instance, project_id, owner):
             raise errors.InstanceNotFound(instance_id)
         assert row is not None
@@ -307,7 +337,7 @@ class InstanceRepository:
                                descending=query.descending, limited=bool(query.limit))
         rows = await conn.execute(
             statement, {**params, "offset": query.offset, "limit": query.limit})
-        return total, [_to_domain(row) for row in rows]
+        return total, [self._from_source(row) for row in rows]
 
     async def _page_in_code(
         self, conn: Reading, query: ListQuery, filters: dict[str, bool],
@@ -330,7 +360,7 @@ class InstanceRepository:
         for chunk in _chunks(ids, 500):
             result = await conn.execute(_PAGE, {"ids": list(chunk)})
             rows.update((r.id, r) for r in result)
-        return len(keys), [_to_domain(rows[i]) for i in ids if i in rows]
+        return len(keys), [self._from_source(rows[i]) for i in ids if i in rows]
 
     async def needing_attention(
         self, *, free_for: str | None = None, now_ms: int = 0
@@ -981,7 +1011,7 @@ if tuple(c.key for c in _TABLE.columns) != _COLUMNS:
     raise RuntimeError("instances: the table's columns changed; update _COLUMNS and _to_domain")
 
 
-def _to_domain(row: Row[Any]) -> Instance:
+def _to_domain(row: Sequence[Any]) -> Instance:
     """The domain object of a row of ``select(_TABLE, ...)`` (columns past the table's
     are ignored). Unpacked by position: reading 36 columns by name was a fifth of a
     list request. Its JSON columns are freshly decoded for this row (with orjson,
@@ -1029,3 +1059,14 @@ def _to_domain(row: Row[Any]) -> Instance:
         extended_ms=extended_ms or 0,
         warned_for=warned_for,
     )
+
+
+_JSON_AT = tuple(n for n, c in enumerate(_TABLE.columns) if isinstance(c.type, JSON))
+
+
+def _decode_source(values: tuple[Any, ...]) -> Instance:
+    decoded = list(values)
+    for n in _JSON_AT:
+        text = decoded[n]
+        decoded[n] = None if text is None else orjson.loads(text)
+    return _to_domain(decoded)
