@@ -87,6 +87,11 @@ class InstanceRow(Base):
         Index("ix_instances_status", "status"),
         # The queue estimates' history: a flavor's latest finished runs (0009).
         Index("ix_instances_flavor_updated", "flavor", "updated_at"),
+        # A caller's own instances: the counts per flavor of a GET and a list, and a
+        # page by name read in order (0013).
+        Index("ix_instances_owner_flavor", "project_id", "user_id", "flavor", "status"),
+        Index("ix_instances_owner_page", "project_id", "user_id", "workspace_id", "name",
+              "created_at", "id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
