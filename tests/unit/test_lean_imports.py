@@ -61,6 +61,15 @@ def test_the_server_process_holds_neither_the_command_line_nor_unused_clients() 
     assert not {"typer", "aiohttp", "cryptography"} & loaded
 
 
+def test_the_server_process_leaves_out_httpx_s_command_line() -> None:
+    """``import httpx`` would import Rich, Pygments and Click for its ``httpx`` command."""
+    skip = "import demanager.cli.serving as s\ns.skip_httpx_command_line()\n"
+    assert {"rich", "pygments"} <= _loaded_after("import httpx")
+    loaded = _loaded_after(skip + "\n".join(f"import {m}" for m in SERVING) + "\nimport httpx")
+    assert "httpx" in loaded
+    assert not {"rich", "pygments"} & loaded
+
+
 def test_serve_replaces_itself_with_the_server(tmp_path: Path) -> None:
     """Same PID (whatever started ``serve`` still holds the server), another program."""
     server = ServerProcess(tmp_path, backend="fake").start()

@@ -115,5 +115,17 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def skip_httpx_command_line() -> None:
+    """Keep httpx from importing its command line's libraries into the server.
+
+    ``import httpx`` imports ``httpx._main``, its ``httpx`` command, which imports Rich,
+    Pygments and Click when they are installed, as they are with demanager's command
+    line: 4 MiB that the server never uses. A ``None`` in ``sys.modules`` makes that
+    import fail, which httpx expects (it then replaces the command with a notice)."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 if __name__ == "__main__":
+    skip_httpx_command_line()
     sys.exit(main(sys.argv[1:]))
