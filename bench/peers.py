@@ -577,7 +577,8 @@ def starts(hub: Hub, ours: Demanager, concurrent: list[int], rows: list[Row],
         figures[f"starts_per_s_{count}"] = count / took_ours
 
 
-def reads(hub: Peer, ours: Peer, seconds: float, rows: list[Row], figures: Figures) -> None:
+def control_planes(hub: Peer, ours: Peer, what: str, rows: list[Row]) -> float:
+    """Adds the row of each peer's control-plane RSS; returns demanager's, in MiB."""
     rss: dict[str, float] = {}
     texts: dict[str, str] = {}
     for peer in (hub, ours):
@@ -587,9 +588,12 @@ def reads(hub: Peer, ours: Peer, seconds: float, rows: list[Row], figures: Figur
         texts[peer.name] = (f"{rss[peer.name]:.0f} MiB"
                             + (f" ({each})" if len(parts) > 1 else "")
                             + f", PSS {sum(p for p, _ in parts.values()):.0f}")
-    rows.append(Row("control plane RSS", texts[hub.name], texts[ours.name],
-                    rss[hub.name] / rss[ours.name]))
-    figures["control_rss"] = rss[ours.name]
+    rows.append(Row(what, texts[hub.name], texts[ours.name], rss[hub.name] / rss[ours.name]))
+    return rss[ours.name]
+
+
+def reads(hub: Peer, ours: Peer, seconds: float, rows: list[Row], figures: Figures) -> None:
+    figures["control_rss"] = control_planes(hub, ours, "control plane RSS", rows)
     for key, what, hub_url, our_url in (
         ("get_one", "GET one, c=16", hub.get_one, ours.get_one),
         ("list", "GET a page of 200, c=16", hub.list_200, ours.list_200),
@@ -602,6 +606,8 @@ def reads(hub: Peer, ours: Peer, seconds: float, rows: list[Row], figures: Figur
         rows.append(Row(what, _load_text(a), _load_text(b), b.rate / a.rate))
         figures[f"{key}_ratio"] = b.rate / a.rate
         figures[f"{key}_p50"], figures[f"{key}_p99"] = b.p50, b.p99
+    # What the reads left behind: the store's and the presenter's remembered instances.
+    figures["control_rss_after"] = control_planes(hub, ours, "  after the reads", rows)
 
 
 def machine() -> str:

@@ -39,9 +39,10 @@ TARGETS = (
            ("list_ratio",)),
     Target("PSS per idle notebook", "<= 60 MiB",
            lambda f: f"{f['idle_pss']:.0f} MiB", lambda f: f["idle_pss"] <= 60, ("idle_pss",)),
-    Target("control plane, 1,000 instances", "<= 100 MiB RSS",
-           lambda f: f"{f['control_rss']:.0f} MiB", lambda f: f["control_rss"] <= 100,
-           ("control_rss",)),
+    Target("control plane, 1,000 instances", "<= 100 MiB RSS, idle / after reads",
+           lambda f: f"{f['control_rss']:.0f} / {f['control_rss_after']:.0f} MiB",
+           lambda f: max(f["control_rss"], f["control_rss_after"]) <= 100,
+           ("control_rss", "control_rss_after")),
     Target("GET one p99 while the engine sweeps", "<= 3 x its p50",
            lambda f: f"{f['get_one_p99'] / f['get_one_p50']:.1f} x "
                      f"(p50 {f['get_one_p50']:.1f} ms, p99 {f['get_one_p99']:.1f} ms)",
