@@ -8,22 +8,31 @@ argon2id, which is slow on purpose.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 TOKEN_PREFIX = "dmt_"
 KEY_FILE = "server.key"
 
-_HASHER = PasswordHasher()
-# Verifying against this when a user does not exist costs as much as a real check,
-# so a failed login does not tell whether the name exists.
-_DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
+
+@functools.cache
+def _hasher() -> tuple[PasswordHasher, str]:
+    """The hasher and a hash of nothing anyone knows, made by the first password set or
+    checked: most servers authenticate API tokens only and never load argon2."""
+    from argon2 import PasswordHasher
+
+    hasher = PasswordHasher()
+    # Verifying against this when a user does not exist costs as much as a real check,
+    # so a failed login does not tell whether the name exists.
+    return hasher, hasher.hash(secrets.token_hex(16))
 
 
 def load_server_key(data_dir: Path, configured: str | None = None) -> bytes:
@@ -60,12 +69,15 @@ def new_token() -> str:
 
 
 def hash_password(password: str) -> str:
-    return _HASHER.hash(password)
+    return _hasher()[0].hash(password)
 
 
 def verify_password(stored: str | None, password: str) -> bool:
     """Constant work whether or not a hash is stored; never raises on a bad hash."""
+    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+    hasher, dummy = _hasher()
     try:
-        return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return hasher.verify(stored or dummy, password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
