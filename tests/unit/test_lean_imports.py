@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psutil
 
+from demanager.cli.server import server_environment
 from tests.server import ServerProcess
 
 SERVER_MODULES = (
@@ -54,11 +55,23 @@ def test_a_server_never_loads_alembic() -> None:
 
 
 def test_the_server_process_holds_neither_the_command_line_nor_unused_clients() -> None:
-    """Typer is the command line's; aiohttp is loaded by the first proxied request and
-    cryptography by the first project key stored or read."""
+    """Typer is the command line's; aiohttp is loaded by the first proxied request,
+    cryptography by the first project key stored or read, argon2 by the first password."""
     loaded = _loaded_after("\n".join(f"import {m}" for m in SERVING))
     assert "demanager" in loaded
-    assert not {"typer", "aiohttp", "cryptography"} & loaded
+    assert not {"typer", "aiohttp", "cryptography", "argon2"} & loaded
+
+
+def test_the_first_password_loads_argon2() -> None:
+    loaded = _loaded_after("from demanager.identity.secrets import hash_password, verify_password\n"
+                           "assert verify_password(hash_password('pw'), 'pw')\n"
+                           "assert not verify_password(None, 'pw')")
+    assert "argon2" in loaded
+
+
+def test_the_server_gets_two_malloc_arenas_unless_the_operator_chose() -> None:
+    assert server_environment({"PATH": "/bin"}) == {"PATH": "/bin", "MALLOC_ARENA_MAX": "2"}
+    assert server_environment({"MALLOC_ARENA_MAX": "8"})["MALLOC_ARENA_MAX"] == "8"
 
 
 def test_the_server_process_leaves_out_httpx_s_command_line() -> None:
@@ -77,6 +90,7 @@ def test_serve_replaces_itself_with_the_server(tmp_path: Path) -> None:
         assert server.proc is not None
         process = psutil.Process(server.proc.pid)
         assert process.cmdline()[1:4] == ["-P", "-m", "demanager.cli.serving"]
+        assert process.environ()["MALLOC_ARENA_MAX"] == "2"
         mapped = {Path(m.path).name for m in process.memory_maps()}
         assert not [name for name in mapped if name.startswith("_rust.")], "cryptography"
         assert not [name for name in mapped if name.startswith("_http_parser.")], "aiohttp"

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -79,8 +80,25 @@ def serve(
     sys.stdout.flush()
     sys.stderr.flush()
     # -P: the working directory is not put on the import path.
-    os.execv(sys.executable, [sys.executable, "-P", "-m", "demanager.cli.serving",
-                              json.dumps(given)])
+    os.execve(sys.executable, [sys.executable, "-P", "-m", "demanager.cli.serving",
+                               json.dumps(given)], server_environment(os.environ))
+
+
+MALLOC_ARENAS = "2"
+"""glibc's malloc arenas in the server process, unless ``MALLOC_ARENA_MAX`` is set."""
+
+
+def server_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The server process's environment: this one, with at most two malloc arenas.
+
+    glibc gives each thread that allocates an arena of its own, up to eight per core,
+    and the server's threads (aiosqlite's, one per pooled connection; the default
+    executor's) each kept a few hundred KiB of freed memory in theirs: about 3 MiB of
+    the control plane's RSS (docs/benchmarks.md, Peers). The event loop's thread does
+    nearly all the allocating, so two arenas cost no measurable speed. Notebooks never
+    see the variable (``sandbox.notebook_env`` passes only locale and terminal
+    settings)."""
+    return {"MALLOC_ARENA_MAX": MALLOC_ARENAS, **env}
 
 
 def _preflight(settings: Settings) -> None:
