@@ -29,17 +29,14 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
-    JSON,
+    Boolean,
     Row,
     Select,
     String,
-    Text,
     bindparam,
-    cast,
     delete,
     func,
     literal,
-    null,
     or_,
     select,
     union_all,
@@ -71,6 +68,7 @@ from demanager.store import events as event_log
 from demanager.store import hostfit
 from demanager.store.memo import Memo
 from demanager.store.reads import Reading, Reads
+from demanager.store.rowjson import row_json
 from demanager.store.tables import InstanceRow, ProjectRow, QuotaUsageRow
 
 _LIVE_ACTIVE = InstanceRow.status != InstanceStatus.DELETED.value
@@ -86,15 +84,12 @@ _TABLE = InstanceRow.__table__
 _UNREAD = frozenset({"live_name", "lease_owner", "lease_until"})
 """Columns ``_to_domain`` ignores: the engine's leases change them on every sweep."""
 
-_SOURCE = [
-    null().label(c.key) if c.key in _UNREAD
-    else cast(c, Text).label(c.key) if isinstance(c.type, JSON)
-    else c
-    for c in _TABLE.columns
-]
-"""The columns of the API's reads (``InstanceRepository._from_source``): the table's,
-in its order, with its JSON as the text the database holds and the ignored columns as
-NULL, so that a row is the exact, hashable key of the instance built from it."""
+_SOURCE_COLUMNS = [c for c in _TABLE.columns if c.key not in _UNREAD]
+_SOURCE = row_json(*_SOURCE_COLUMNS).label("source")
+"""What the API's reads select of an instance (``InstanceRepository._from_source``):
+every column it is made of, in the table's order, as one JSON array built by the
+database. That text is the exact key of the instance built from it, and one value a
+row for the driver to hand over."""
 
 
 def _view_query() -> Select[Any]:
@@ -110,7 +105,7 @@ def _view_query() -> Select[Any]:
         )
         .scalar_subquery()
     )
-    return select(*_SOURCE, same_flavor.label("caller_flavor_count")).where(
+    return select(_SOURCE, same_flavor.label("caller_flavor_count")).where(
         _TABLE.c.id == bindparam("instance_id")
     )
 
@@ -118,7 +113,7 @@ def _view_query() -> Select[Any]:
 # Built once: composing SQLAlchemy expressions costs more than running them on SQLite.
 _LOAD = select(_TABLE).where(_TABLE.c.id == bindparam("instance_id"))
 _VIEW = _view_query()
-_PAGE = select(*_SOURCE).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
+_PAGE = select(_TABLE.c.id, _SOURCE).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
 _COUNT_BY_FLAVOR = (
     select(_TABLE.c.flavor, func.count())
     .where(
@@ -193,7 +188,7 @@ def _list_page(
         order = [c.name.desc() if descending else c.name, c.created_at, c.id]
     else:
         order = [c.created_at.desc() if descending else c.created_at, c.id]
-    statement = select(*_SOURCE).where(
+    statement = select(_SOURCE).where(
         *_list_conditions(status=status, show_self=show_self, ai_project=ai_project, pool=pool)
     ).order_by(*order).offset(bindparam("offset"))
     return statement.limit(bindparam("limit")) if limited else statement
@@ -247,7 +242,7 @@ class InstanceRepository:
         """Whether the database orders names as the contract does (asked on the first
         list); if not, a list sorts its matches' keys in code."""
         self._appended: list[Callable[[], None]] = []
-        self._instances: Memo[tuple[Any, ...], Instance] = Memo(_decode_source, READ_MEMO_SIZE)
+        self._instances: Memo[str, Instance] = Memo(_decode_source, READ_MEMO_SIZE)
         """Instances of the rows the API read lately: a page's rows mostly come back
         unchanged, and the same values build the same instance (``store/memo.py``)."""
 
@@ -270,10 +265,10 @@ class InstanceRepository:
 
     # --- reads --------------------------------------------------------------------
 
-    def _from_source(self, row: Row[Any]) -> Instance:
-        """The instance of a row of ``select(*_SOURCE, ...)``: the same object for the
-        same values, so it is shared by every reader and never changed."""
-        return self._instances(tuple(row[:_WIDTH]))
+    def _from_source(self, source: str) -> Instance:
+        """The instance of a ``_SOURCE`` value: the same object for the same values, so
+        it is shared by every reader and never changed."""
+        return self._instances(source)
 
     async def load(self, instance_id: str) -> Instance | None:
         async with self._reads.connect() as conn:
@@ -297,7 +292,7 @@ class InstanceRepository:
         params = {"instance_id": instance_id, "project_id": project_id, "user_id": user_id}
         async with self._reads.connect() as conn:
             row = (await conn.execute(_VIEW, params)).first()
-        instance = self._from_source(row) if row is not None else None
+        instance = self._from_source(row.source) if row is not None else None
         if instance is None or not _is_live_in(instance, project_id, owner):
             raise errors.InstanceNotFound(instance_id)
         assert row is not None
@@ -337,7 +332,7 @@ class InstanceRepository:
                                descending=query.descending, limited=bool(query.limit))
         rows = await conn.execute(
             statement, {**params, "offset": query.offset, "limit": query.limit})
-        return total, [self._from_source(row) for row in rows]
+        return total, [self._from_source(source) for source in rows.scalars()]
 
     async def _page_in_code(
         self, conn: Reading, query: ListQuery, filters: dict[str, bool],
@@ -360,7 +355,7 @@ class InstanceRepository:
         for chunk in _chunks(ids, 500):
             result = await conn.execute(_PAGE, {"ids": list(chunk)})
             rows.update((r.id, r) for r in result)
-        return len(keys), [self._from_source(rows[i]) for i in ids if i in rows]
+        return len(keys), [self._from_source(rows[i].source) for i in ids if i in rows]
 
     async def needing_attention(
         self, *, free_for: str | None = None, now_ms: int = 0
@@ -1061,12 +1056,16 @@ def _to_domain(row: Sequence[Any]) -> Instance:
     )
 
 
-_JSON_AT = tuple(n for n, c in enumerate(_TABLE.columns) if isinstance(c.type, JSON))
+_SOURCE_AT = tuple(n for n, c in enumerate(_TABLE.columns) if c.key not in _UNREAD)
+_BOOLEAN_AT = tuple(n for n, c in enumerate(_TABLE.columns) if isinstance(c.type, Boolean))
 
 
-def _decode_source(values: tuple[Any, ...]) -> Instance:
-    decoded = list(values)
-    for n in _JSON_AT:
-        text = decoded[n]
-        decoded[n] = None if text is None else orjson.loads(text)
-    return _to_domain(decoded)
+def _decode_source(source: str) -> Instance:
+    """The instance of a ``_SOURCE`` value. Its JSON columns come decoded with it;
+    SQLite's booleans come as 0 and 1."""
+    values: list[Any] = [None] * _WIDTH
+    for n, value in zip(_SOURCE_AT, orjson.loads(source), strict=True):
+        values[n] = value
+    for n in _BOOLEAN_AT:
+        values[n] = bool(values[n])
+    return _to_domain(values)
