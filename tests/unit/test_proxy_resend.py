@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -104,7 +105,7 @@ async def test_a_refused_kept_endpoint_sends_the_request_to_the_new_one(
 
 
 async def test_a_refusal_the_store_does_not_explain_is_answered_once(
-    runtime: Runtime, gateway: Gateway
+    runtime: Runtime, gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     instance_id, current = await _running(runtime)
     gone = replace(current, port=_closed_port())
@@ -112,10 +113,15 @@ async def test_a_refusal_the_store_does_not_explain_is_answered_once(
     assert running is not None
     await runtime.instances.save(running, now_ms=running.updated_at, endpoint=gone)
 
-    status, body = _answer(await _put(gateway, instance_id, gone))
+    with caplog.at_level(logging.WARNING, logger="demanager.proxy.gateway"):
+        status, body = _answer(await _put(gateway, instance_id, gone))
 
     assert status != 200
     assert json.loads(body)["error_code"].startswith("ModelArts.")
+    told = [r.getMessage() for r in caplog.records if "did not answer" in r.getMessage()]
+    assert len(told) == 1, "the operator is told why, once"
+    assert f"PUT /notebooks/{instance_id}/api/contents/a.ipynb" in told[0]
+    assert "Connect" in told[0], "with the connection's own error"
 
 
 async def test_a_refused_endpoint_of_a_stopped_instance_is_not_retried(

@@ -133,10 +133,12 @@ class Gateway:
                 # Nothing of the request went: it is sent once more, where the row says now.
                 moved = await self._moved(target, endpoint) if resend else None
                 if moved is None:
+                    _unreachable(target, exc)
                     await self._refuse(target, exc, receive, send)
                     return
                 endpoint = moved
             except errors.NotAnswering as exc:
+                _unreachable(target, exc)
                 await self._refuse(target, exc, receive, send)
                 return
 
@@ -165,6 +167,7 @@ class Gateway:
             # Nothing was relayed yet: an endpoint that moved is tried once, afresh.
             moved = await self._moved(target, endpoint) if resend else None
             if moved is None:
+                _unreachable(target, exc)
                 await self._refuse(target, exc, receive, send)
                 return
             await self._websocket(target, moved, receive, send, resend=False)
@@ -246,6 +249,14 @@ def _endpoint(instance: Instance) -> Endpoint:
     if instance.endpoint is None:
         raise errors.NotAnswering(instance.status.value, "open")
     return instance.endpoint
+
+
+def _unreachable(target: _Target, exc: errors.NotAnswering) -> None:
+    """Log why a RUNNING instance's notebook could not be reached: the caller is told only
+    that it is not answering."""
+    kind = "WebSocket" if target.websocket else target.method
+    log.warning("proxy: %s %s: the notebook did not answer: %r",
+                kind, target.clean_path.split("?")[0], exc.__cause__ or exc)
 
 
 def _client(scope: Scope) -> str | None:

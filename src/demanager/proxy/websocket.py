@@ -22,7 +22,11 @@ from demanager import errors
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """A notebook output (an image, a big table) fits; a hostile kernel cannot make the
 proxy buffer more than this per message."""
-OPEN_TIMEOUT = 10.0
+OPEN_TIMEOUT = 75.0
+"""How long the upstream may take to answer the handshake. Jupyter holds a kernel's
+channels handshake until the kernel has started and replied to ``kernel_info``, up to its
+own ``kernel_info_timeout`` (60 s): a fresh kernel on a busy host, or one restarting
+after its memory ran out, is slow, not gone. A refused connection still fails at once."""
 
 
 async def open_upstream(url: str, headers: list[tuple[str, str]],
