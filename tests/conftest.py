@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import ssl
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,23 @@ MINIMAL_BODY: dict[str, Any] = {
     "flavor": "modelarts.vm.cpu.2u",
     "spec": {"storage": {"type": "evs"}},
 }
+
+
+STARTED = pytest.StashKey[list[ServerProcess]]()
+"""The servers a test started through ``server_factory``: their logs join its failure."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report carries the tail of each of its servers' logs: what the
+    server saw (a refused upstream, a traceback) is often the whole explanation."""
+    report = yield
+    if report.failed:
+        for proc in item.stash.get(STARTED, []):
+            report.sections.append((f"server log {proc.log_path}", proc.log()))
+    return report
 
 
 _TLS = ssl.create_default_context()
@@ -71,11 +88,12 @@ def api(server: ServerProcess, project: str) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def server_factory() -> Iterator[Callable[..., ServerProcess]]:
+def server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., ServerProcess]]:
     """Start servers with custom settings; each is stopped (and its database dropped) after.
     Their data dirs are traversable by other uids, as the process backend needs as root."""
     base = traversable_dir("demanager-test-")
     started: list[ServerProcess] = []
+    request.node.stash[STARTED] = started
 
     def start(**kwargs: Any) -> ServerProcess:
         proc = ServerProcess(base / f"server{len(started)}", **kwargs)
