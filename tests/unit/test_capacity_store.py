@@ -19,20 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from demanager import errors
 from demanager.domain.catalog import Catalog, Flavor, Pool, Profile
-from demanager.domain.instance import (
-    AutoStop,
-    Desired,
-    Instance,
-    InstanceId,
-    ProjectId,
-    Storage,
-    UserId,
-)
+from demanager.domain.instance import Instance, ProjectId
 from demanager.domain.lifecycle import HOLDS_RESOURCES, TRANSITIONS
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.store.database import alembic_config, make_sessionmaker, upgrade
 from demanager.store.instances import InstanceRepository, capacity_scope
 from tests import server
+from tests.unit import stored
 
 FLAVOR = "flav"
 CATALOG = Catalog(
@@ -43,14 +36,8 @@ CATALOG = Catalog(
 
 
 def _instance(n: int, status: S, *, pool: str | None = None, project: str = "p") -> Instance:
-    return Instance(
-        id=InstanceId(f"DE-{n}"), project_id=ProjectId(project), name=f"nb{n}",
-        description="", profile_id="prof", flavor=FLAVOR, storage=Storage("evs"),
-        extend_storage=None, auto_stop=AutoStop(), annotations={}, workspace_id="0",
-        pool_id=pool, ai_project_id="default-ai-project", user_id=UserId("u" * 32),
-        user_name="u", status=status, desired=Desired.RUNNING, created_at=n, updated_at=n,
-        requested_at=n,
-    )
+    return stored.instance(n, status=status, flavor=FLAVOR, pool_id=pool,
+                           project_id=ProjectId(project))
 
 
 @pytest.fixture

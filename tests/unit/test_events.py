@@ -18,13 +18,9 @@ from demanager.domain import events
 from demanager.domain.catalog import Catalog, Flavor, Profile
 from demanager.domain.events import Event, EventKind
 from demanager.domain.instance import (
-    AutoStop,
-    Desired,
     FailedReason,
     Instance,
-    InstanceId,
     ProjectId,
-    Storage,
     UserId,
 )
 from demanager.domain.lifecycle import InstanceStatus as S
@@ -36,6 +32,7 @@ from demanager.store.database import make_sessionmaker
 from demanager.store.events import EventFilter, EventRepository
 from demanager.store.instances import InstanceRepository
 from tests import server
+from tests.unit import stored
 
 FLAVOR = "flav"
 CATALOG = Catalog(
@@ -46,14 +43,8 @@ CATALOG = Catalog(
 
 
 def _instance(n: int, status: S = S.CREATING, *, project: str = "p", at: int = 1000) -> Instance:
-    return Instance(
-        id=InstanceId(f"DE-{n}"), project_id=ProjectId(project), name=f"nb{n}",
-        description="", profile_id="prof", flavor=FLAVOR, storage=Storage("evs"),
-        extend_storage=None, auto_stop=AutoStop(), annotations={}, workspace_id="0",
-        pool_id=None, ai_project_id="default-ai-project", user_id=UserId("u" * 32),
-        user_name="u", status=status, desired=Desired.RUNNING, created_at=at, updated_at=at,
-        requested_at=at,
-    )
+    return stored.instance(n, status=status, flavor=FLAVOR, project_id=ProjectId(project),
+                           created_at=at, updated_at=at, requested_at=at)
 
 
 # --- builders --------------------------------------------------------------------------

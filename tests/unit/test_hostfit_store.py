@@ -18,21 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from demanager import errors
 from demanager.domain.catalog import Catalog, Flavor, Profile
 from demanager.domain.hostfit import Inventory
-from demanager.domain.instance import (
-    AutoStop,
-    Desired,
-    Instance,
-    InstanceId,
-    ProjectId,
-    Storage,
-    UserId,
-)
+from demanager.domain.instance import Desired, Instance
 from demanager.domain.lifecycle import InstanceStatus as S
 from demanager.store.database import make_engine, make_sessionmaker
 from demanager.store.hostfit import host_scope
 from demanager.store.instances import InstanceRepository
 from demanager.store.tables import GpuAssignmentRow
 from tests import server
+from tests.unit import stored
 
 CATALOG = Catalog(
     profiles={"prof": Profile("prof", "prof", "", "CPU", "ns", "img", "tag", None)},
@@ -50,14 +43,7 @@ QUOTA = {"project_quota": 10**6, "flavor_quota": None}
 
 
 def _instance(n: int, status: S, flavor: str) -> Instance:
-    return Instance(
-        id=InstanceId(f"DE-{n}"), project_id=ProjectId("p"), name=f"nb{n}",
-        description="", profile_id="prof", flavor=flavor, storage=Storage("evs"),
-        extend_storage=None, auto_stop=AutoStop(), annotations={}, workspace_id="0",
-        pool_id=None, ai_project_id="default-ai-project", user_id=UserId("u" * 32),
-        user_name="u", status=status, desired=Desired.RUNNING, created_at=n, updated_at=n,
-        requested_at=n,
-    )
+    return stored.instance(n, status=status, flavor=flavor)
 
 
 @pytest.fixture

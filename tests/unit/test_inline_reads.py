@@ -4,10 +4,7 @@ sends them to the async engine, and they can never write."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,21 +13,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from demanager.domain.lifecycle import InstanceStatus as S
-from demanager.store.database import make_engine, make_sessionmaker, upgrade
+from demanager.store.database import make_sessionmaker
 from demanager.store.instances import InstanceRepository
 from demanager.store.reads import Reads
 from tests.unit.stored import CATALOG, instance
 
 INSTANCE = instance()
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'demanager.db'}"
-    await asyncio.to_thread(upgrade, url)
-    built = make_engine(url)
-    yield built
-    await built.dispose()
 
 
 def _statements(engine: Any) -> list[str]:
@@ -43,12 +31,12 @@ def _statements(engine: Any) -> list[str]:
     return seen
 
 
-async def test_inline_reads_see_each_committed_write_at_once(engine: AsyncEngine) -> None:
-    repo = InstanceRepository(make_sessionmaker(engine), CATALOG)
-    inline = Reads(engine).inline
+async def test_inline_reads_see_each_committed_write_at_once(sqlite_engine: AsyncEngine) -> None:
+    repo = InstanceRepository(make_sessionmaker(sqlite_engine), CATALOG)
+    inline = Reads(sqlite_engine).inline
     assert inline is not None
     read_inline = _statements(inline)
-    read_async = _statements(engine.sync_engine)
+    read_async = _statements(sqlite_engine.sync_engine)
     assert await repo.load(INSTANCE.id) is None
     added = await repo.add(INSTANCE, project_quota=10, flavor_quota=None)
     assert (await repo.load(INSTANCE.id)) == added
@@ -60,10 +48,12 @@ async def test_inline_reads_see_each_committed_write_at_once(engine: AsyncEngine
                 and s.lstrip().upper().startswith("SELECT")], "a load went through aiosqlite"
 
 
-async def test_a_busy_database_sends_the_read_to_the_async_engine(engine: AsyncEngine) -> None:
-    repo = InstanceRepository(make_sessionmaker(engine), CATALOG)
+async def test_a_busy_database_sends_the_read_to_the_async_engine(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    repo = InstanceRepository(make_sessionmaker(sqlite_engine), CATALOG)
     await repo.add(INSTANCE, project_quota=10, flavor_quota=None)
-    inline = Reads(engine).inline
+    inline = Reads(sqlite_engine).inline
     assert inline is not None
     refused: list[str] = []
 
@@ -73,22 +63,22 @@ async def test_a_busy_database_sends_the_read_to_the_async_engine(engine: AsyncE
             refused.append(statement)
             raise sqlite3.OperationalError("database is locked")
 
-    read_async = _statements(engine.sync_engine)
+    read_async = _statements(sqlite_engine.sync_engine)
     found = await repo.load(INSTANCE.id)
     assert found is not None and found.id == INSTANCE.id
     assert refused and read_async == refused, "the refused statement ran on the async engine"
 
 
-async def test_another_error_of_an_inline_read_is_raised(engine: AsyncEngine) -> None:
-    async with Reads(engine).connect() as conn:
+async def test_another_error_of_an_inline_read_is_raised(sqlite_engine: AsyncEngine) -> None:
+    async with Reads(sqlite_engine).connect() as conn:
         with pytest.raises(OperationalError, match="no such table"):
             await conn.execute(text("SELECT * FROM no_such_table"))
 
 
-async def test_inline_connections_never_write(engine: AsyncEngine) -> None:
-    repo = InstanceRepository(make_sessionmaker(engine), CATALOG)
+async def test_inline_connections_never_write(sqlite_engine: AsyncEngine) -> None:
+    repo = InstanceRepository(make_sessionmaker(sqlite_engine), CATALOG)
     await repo.add(INSTANCE, project_quota=10, flavor_quota=None)
-    async with Reads(engine).connect() as conn:
+    async with Reads(sqlite_engine).connect() as conn:
         with pytest.raises(OperationalError, match="readonly"):
             await conn.execute(text("DELETE FROM instances"))
     assert await repo.load(INSTANCE.id) is not None

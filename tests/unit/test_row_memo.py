@@ -4,8 +4,6 @@ by any writer, even one that bumps no version, gives a new one at the next read.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from demanager.domain.lifecycle import InstanceStatus
 from demanager.domain.validation import ListQuery
-from demanager.store.database import make_engine, make_sessionmaker, upgrade
+from demanager.store.database import make_sessionmaker
 from demanager.store.instances import InstanceRepository
 from demanager.store.memo import Memo
 from tests import server
@@ -43,15 +41,6 @@ def test_a_memo_builds_once_per_key_and_forgets_the_oldest_first() -> None:
         Memo(build, capacity=0)
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'demanager.db'}"
-    await asyncio.to_thread(upgrade, url)
-    built = make_engine(url)
-    yield built
-    await built.dispose()
-
-
 PAGE = ListQuery()
 
 
@@ -73,13 +62,13 @@ async def _viewed(repo: InstanceRepository) -> Any:
     ("stop_at", "99", "stop_at", 99),
 ])
 async def test_a_changed_column_is_read_at_once_without_a_version_bump(
-    engine: AsyncEngine, read: Any, column: str, value: str, field: str, expected: Any,
+    sqlite_engine: AsyncEngine, read: Any, column: str, value: str, field: str, expected: Any,
 ) -> None:
-    repo = InstanceRepository(make_sessionmaker(engine), CATALOG)
+    repo = InstanceRepository(make_sessionmaker(sqlite_engine), CATALOG)
     await repo.add(instance(), project_quota=10, flavor_quota=None)
     before = await read(repo)
     assert await read(repo) is before, "an unchanged row gives the same instance"
-    async with engine.begin() as conn:
+    async with sqlite_engine.begin() as conn:
         await conn.execute(text(f"UPDATE instances SET {column} = {value}"))
     after = await read(repo)
     got = getattr(after, field)
@@ -89,13 +78,13 @@ async def test_a_changed_column_is_read_at_once_without_a_version_bump(
 
 
 async def test_a_lease_taken_by_the_engine_keeps_the_remembered_instance(
-    engine: AsyncEngine,
+    sqlite_engine: AsyncEngine,
 ) -> None:
     """The engine's leases change on every sweep; the instance is not made of them."""
-    repo = InstanceRepository(make_sessionmaker(engine), CATALOG)
+    repo = InstanceRepository(make_sessionmaker(sqlite_engine), CATALOG)
     await repo.add(instance(), project_quota=10, flavor_quota=None)
     before = await _listed(repo)
-    async with engine.begin() as conn:
+    async with sqlite_engine.begin() as conn:
         await conn.execute(text("UPDATE instances SET lease_owner = 'engine-1', lease_until = 5"))
     assert await _listed(repo) is before
 
