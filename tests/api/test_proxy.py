@@ -4,6 +4,7 @@ their own upstream credential (``backends/echo_upstream.py``)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -153,6 +154,23 @@ def test_websocket_passes_for_the_owner_only(server: ServerProcess, pair: Pair) 
         connect(ws_url(server, pair.stopped), additional_headers={"X-Auth-Token": pair.alice})
     assert stopped.value.response.status_code == 400
     assert b"ModelArts.6327" in stopped.value.response.body
+
+
+def test_a_handshake_the_notebook_denies_gets_the_notebooks_answer_scrubbed(
+    server: ServerProcess, pair: Pair
+) -> None:
+    """Jupyter answers a handshake for an unknown kernel with 404: the caller sees that,
+    not a claim that the notebook is not answering, and never the upstream credential."""
+    with pytest.raises(InvalidStatus) as denied:
+        connect(ws_url(server, pair.mine, "api/kernels/missing/channels"),
+                additional_headers={"X-Auth-Token": pair.alice})
+    answer = denied.value.response
+    assert answer.status_code == 404
+    body = json.loads(answer.body)
+    assert body["message"] == "Kernel does not exist"
+    scheme, credential = body["authorization"].split()
+    assert scheme == "token" and len(credential) >= 16 and set(credential) == {"*"}
+    assert answer.headers["content-length"] == str(len(answer.body))
 
 
 def test_a_grant_in_the_query_opens_a_websocket_too(server: ServerProcess, pair: Pair) -> None:

@@ -286,6 +286,16 @@ def test_the_websocket_upgrade_is_checked_too(world: World, who: str) -> None:
     assert anonymous.value.status_code == 401
 
 
+def test_a_kernel_jupyter_does_not_know_gets_jupyters_own_404(world: World) -> None:
+    """The notebook answered: the caller sees its answer, not the proxy's "not answering"."""
+    unknown = uuid.uuid4()
+    url = f"ws://127.0.0.1:{world.server.port}/notebooks/{world.mine}/api/kernels/{unknown}/channels"
+    with pytest.raises(websocket.WebSocketBadStatusException) as denied:
+        websocket.create_connection(url, header=[f"X-Auth-Token: {world.alice}"])
+    assert denied.value.status_code == 404
+    assert b"ModelArts" not in (denied.value.resp_body or b"")
+
+
 def test_revoked_and_expired_tokens_stop_at_once(world: World) -> None:
     token = world.server.make_token(world.project, "alice")
     short = world.server.make_token(world.project, "alice", "--expires-in", "2")

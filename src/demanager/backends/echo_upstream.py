@@ -5,7 +5,9 @@ testable for refusal *and* success, over HTTP and WebSocket, without Jupyter.
 This server answers every request under ``/notebooks/{id}/`` with what it
 received (method, path as sent, query, headers, body size) and echoes WebSocket
 messages, but only when the request carries the instance's upstream credential,
-exactly as Jupyter would. ``…/bytes?n=N`` streams N bytes, for download checks.
+exactly as Jupyter would. ``…/bytes?n=N`` streams N bytes, for download checks. A
+WebSocket handshake for a path with a ``missing`` segment is answered 404, as Jupyter
+answers one for an unknown kernel, with the credential it was sent in the body.
 
 It runs in the server's own event loop on 127.0.0.1, starts with the first
 workload and stops when the backend closes.
@@ -104,8 +106,14 @@ class EchoUpstream:
         }, headers={"Set-Cookie": "upstream=1; Path=/"})
 
     async def _websocket(self, ws: WebSocket) -> None:
-        if self._allowed(ws.url.path, ws.headers.get("authorization")) is None:
+        authorization = ws.headers.get("authorization")
+        if self._allowed(ws.url.path, authorization) is None:
             await ws.close(code=4403)
+            return
+        if "missing" in ws.url.path.split("/"):
+            await ws.send_denial_response(JSONResponse(
+                {"message": "Kernel does not exist", "authorization": authorization},
+                status_code=404))
             return
         offered = ws.scope.get("subprotocols") or []
         await ws.accept(subprotocol=offered[0] if offered else None)

@@ -163,6 +163,10 @@ class Gateway:
             upstream = await ws_proxy.open_upstream(
                 target.upstream("ws", endpoint), headers, target.scope.get("subprotocols", []),
             )
+        except ws_proxy.Denied as denied:
+            await self._pass_denial(target, denied, secrets_of(endpoint.headers),
+                                    receive, send)
+            return
         except errors.NotAnswering as exc:
             # Nothing was relayed yet: an endpoint that moved is tried once, afresh.
             moved = await self._moved(target, endpoint) if resend else None
@@ -180,6 +184,22 @@ class Gateway:
                                  secrets_of(endpoint.headers))
         finally:
             opened.dec()
+
+    async def _pass_denial(self, target: _Target, denied: ws_proxy.Denied,
+                           secrets: list[bytes], receive: Receive, send: Send) -> None:
+        """The notebook's own answer to a handshake it would not upgrade (Jupyter's 404 for
+        an unknown kernel, say), scrubbed like any response it sends."""
+        socket = WebSocket(target.scope, receive, send)
+        if "websocket.http.response" not in target.scope.get("extensions", {}):
+            await socket.close(code=1008)
+            return
+        scrubber = Scrubber(secrets)
+        body = scrubber.feed(denied.body) + scrubber.flush()
+        headers = [(n, v) for n, v in forwarding.response_headers(denied.headers)
+                   if n.lower() not in (b"content-length", b"transfer-encoding")]
+        answer = Response(body, status_code=denied.status)  # its only header: the length
+        answer.raw_headers = [*answer.raw_headers, *headers]
+        await socket.send_denial_response(answer)
 
     def _counted(self, receive: Receive, send: Send) -> tuple[Receive, Send]:
         """``receive`` and ``send`` that count the bytes of bodies and messages relayed."""

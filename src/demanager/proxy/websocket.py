@@ -14,7 +14,12 @@ import contextlib
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+)
 from websockets.typing import Subprotocol
 
 from demanager import errors
@@ -29,9 +34,21 @@ own ``kernel_info_timeout`` (60 s): a fresh kernel on a busy host, or one restar
 after its memory ran out, is slow, not gone. A refused connection still fails at once."""
 
 
+class Denied(Exception):
+    """The notebook answered the handshake with an HTTP response instead of upgrading
+    (an unknown kernel, a refused origin): the caller gets that answer, not ours."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
 async def open_upstream(url: str, headers: list[tuple[str, str]],
                         subprotocols: list[str]) -> ClientConnection:
-    """Connect to the instance; ``NotAnswering`` if it will not take the connection."""
+    """Connect to the instance; ``Denied`` if it answered the handshake with a response of
+    its own, ``NotAnswering`` if it will not take the connection."""
     try:
         return await connect(
             url,
@@ -43,6 +60,10 @@ async def open_upstream(url: str, headers: list[tuple[str, str]],
             user_agent_header=None,
             proxy=None,
         )
+    except InvalidStatus as exc:
+        answer = exc.response
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.raw_items()]
+        raise Denied(answer.status_code, raw, bytes(answer.body)) from exc
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         raise errors.NotAnswering("RUNNING", "reach") from exc
 
