@@ -82,6 +82,7 @@ bench: install-test  ## print the figures of bench/
 	$(BIN)/python bench/spawn.py --backend docker  # says why it measures nothing without Docker
 	$(BIN)/python bench/queue.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/rowjson.py
 	$(BIN)/python bench/proxy.py
 	$(BIN)/python bench/queue_estimates.py
 
